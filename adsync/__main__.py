@@ -1,0 +1,3 @@
+from adsync.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The Feishu face of adsync: webhook app, commands, cards, worker, clock, console."""

@@ -1,0 +1,139 @@
+"""One HTTP server for both simulated platforms, plus a control API for tests and the demo.
+
+Ocean Engine paths live under ``/open_api/`` (and its authorization page under ``/audit/``),
+Feishu paths under ``/open-apis/``; they never collide, so one base URL serves as both
+``OCEANENGINE_API_BASE`` and ``FEISHU_DOMAIN``.
+
+Control API (JSON):
+  POST /_sandbox/reset                 {"oceanengine": {...options}, "feishu": {...options}}
+  POST /_sandbox/faults                {"oceanengine": {...FaultConfig}, "feishu": {...}}
+  GET  /_sandbox/stats                 call counters per platform
+  GET  /_sandbox/health
+  and each platform's own routes under /_sandbox/<platform>/...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from typing import Any, Protocol
+
+from flask import Flask, jsonify, request
+from werkzeug.serving import make_server
+
+from adsync.sandbox.faults import FaultInjector
+
+
+class Platform(Protocol):
+    name: str
+    faults: FaultInjector
+
+    def register(self, app: Flask) -> None: ...
+    def reset(self, options: dict[str, Any]) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
+def create_app(seed: int = 1, platforms: list[Platform] | None = None) -> Flask:
+    from adsync.sandbox.feishu import FeishuSandbox
+    from adsync.sandbox.oceanengine import OceanEngineSandbox
+
+    if platforms is None:
+        platforms = [OceanEngineSandbox(seed=seed), FeishuSandbox(seed=seed)]
+    by_name = {p.name: p for p in platforms}
+    app = Flask("adsync.sandbox")
+    app.config["MAX_CONTENT_LENGTH"] = 10 * 1024 * 1024
+    app.extensions["adsync_sandbox"] = by_name
+    for platform in platforms:
+        platform.register(app)
+
+    def _body() -> dict[str, Any]:
+        data = request.get_json(silent=True)
+        return data if isinstance(data, dict) else {}
+
+    @app.post("/_sandbox/reset")
+    def reset() -> Any:
+        body = _body()
+        for name, platform in by_name.items():
+            platform.reset(body.get(name) or {})
+            platform.faults.reset()
+        return jsonify({"ok": True})
+
+    @app.post("/_sandbox/faults")
+    def faults() -> Any:
+        body = _body()
+        try:
+            for name, cfg in body.items():
+                if name not in by_name:
+                    raise ValueError(f"unknown platform {name!r}")
+                by_name[name].faults.configure(cfg or {})
+        except (TypeError, ValueError) as exc:
+            return jsonify({"ok": False, "error": str(exc)}), 400
+        return jsonify({n: p.faults.as_dict() for n, p in by_name.items()})
+
+    @app.get("/_sandbox/stats")
+    def stats() -> Any:
+        return jsonify({n: p.stats() for n, p in by_name.items()})
+
+    @app.get("/_sandbox/health")
+    def health() -> Any:
+        return jsonify({"ok": True, "platforms": sorted(by_name)})
+
+    return app
+
+
+class SandboxServer:
+    """The sandbox on a loopback port in a background thread: ``with SandboxServer() as s: s.url``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 1) -> None:
+        self.app = create_app(seed=seed)
+        self._server = make_server(host, port, self.app, threaded=True)
+        self.host = host
+        self.port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="adsync-sandbox", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> SandboxServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="adsync sandbox", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("adsync sandbox only listens on loopback", file=sys.stderr)
+        return 2
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = SandboxServer(args.host, args.port, seed=args.seed)
+    # One machine-readable line first, so a parent process can learn the port (--port 0).
+    print(json.dumps({"sandbox": server.url}), flush=True)
+    try:
+        server._server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The ``adsync`` command line.
+
+Each command's module is imported only when that command runs, so ``adsync --help`` and
+``adsync token status`` never pay for lark-oapi (seconds and 175 MB) or Flask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from adsync import __version__
+
+# command path -> "module:function"; the module is imported only when the command runs.
+COMMANDS = {
+    ("auth", "url"): "adsync.cli.auth:auth_url",
+    ("auth", "code"): "adsync.cli.auth:auth_code",
+    ("token", "status"): "adsync.cli.auth:token_status",
+    ("token", "refresh"): "adsync.cli.auth:token_refresh",
+    ("sandbox",): "adsync.cli.ops:sandbox",
+    ("doctor",): "adsync.cli.ops:doctor",
+    ("demo",): "adsync.cli.demo:demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adsync",
+        description="Ocean Engine local-push reports into a Feishu Bitable, with a Feishu bot.",
+        epilog="Exit codes: 0 done, 1 partly failed, 2 usage or configuration error, "
+        "3 authorization needed.",
+    )
+    parser.add_argument("--version", action="version", version=f"adsync {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print one JSON document")
+
+    demo = sub.add_parser("demo", help="the whole system on the sandbox, no credentials needed")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+
+    sandbox = sub.add_parser("sandbox", help="serve the simulated Ocean Engine + Feishu APIs")
+    sandbox.add_argument("--port", type=int, default=8100)
+    sandbox.add_argument("--seed", type=int, default=1)
+
+    auth = sub.add_parser("auth", help="authorize adsync at Ocean Engine")
+    auth_sub = auth.add_subparsers(dest="action", metavar="ACTION", required=True)
+    auth_sub.add_parser("url", parents=[json_flag], help="print the authorization link")
+    code = auth_sub.add_parser(
+        "code", parents=[json_flag], help="exchange an auth_code and store the tokens"
+    )
+    code.add_argument("code", help="the auth_code from the redirect after authorizing")
+
+    token = sub.add_parser("token", help="the Ocean Engine token chain")
+    token_sub = token.add_subparsers(dest="action", metavar="ACTION", required=True)
+    token_sub.add_parser("status", parents=[json_flag], help="lifetimes and health")
+    token_sub.add_parser("refresh", parents=[json_flag], help="refresh now")
+
+    sub.add_parser("doctor", parents=[json_flag], help="check everything a new operator needs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    key = tuple(p for p in (args.command, getattr(args, "action", None)) if p)
+    module_name, func_name = COMMANDS[key].split(":")
+    handler = getattr(importlib.import_module(module_name), func_name)
+
+    from adsync.cli.context import run
+
+    return run(handler, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

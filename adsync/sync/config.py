@@ -1,0 +1,319 @@
+"""Settings from the environment, a ``.env`` file, and an optional ``adsync.toml``.
+
+Precedence: environment > ``.env`` (working directory, or ``ADSYNC_ENV_FILE``) > ``adsync.toml``
+(``[adsync]`` table with the same variable names, or ``ADSYNC_CONFIG``). Every variable is
+declared once, on the ``Settings`` field that holds it; a malformed value is an error naming the
+variable and where to set it. Missing values are only errors where a command needs them
+(``settings.require(...)``), so ``adsync sandbox`` runs with no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from adsync.sync.errors import ConfigError, mask
+
+
+class Secret:
+    """A string that never prints itself. ``reveal()`` is the only way to the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({mask(self._value)})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """One local-push account named in ``ADSYNC_ACCOUNTS`` (``id[:name]``)."""
+
+    id: str
+    name: str = ""
+
+
+# -- parsers: raw text -> value, raising ValueError with a short reason ---------------------------
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _secret(raw: str) -> Secret:
+    return Secret(raw)
+
+
+def _digits(raw: str) -> str:
+    if not raw.isdigit():
+        raise ValueError("expected digits only, like 1700000000000001")
+    return raw
+
+
+def _url(raw: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", raw):
+        raise ValueError("expected an http(s) URL, like https://api.oceanengine.com")
+    return raw.rstrip("/")
+
+
+def _secret_url(raw: str) -> Secret:
+    return Secret(_url(raw))
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value < 1:
+        raise ValueError("expected a number of at least 1")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number of seconds") from None
+    if value < 0:
+        raise ValueError("expected 0 or more")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if value <= 0:
+        raise ValueError("expected a number above 0")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _port(raw: str) -> int:
+    value = _non_negative_int(raw)
+    if value > 65535:
+        raise ValueError("expected a port number 0-65535")
+    return value
+
+
+def _hhmm(raw: str) -> time:
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", raw.strip())
+    if not match:
+        raise ValueError("expected HH:MM, like 07:00")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def _timezone(raw: str) -> str:
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("expected an IANA time zone, like Asia/Shanghai") from None
+    return raw
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _chat_ids(raw: str) -> tuple[str, ...]:
+    items = _list(raw)
+    bad = [i for i in items if not i.startswith("oc_")]
+    if bad:
+        raise ValueError(f"chat ids start with oc_ (got {bad[0]!r})")
+    return items
+
+
+def _accounts(raw: str) -> tuple[AccountSpec, ...]:
+    specs = []
+    for item in _list(raw):
+        account_id, _, name = item.partition(":")
+        account_id = account_id.strip()
+        if not account_id.isdigit():
+            raise ValueError(f"expected id[:name],... with numeric ids (got {item!r})")
+        specs.append(AccountSpec(account_id, name.strip()))
+    return tuple(specs)
+
+
+def _database_url(raw: str) -> Secret:
+    # Hand psycopg 3 to SQLAlchemy for the plain URL forms people copy from hosting dashboards.
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            raw = "postgresql+psycopg://" + raw[len(prefix) :]
+    if "://" not in raw:
+        raise ValueError("expected a SQLAlchemy URL, like sqlite:///data/adsync.db")
+    return Secret(raw)
+
+
+def var(name: str, parse: Callable[[str], Any] = _text, default: Any = None, doc: str = "") -> Any:
+    """Declare a settings field backed by the variable ``name``."""
+    return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    oceanengine_app_id: str | None = var("OCEANENGINE_APP_ID", _digits, doc="Ocean Engine app id")
+    oceanengine_app_secret: Secret | None = var("OCEANENGINE_APP_SECRET", _secret)
+    oceanengine_api_base: str = var("OCEANENGINE_API_BASE", _url, "https://api.oceanengine.com")
+    oceanengine_auth_url: str = var(
+        "OCEANENGINE_AUTH_URL", _url, "https://open.oceanengine.com/audit/oauth.html"
+    )
+    oceanengine_redirect_uri: str | None = var("OCEANENGINE_REDIRECT_URI", _url)
+    accounts: tuple[AccountSpec, ...] = var("ADSYNC_ACCOUNTS", _accounts, ())
+    feishu_app_id: str | None = var("FEISHU_APP_ID")
+    feishu_app_secret: Secret | None = var("FEISHU_APP_SECRET", _secret)
+    feishu_domain: str = var("FEISHU_DOMAIN", _url, "https://open.feishu.cn")
+    feishu_encrypt_key: Secret | None = var("FEISHU_ENCRYPT_KEY", _secret)
+    feishu_verification_token: Secret | None = var("FEISHU_VERIFICATION_TOKEN", _secret)
+    feishu_bitable_app_token: str | None = var("FEISHU_BITABLE_APP_TOKEN")
+    feishu_bitable_table_id: str | None = var("FEISHU_BITABLE_TABLE_ID")
+    feishu_report_chat_ids: tuple[str, ...] = var("FEISHU_REPORT_CHAT_IDS", _chat_ids, ())
+    feishu_alert_webhook_url: Secret | None = var("FEISHU_ALERT_WEBHOOK_URL", _secret_url)
+    feishu_alert_webhook_secret: Secret | None = var("FEISHU_ALERT_WEBHOOK_SECRET", _secret)
+    admins: tuple[str, ...] = var("ADSYNC_ADMINS", _list, ())
+    allowed_chat_ids: tuple[str, ...] = var("ADSYNC_ALLOWED_CHAT_IDS", _chat_ids, ())
+    database_url: Secret | None = var("ADSYNC_DATABASE_URL", _database_url)
+    data_dir: Path = var("ADSYNC_DATA_DIR", Path, Path("data"))
+    timezone: str = var("ADSYNC_TIMEZONE", _timezone, "Asia/Shanghai")
+    daily_sync_at: time = var("ADSYNC_DAILY_SYNC_AT", _hhmm, time(7, 0))
+    lookback_days: int = var("ADSYNC_LOOKBACK_DAYS", _positive_int, 3)
+    refresh_margin: int = var("ADSYNC_REFRESH_MARGIN", _non_negative_int, 3600)
+    port: int = var("PORT", _port, 8000)
+    # Extensions beyond the contract.
+    rate_limit: float = var(
+        "ADSYNC_RATE_LIMIT", _positive_float, 5.0, "Ocean Engine requests per second"
+    )
+    concurrency: int = var("ADSYNC_CONCURRENCY", _positive_int, 4, "accounts fetched at once")
+    http_timeout: float = var("ADSYNC_HTTP_TIMEOUT", _positive_float, 20.0, "seconds per call")
+    retry_base_delay: float = var(
+        "ADSYNC_RETRY_BASE_DELAY", _positive_float, 0.5, "first backoff step, seconds"
+    )
+    log_level: str = var("ADSYNC_LOG_LEVEL", _log_level, "INFO")
+    log_file: Path | None = var("ADSYNC_LOG_FILE", Path, doc="also log to this file")
+    source: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL in effect (a secret: it may carry a password)."""
+        if self.database_url is not None:
+            return self.database_url.reveal()
+        return f"sqlite:///{self.data_dir / 'adsync.db'}"
+
+    def require(self, *env_names: str) -> None:
+        """Raise ConfigError naming the first of ``env_names`` that has no value."""
+        by_env = {f.metadata["env"]: f.name for f in fields(self) if "env" in f.metadata}
+        for env_name in env_names:
+            value = getattr(self, by_env[env_name])
+            if value is None or value == "" or value == ():
+                raise ConfigError(
+                    f"{env_name} is not set",
+                    hint=f"set {env_name} in the environment or in {self.source.get('.env', '.env')}"
+                    " (see `adsync doctor` and the README's configuration table)",
+                )
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return replace(self, **values)
+
+
+def settings_fields() -> list[tuple[str, str, str]]:
+    """(variable, default, doc) for every declared variable: documentation and `adsync doctor`."""
+    out = []
+    for f in fields(Settings):
+        if "env" in f.metadata:
+            out.append(
+                (f.metadata["env"], "" if f.default is None else str(f.default), f.metadata["doc"])
+            )
+    return out
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _read_toml(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML: {exc}", hint=f"fix or remove {path}"
+        ) from None
+    table = data.get("adsync", data)
+    return {str(k).upper(): str(v) for k, v in table.items() if not isinstance(v, dict)}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """Read every variable; raise ConfigError for the first malformed one."""
+    env = dict(os.environ if environ is None else environ)
+    base = Path.cwd() if cwd is None else cwd
+    dotenv_path = Path(env.get("ADSYNC_ENV_FILE") or base / ".env")
+    toml_path = Path(env.get("ADSYNC_CONFIG") or base / "adsync.toml")
+    layers = [
+        (str(toml_path), _read_toml(toml_path)),
+        (str(dotenv_path), _read_dotenv(dotenv_path)),
+        ("the environment", env),
+    ]
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if "env" not in f.metadata:
+            continue
+        name = f.metadata["env"]
+        raw, where = None, ""
+        for origin, layer in layers:
+            if layer.get(name, "").strip() != "":
+                raw, where = layer[name].strip(), origin
+        if raw is None:
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except ValueError as exc:
+            shown = (
+                "(hidden)"
+                if f.metadata["parse"] in (_secret, _secret_url, _database_url)
+                else repr(raw)
+            )
+            raise ConfigError(
+                f"{name} is malformed: {exc} (got {shown} from {where})",
+                hint=f"correct {name} in {where}",
+            ) from None
+    values["source"] = {".env": str(dotenv_path), "toml": str(toml_path)}
+    return Settings(**values)

@@ -1,0 +1,470 @@
+"""Storage: SQLAlchemy Core tables, a versioned schema migrated on open, and the two locks
+everything else builds on.
+
+SQLite (the default, under ``ADSYNC_DATA_DIR``) runs in WAL mode with a busy timeout, and every
+transaction is opened by us (``BEGIN`` / ``BEGIN IMMEDIATE``) rather than by the sqlite3 module,
+so an exclusive section really is exclusive across processes. PostgreSQL uses row locks
+(``SELECT ... FOR UPDATE``). A process killed inside a transaction leaves nothing behind: the
+database rolls it back and releases its locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.types import TypeDecorator
+
+from adsync.sync.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both backends (SQLite keeps no zone; we store naive UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware one")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("migrated_at", UTCDateTime, nullable=False),
+)
+
+# One row per Ocean Engine app: the current token pair of the authorization chain.
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("app_id", String(32), primary_key=True),
+    Column("access_token", Text, nullable=False),
+    Column("refresh_token", Text, nullable=False),
+    Column("access_expires_at", UTCDateTime, nullable=False),
+    Column("refresh_expires_at", UTCDateTime, nullable=False),
+    Column("advertiser_ids", Text, nullable=False, default="[]"),  # JSON list of id strings
+    Column("generation", Integer, nullable=False, default=1),
+    Column("authorized_at", UTCDateTime, nullable=False),
+    Column("refreshed_at", UTCDateTime),
+    Column("dead_at", UTCDateTime),  # set when the platform says the chain is gone
+    Column("dead_reason", Text),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+token_history = Table(
+    "token_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("app_id", String(32), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("event", String(24), nullable=False),  # authorized | refreshed | failed | dead
+    Column("reason", Text, nullable=False, default=""),
+    Column("access_prefix", String(16), nullable=False, default=""),
+    Column("refresh_prefix", String(16), nullable=False, default=""),
+    Column("generation", Integer),
+    Column("actor", String(120), nullable=False, default=""),
+    Index("ix_token_history_app_at", "app_id", "at"),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", String(32), primary_key=True),
+    Column("name", Text, nullable=False, default=""),
+    Column("source", String(16), nullable=False, default="config"),  # config | grant
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("last_synced_at", UTCDateTime),
+    Column("last_outcome", String(16)),
+    Column("last_reason", Text),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column(
+        "trigger", String(24), nullable=False
+    ),  # cli | chat | schedule | catchup | retry | settle
+    Column("requested_by", String(120), nullable=False, default=""),
+    Column("date_from", Date, nullable=False),
+    Column("date_to", Date, nullable=False),
+    Column("account_filter", String(32)),
+    Column("status", String(16), nullable=False),  # running | ok | partial | failed
+    Column("api_calls", Integer, nullable=False, default=0),
+    Column("rows_created", Integer, nullable=False, default=0),
+    Column("rows_updated", Integer, nullable=False, default=0),
+    Column("rows_unchanged", Integer, nullable=False, default=0),
+    Column("rows_deleted", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("detail", Text),  # JSON: the result object
+    Index("ix_runs_started", "started_at"),
+)
+
+run_accounts = Table(
+    "run_accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # ok | no_data | failed
+    Column("reason", Text),
+    Column("rows", Integer, nullable=False, default=0),
+    Column("api_calls", Integer, nullable=False, default=0),
+    Index("ix_run_accounts_run", "run_id"),
+)
+
+# The local copy of every synced row: summary and verify read this, never the Bitable.
+report_rows = Table(
+    "report_rows",
+    metadata,
+    Column("sync_key", String(80), primary_key=True),  # YYYY-MM-DD|account|promotion
+    Column("stat_date", Date, nullable=False),
+    Column("account_id", String(32), nullable=False),
+    Column("account_name", Text, nullable=False, default=""),
+    Column("project_id", String(32), nullable=False, default=""),
+    Column("project_name", Text, nullable=False, default=""),
+    Column("promotion_id", String(32), nullable=False),
+    Column("promotion_name", Text, nullable=False, default=""),
+    Column("cost_cents", BigInteger, nullable=False, default=0),
+    Column("show_cnt", BigInteger, nullable=False, default=0),
+    Column("click_cnt", BigInteger, nullable=False, default=0),
+    Column("convert_cnt", BigInteger, nullable=False, default=0),
+    Column("clue_cnt", BigInteger, nullable=False, default=0),
+    Column("synced_at", UTCDateTime, nullable=False),
+    Column("run_id", Integer),
+    Index("ix_report_rows_date", "stat_date"),
+    Index("ix_report_rows_account_date", "account_id", "stat_date"),
+)
+
+# Deliveries already claimed (Feishu event_id / message_id), kept past the 7.1 h retry ladder.
+dedup = Table(
+    "dedup",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_dedup_expires", "expires_at"),
+)
+
+# Named leases: one holder at a time across processes; a dead holder's lease runs out.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(120), primary_key=True),
+    Column("holder", String(160), nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+oauth_states = Table(
+    "oauth_states",
+    metadata,
+    Column("state", String(64), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Column("requested_by", String(120), nullable=False, default=""),
+)
+
+# Messages that must go out once: daily reports per chat and date, alerts per problem.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("sent_at", UTCDateTime, nullable=False),
+    Column("detail", Text),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("problem", String(200), primary_key=True),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    Column("last_sent", UTCDateTime),
+    Column("cleared_at", UTCDateTime),
+    Column("detail", Text),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def actor() -> str:
+    """Who is doing something, for history rows and lease holders."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn, checkfirst=True)
+
+
+# Each step is idempotent (create with checkfirst) so a half-applied step can simply rerun.
+MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
+
+
+def _describe(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL we cannot parse is described, not shown
+        return "(unparseable URL)"
+
+
+class Store:
+    """The database: an engine, a migrated schema, transactions and locks."""
+
+    def __init__(self, url: str) -> None:
+        self.url_for_humans = _describe(url)
+        self.dialect = make_url(url).get_backend_name()
+        try:
+            self.engine = self._create_engine(url)
+            self.migrate()
+        except StoreError:
+            raise
+        except (SQLAlchemyError, sqlite3.Error, OSError, ValueError) as exc:
+            raise self._error("cannot open", exc) from None
+
+    def _error(self, doing: str, exc: BaseException) -> StoreError:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        hint = (
+            "check ADSYNC_DATABASE_URL (or ADSYNC_DATA_DIR for the default SQLite file); "
+            "if the file is damaged, move it aside and re-authorize"
+        )
+        if self.dialect == "postgresql":
+            hint = "check that PostgreSQL is running and ADSYNC_DATABASE_URL is right"
+        return StoreError(f"database {self.url_for_humans} {doing}: {detail}", hint=hint)
+
+    def _create_engine(self, url: str) -> Engine:
+        if self.dialect == "sqlite":
+            database = make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 60})
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+
+    def migrate(self) -> None:
+        with self.exclusive() as conn:
+            if self.dialect == "postgresql":
+                # Serialise concurrent first starts; keyed by schema so test schemas don't collide.
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema()))"))
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database {self.url_for_humans} has schema {current}, newer than this "
+                    f"adsync ({SCHEMA_VERSION})",
+                    hint="upgrade adsync, or point ADSYNC_DATABASE_URL elsewhere",
+                )
+            for version, step in MIGRATIONS:
+                if version > current:
+                    step(conn)
+                    conn.execute(
+                        insert(schema_version).values(version=version, migrated_at=utcnow())
+                    )
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A plain transaction: committed on success, rolled back on error."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[Connection]:
+        """A transaction that holds the database's write lock from its first statement (SQLite
+        ``BEGIN IMMEDIATE``). On PostgreSQL it is a plain transaction: lock the rows you need
+        with ``FOR UPDATE``."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    def check(self) -> str:
+        """A quick health check; returns a description or raises StoreError."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(func.count()).select_from(tokens)).scalar()
+                if self.dialect == "sqlite":
+                    result = conn.exec_driver_sql("PRAGMA quick_check").scalar()
+                    if result != "ok":
+                        raise StoreError(f"database {self.url_for_humans} is damaged: {result}")
+        except SQLAlchemyError as exc:
+            raise self._error("is not readable", exc) from None
+        return f"{self.url_for_humans} (schema {self.schema_version()})"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> bool:
+        """Take ``name`` for ``ttl`` if it is free, expired, or already ours."""
+        now = utcnow()
+        with self.begin() as conn:
+            taken = conn.execute(
+                update(leases)
+                .where(leases.c.name == name)
+                .where((leases.c.expires_at < now) | (leases.c.holder == holder))
+                .values(holder=holder, acquired_at=now, expires_at=now + ttl)
+            ).rowcount
+            if taken:
+                return True
+        try:
+            with self.begin() as conn:
+                conn.execute(
+                    insert(leases).values(
+                        name=name, holder=holder, acquired_at=now, expires_at=now + ttl
+                    )
+                )
+            return True
+        except IntegrityError:
+            return False
+
+    def renew_lease(self, name: str, holder: str, ttl: timedelta) -> bool:
+        with self.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(leases)
+                    .where(leases.c.name == name, leases.c.holder == holder)
+                    .values(expires_at=utcnow() + ttl)
+                ).rowcount
+            )
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.begin() as conn:
+            conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
+
+    def lease_holder(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
+            ).first()
+        if row is None or row.expires_at < utcnow():
+            return None
+        return row.holder
+
+    # -- dedup ---------------------------------------------------------------------------------
+
+    def claim(self, key: str, ttl: timedelta) -> bool:
+        """True the first time ``key`` is claimed within ``ttl`` (across processes)."""
+        now = utcnow()
+        try:
+            with self.begin() as conn:
+                conn.execute(insert(dedup).values(key=key, created_at=now, expires_at=now + ttl))
+            return True
+        except IntegrityError:
+            pass
+        with self.begin() as conn:
+            # An expired claim may be taken again.
+            return bool(
+                conn.execute(
+                    update(dedup)
+                    .where(dedup.c.key == key, dedup.c.expires_at < now)
+                    .values(created_at=now, expires_at=now + ttl)
+                ).rowcount
+            )
+
+    def purge_expired(self) -> int:
+        now = utcnow()
+        with self.begin() as conn:
+            n = conn.execute(delete(dedup).where(dedup.c.expires_at < now)).rowcount
+            n += conn.execute(delete(oauth_states).where(oauth_states.c.expires_at < now)).rowcount
+        return n
+
+
+def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # Let the "begin" listener issue BEGIN so we choose DEFERRED or IMMEDIATE ourselves.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 60000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # durable against process crashes in WAL
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "")
+    conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def open_store(url: str) -> Store:
+    return Store(url)
+
+
+__all__ = [
+    "Store",
+    "open_store",
+    "utcnow",
+    "actor",
+    "metadata",
+    "tokens",
+    "token_history",
+    "accounts",
+    "runs",
+    "run_accounts",
+    "report_rows",
+    "dedup",
+    "leases",
+    "oauth_states",
+    "notifications",
+    "alerts",
+]

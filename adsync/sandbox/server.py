@@ -15,6 +15,7 @@ Control API (JSON):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -37,10 +38,11 @@ class Platform(Protocol):
 
 
 def create_app(seed: int = 1, platforms: list[Platform] | None = None) -> Flask:
-    from adsync.sandbox.feishu import FeishuSandbox
-    from adsync.sandbox.oceanengine import OceanEngineSandbox
-
     if platforms is None:
+        # Imported here so one platform can be served (and tested) without the other module.
+        from adsync.sandbox.feishu import FeishuSandbox
+        from adsync.sandbox.oceanengine import OceanEngineSandbox
+
         platforms = [OceanEngineSandbox(seed=seed), FeishuSandbox(seed=seed)]
     by_name = {p.name: p for p in platforms}
     app = Flask("adsync.sandbox")
@@ -87,8 +89,14 @@ def create_app(seed: int = 1, platforms: list[Platform] | None = None) -> Flask:
 class SandboxServer:
     """The sandbox on a loopback port in a background thread: ``with SandboxServer() as s: s.url``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 1) -> None:
-        self.app = create_app(seed=seed)
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 1,
+        platforms: list[Platform] | None = None,
+    ) -> None:
+        self.app = create_app(seed=seed, platforms=platforms)
         self._server = make_server(host, port, self.app, threaded=True)
         self.host = host
         self.port = self._server.server_port
@@ -128,10 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     server = SandboxServer(args.host, args.port, seed=args.seed)
     # One machine-readable line first, so a parent process can learn the port (--port 0).
     print(json.dumps({"sandbox": server.url}), flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -1,0 +1,1320 @@
+"""A faithful, strict simulator of the Ocean Engine (巨量引擎) Open API for 本地推 accounts.
+
+What it simulates (see /work/shared/reference/oceanengine.md for the sources):
+
+- the authorization page ``/audit/oauth.html`` (a user who ticks every account and consents),
+- ``oauth2/access_token`` (single-use auth codes, 10 minutes), ``oauth2/refresh_token`` (strict
+  rotation, no grace window), ``oauth2/advertiser/get`` and ``2/user/info``,
+- ``v3.0/local/report/{promotion,project,account}/get`` with the real parameter rules: the
+  ``Access-Token`` header, JSON-encoded ``metrics``/``filtering``, page sizes 10/20/50/100,
+  365-day windows, 19-digit ids as exact JSON integers.
+
+Report numbers are a pure function of (seed, account, promotion, date), so any range can be
+asked for in any order and the answer never changes unless a control route says so (``adjust``).
+Every envelope is HTTP 200 with a business ``code``; injected HTTP faults look like a gateway.
+
+Control routes live under ``/_sandbox/oceanengine/``; they never reveal a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
+
+from flask import Flask, Response, request
+from werkzeug.http import HTTP_STATUS_CODES
+
+from adsync.sandbox.faults import Fault, FaultInjector
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+AUTH_CODE_LIFETIME = 600  # "只有10分钟有效期，且只能使用一次"
+MAX_SPAN_DAYS = 365
+MAX_HOURLY_SPAN_DAYS = 7
+PAGE_SIZES = (10, 20, 50, 100)
+
+DAILY = "TIME_GRANULARITY_DAILY"
+HOURLY = "TIME_GRANULARITY_HOURLY"
+TOTAL = "TIME_GRANULARITY_TOTAL"
+GRANULARITIES = (DAILY, HOURLY, TOTAL)
+
+# Real messages where the notes record them (40104, 40110); otherwise short English + Chinese.
+MESSAGES: dict[int, str] = {
+    40001: "参数错误 Invalid parameter",
+    40002: "没有权限进行相关操作 No permission for this operation",
+    40003: "过滤条件的field字段错误 Invalid filtering field",
+    40100: "请求过于频繁 Too many requests",
+    40101: "不合法的接入用户 Invalid app_id or secret",
+    40102: "access_token已过期 The access_token has expired",
+    40103: "refresh_token已过期，请重新授权 The refresh_token has expired",
+    40104: "The access_token is empty.",
+    40105: "access_token错误 The access_token is invalid",
+    40107: "refresh_token错误 The refresh_token is invalid",
+    40108: "授权类型错误 Invalid grant_type",
+    40110: "auth_code已过期，请重新授权",
+    50000: "系统错误 System error, please retry",
+}
+
+
+class ApiError(Exception):
+    """A business error: rendered as HTTP 200 with ``code`` and ``data: {}``."""
+
+    def __init__(self, code: int, detail: str = "") -> None:
+        base = MESSAGES.get(code, "error")
+        # 40104 and 40110 are verbatim real messages; keep them exact.
+        self.code = code
+        self.message = f"{base}: {detail}" if detail and code not in (40104, 40110) else base
+        super().__init__(self.message)
+
+
+def _param_error(detail: str) -> ApiError:
+    return ApiError(40001, detail)
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic randomness
+
+
+def _hash(*parts: object) -> int:
+    # blake2b, not hash(): str hashes are salted per process and the data must be reproducible.
+    text = "|".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def _rng(*parts: object) -> random.Random:
+    return random.Random(_hash(*parts))
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+
+
+@dataclass(frozen=True)
+class Options:
+    app_id: str = "1700000000000001"
+    secret: str = "sandbox-oe-secret"
+    access_lifetime: int = 86399
+    refresh_lifetime: int = 2591999
+    accounts: int = 7
+    promotions_per_account: int = 3
+    seed: int = 1
+    today: date | None = None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], default_seed: int) -> Options:
+        """Validate reset options; a typo must fail loudly rather than silently do nothing."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown oceanengine options: {sorted(unknown)}")
+        values: dict[str, Any] = {"seed": default_seed}
+        for name in ("access_lifetime", "refresh_lifetime", "accounts", "seed"):
+            if name in raw:
+                values[name] = _int_option(name, raw[name], minimum=1 if name != "seed" else None)
+        if "promotions_per_account" in raw:
+            values["promotions_per_account"] = _int_option(
+                "promotions_per_account", raw["promotions_per_account"], minimum=0
+            )
+        if "app_id" in raw:
+            app_id = str(raw["app_id"])
+            if not app_id.isdigit():
+                raise ValueError("app_id must be digits")
+            values["app_id"] = app_id
+        if "secret" in raw:
+            if not isinstance(raw["secret"], str) or not raw["secret"]:
+                raise ValueError("secret must be a non-empty string")
+            values["secret"] = raw["secret"]
+        if raw.get("today") is not None:
+            values["today"] = _parse_date_option(raw["today"])
+        return cls(**values)
+
+
+def _int_option(name: str, value: Any, minimum: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}")
+    return value
+
+
+def _parse_date_option(value: Any) -> date:
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("today must be YYYY-MM-DD")
+    return date.fromisoformat(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The simulated world: accounts, promotions, daily numbers
+
+
+@dataclass(frozen=True)
+class Promotion:
+    promotion_id: int
+    promotion_name: str
+    project_id: int
+    project_name: str
+    start: date
+    end: date | None  # None: still running
+    base_cost_cents: int
+    budget_cents: int | None  # daily budget; real rows show capped spend like 700.0 / 1000.0
+    cpm_yuan: float
+    ctr: float
+    cvr: float
+    marketing_goal: str
+    delivery_scene: str
+    campaign_type: str = "GENERAL"
+    delivery_mode: str = "MANUAL_MODE"
+
+
+@dataclass(frozen=True)
+class Account:
+    account_id: int
+    name: str
+    promotions: tuple[Promotion, ...]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The additive quantities of a report row; money in cents so sums stay exact."""
+
+    cost_cents: int = 0
+    show: int = 0
+    click: int = 0
+    convert: int = 0
+    clue: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.cost_cents + other.cost_cents,
+            self.show + other.show,
+            self.click + other.click,
+            self.convert + other.convert,
+            self.clue + other.clue,
+        )
+
+    def scaled(self, factor: float) -> Counts:
+        # round() is monotonic, so click <= show etc. still hold after scaling.
+        return Counts(
+            round(self.cost_cents * factor),
+            round(self.show * factor),
+            round(self.click * factor),
+            round(self.convert * factor),
+            round(self.clue * factor),
+        )
+
+    def any(self) -> bool:
+        return bool(self.cost_cents or self.show or self.click or self.convert or self.clue)
+
+
+def _ratio(num: float, den: float, scale: float) -> float:
+    return round(num / den * scale, 2) if den else 0.0
+
+
+# Known metric names and how each is computed from Counts. Metrics the sandbox does not model
+# are accepted (a real client may ask for them) and answered with zero.
+METRICS: dict[str, Callable[[Counts], int | float]] = {
+    "stat_cost": lambda c: c.cost_cents / 100,
+    "show_cnt": lambda c: c.show,
+    "click_cnt": lambda c: c.click,
+    "convert_cnt": lambda c: c.convert,
+    "clue_pay_order_cnt": lambda c: c.clue,
+    "attribution_convert_cnt": lambda c: c.convert,
+    "ctr": lambda c: _ratio(c.click, c.show, 100),  # percent, like the platform
+    "cpc_platform": lambda c: _ratio(c.cost_cents, c.click, 0.01),
+    "cpm_platform": lambda c: _ratio(c.cost_cents, c.show, 10),
+    "conversion_cost": lambda c: _ratio(c.cost_cents, c.convert, 0.01),
+    "conversion_rate": lambda c: _ratio(c.convert, c.click, 100),
+    "form_cnt": lambda c: 0,
+    "clue_message_count": lambda c: 0,
+    "phone_confirm_cnt": lambda c: 0,
+    "message_action_cnt": lambda c: 0,
+    "oto_pay_order_count": lambda c: 0,
+    "oto_pay_order_amount": lambda c: 0.0,
+    "dy_like": lambda c: 0,
+    "total_play": lambda c: 0,
+    "luban_live_enter_cnt": lambda c: 0,
+}
+TRUTH_METRICS = ("stat_cost", "show_cnt", "click_cnt", "convert_cnt", "clue_pay_order_cnt")
+
+# (project word, promotion word), after the real sample's naming.
+PRODUCTS = (
+    ("黄金微针", "黄金微针私信"),
+    ("抗衰法令纹", "抗衰超声炮法令纹"),
+    ("热玛吉", "热玛吉"),
+    ("水光针", "水光针补水团购"),
+    ("光子嫩肤", "光子嫩肤到店"),
+    ("超皮秒", "超皮秒祛斑"),
+    ("玻尿酸", "玻尿酸填充私信"),
+    ("双眼皮", "双眼皮私信"),
+)
+BRANCHES = ("郑州天后", "洛阳天后", "开封天后")
+COMPANIES = (
+    "郑州天后医疗美容医院有限公司",
+    "洛阳天后医疗美容门诊部有限公司",
+    "开封天后医疗美容诊所有限公司",
+    "新乡天后医疗美容门诊部有限公司",
+    "许昌天后医疗美容诊所有限公司",
+)
+# Relative spend per hour of the day (Beijing time): quiet nights, evening peak.
+DIURNAL = (
+    1.0, 0.6, 0.4, 0.3, 0.3, 0.4, 0.8, 1.5, 2.5, 3.5, 4.0, 4.0,
+    3.5, 3.5, 3.5, 3.5, 3.5, 3.8, 4.0, 4.5, 5.0, 5.0, 4.0, 2.5,
+)  # fmt: skip
+
+
+def _account_name(index: int) -> str:
+    if index % 4 == 3:
+        company = COMPANIES[(index // 4) % len(COMPANIES)]
+        lap = index // (4 * len(COMPANIES))
+        return f"本地推-ka-{company}" + (f"{lap + 1}" if lap else "")
+    # 17 is coprime with 90, so the first 90 numbers never repeat.
+    return f"菲象_{BRANCHES[index % len(BRANCHES)]}_{(index * 17) % 90 + 10}"
+
+
+def _bytedance_id(when: datetime, r: random.Random) -> int:
+    # ByteDance ids carry the creation second in their top 32 bits; that is why the real ones
+    # are 19 digits (> 2**53) and why a project id is just below its promotion's id.
+    return (int(when.timestamp()) << 32) | r.getrandbits(32)
+
+
+def _make_promotion(
+    r: random.Random, created: date, end: date | None, shared: Promotion | None
+) -> Promotion:
+    mm_dd = f"{created.month:02d}_{created.day:02d}"
+    product = shared.project_name.split("_")[0] if shared else r.choice(PRODUCTS)[0]
+    promo_word = next(p for proj, p in PRODUCTS if proj == product)
+    if shared is None:
+        project_at = datetime(created.year, created.month, created.day, tzinfo=SHANGHAI)
+        project_at += timedelta(seconds=r.randint(9 * 3600, 20 * 3600))
+        project_id = _bytedance_id(project_at, r)
+        project_name = f"{product}_{mm_dd}" + ("_01" if r.random() < 0.4 else "")
+    else:
+        project_id, project_name = shared.project_id, shared.project_name
+        project_at = datetime.fromtimestamp(project_id >> 32, SHANGHAI)
+    promotion_at = max(
+        project_at + timedelta(seconds=r.randint(60, 3600)),
+        datetime(created.year, created.month, created.day, 9, tzinfo=SHANGHAI),
+    )
+    budget = r.choice((300, 500, 700, 800, 1000, 1500)) * 100 if r.random() < 0.35 else None
+    return Promotion(
+        promotion_id=_bytedance_id(promotion_at, r),
+        promotion_name=f"{promo_word}_{mm_dd}",
+        project_id=project_id,
+        project_name=project_name,
+        start=created,
+        end=end,
+        # log-uniform 80..1100 yuan a day, times a daily factor 0.45..1.45 => ~40..1600 yuan.
+        base_cost_cents=round(math.exp(r.uniform(math.log(8_000), math.log(110_000)))),
+        budget_cents=budget,
+        cpm_yuan=r.uniform(72.0, 130.0),
+        ctr=r.uniform(0.0025, 0.008),
+        cvr=r.uniform(0.0, 0.09),
+        marketing_goal="LIVE" if r.random() < 0.15 else "VIDEO_IMAGE",
+        delivery_scene=r.choices(
+            ("CLUE", "POI_CUSTOMER", "PURCHASE", "CONTENT_HEATING"), (5, 2, 2, 1)
+        )[0],
+    )
+
+
+def build_account(seed: int, index: int, anchor: date, average: int, empty: bool) -> Account:
+    """Account ``index`` of the world: its id, name and promotion schedule relative to
+    ``anchor`` (the sandbox's "today" at reset, so history stays put while the clock runs)."""
+    r = _rng(seed, "account", index)
+    account_id = 1_700_000_000_000_000 + r.randrange(160_000_000_000_000)  # 16 digits
+    count = 0 if empty or average == 0 else r.randint(0, 2 * average)
+    if index == 0 and not empty and average:
+        count = max(count, 1)  # account 0 always has data, so a one-account demo shows rows
+    promotions: list[Promotion] = []
+    for j in range(count):
+        age = r.randint(20, 90) if j == 0 else r.randint(2, 120)
+        created = anchor - timedelta(days=age)
+        shared = promotions[-1] if promotions and r.random() < 0.2 else None
+        if shared is not None:
+            created = max(created, shared.start)  # a project exists before its promotions
+        running = j == 0 or r.random() < 0.55
+        end = None if running else created + timedelta(days=r.randint(5, 60))
+        promotions.append(_make_promotion(r, created, end, shared))
+    return Account(account_id, _account_name(index), tuple(promotions))
+
+
+def build_world(options: Options, anchor: date) -> list[Account]:
+    # One account has no data at all, like "菲象_郑州天后_10：无数据" in the real notes; never
+    # account 0, and not when there is only one account.
+    empty_index = 1 + _hash(options.seed, "empty") % max(1, options.accounts - 1)
+    accounts: list[Account] = []
+    for i in range(options.accounts):
+        empty = options.accounts >= 2 and i == empty_index
+        accounts.append(
+            build_account(options.seed, i, anchor, options.promotions_per_account, empty)
+        )
+    return _check_unique_ids(accounts)
+
+
+def _check_unique_ids(accounts: list[Account]) -> list[Account]:
+    seen: set[int] = set()
+    for account in accounts:
+        if account.account_id in seen:  # astronomically unlikely; fail loudly, never silently
+            raise RuntimeError(f"duplicate account id {account.account_id}")
+        seen.add(account.account_id)
+    return accounts
+
+
+def _split(total: int, weights: Sequence[float]) -> list[int]:
+    """Largest-remainder split of an integer total; the parts always add up to ``total``."""
+    if total <= 0:
+        return [0] * len(weights)
+    wsum = float(sum(weights))
+    if wsum <= 0:
+        weights, wsum = [1.0] * len(weights), float(len(weights))
+    raw = [total * w / wsum for w in weights]
+    parts = [int(x) for x in raw]
+    order = sorted(range(len(raw)), key=lambda i: (raw[i] - parts[i], -i), reverse=True)
+    for i in order[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+@dataclass
+class Ledger:
+    """Report numbers: a pure function of (seed, account, promotion, day) plus adjustments."""
+
+    seed: int
+    adjustments: dict[tuple[int, date], float] = field(default_factory=dict)
+
+    def full_day(self, account_id: int, p: Promotion, day: date) -> Counts | None:
+        """The settled numbers of a whole day; None when the promotion has no row that day."""
+        if day < p.start or (p.end is not None and day > p.end):
+            return None
+        r = _rng(self.seed, "day", account_id, p.promotion_id, day.isoformat())
+        roll = r.random()
+        if roll < 0.07:
+            return None  # paused for the day: no row at all
+        if roll < 0.10:
+            counts = Counts()  # live but did not deliver: an all-zero row, as in the sample
+        else:
+            cost = p.base_cost_cents * r.uniform(0.45, 1.45)
+            if day == p.start:
+                cost *= r.uniform(0.05, 0.6)  # launched during the day
+            if p.budget_cents is not None:
+                cost = min(cost, p.budget_cents)
+            cost_cents = max(1, round(cost))
+            cpm = p.cpm_yuan * r.uniform(0.88, 1.12)
+            show = max(1, round(cost_cents / 100 / cpm * 1000))
+            click = min(show, round(show * p.ctr * r.uniform(0.7, 1.3)))
+            convert = sum(1 for _ in range(click) if r.random() < p.cvr)
+            clue = 1 if convert and r.random() < 0.08 else 0
+            counts = Counts(cost_cents, show, click, convert, clue)
+        factor = self.adjustments.get((account_id, day))
+        return counts.scaled(factor) if factor is not None else counts
+
+    def hours(self, account_id: int, p: Promotion, day: date, full: Counts) -> list[Counts]:
+        """Split a day into 24 hours; hourly parts always add up to the day."""
+        r = _rng(self.seed, "hours", account_id, p.promotion_id, day.isoformat())
+        weights = [w * r.uniform(0.6, 1.4) for w in DIURNAL]
+        show = _split(full.show, weights)
+        cost = _split(full.cost_cents, show if full.show else weights)
+        click = _split(full.click, show)
+        convert = _split(full.convert, click)
+        clue = _split(full.clue, click)
+        return [Counts(cost[h], show[h], click[h], convert[h], clue[h]) for h in range(24)]
+
+
+# --------------------------------------------------------------------------------------------
+# Report queries
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    path: str
+    list_key: str
+    default_granularity: str
+    id_filters: frozenset[str]
+
+
+LEVELS = (
+    Level(
+        "promotion",
+        "/open_api/v3.0/local/report/promotion/get/",
+        "promotion_list",
+        DAILY,
+        frozenset({"promotion_ids", "cdp_project_ids"}),
+    ),
+    Level(
+        "project",
+        "/open_api/v3.0/local/report/project/get/",
+        "project_list",
+        DAILY,
+        frozenset({"cdp_project_ids"}),
+    ),
+    # For account/get "if omitted you get one aggregated row" (notes §3.3).
+    Level("account", "/open_api/v3.0/local/report/account/get/", "data_list", TOTAL, frozenset()),
+)
+PROMOTION_LEVEL = LEVELS[0]
+
+ENUM_FILTERS: dict[str, tuple[str, ...]] = {
+    "marketing_goal": ("LIVE", "VIDEO_IMAGE"),
+    "local_delivery_scene": ("CLUE", "CONTENT_HEATING", "POI_CUSTOMER", "PURCHASE"),
+    "campaign_type": ("GENERAL", "SEARCHING"),
+    "delivery_mode": ("CDP_AUTO_MODE", "MANUAL_MODE"),
+}
+FREE_FILTERS = frozenset({"external_action"})  # accepted, not modelled
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    account_id: int
+    start: date
+    end: date
+    granularity: str
+    metrics: tuple[str, ...]
+    page: int = 1
+    page_size: int = 10
+    filtering: Mapping[str, Any] = field(default_factory=dict)
+    order_field: str | None = None
+    order_type: str = "DESC"
+
+
+def _single(args: Mapping[str, list[str]], name: str) -> str | None:
+    values = args.get(name) or []
+    if len(values) > 1:
+        raise _param_error(f"{name} given {len(values)} times; send it once")
+    return values[0] if values else None
+
+
+def _required(args: Mapping[str, list[str]], name: str) -> str:
+    value = _single(args, name)
+    if value is None or value == "":
+        raise _param_error(f"{name} is required")
+    return value
+
+
+def _date_param(args: Mapping[str, list[str]], name: str) -> date:
+    value = _required(args, name)
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise _param_error(f"{name} must be YYYY-MM-DD, got {value!r}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _param_error(f"{name} is not a real date: {value!r}") from None
+
+
+def _int_param(args: Mapping[str, list[str]], name: str, default: int) -> int:
+    value = _single(args, name)
+    if value is None:
+        return default
+    if not value.isascii() or not value.isdigit():
+        raise _param_error(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _parse_metrics(raw: str) -> tuple[str, ...]:
+    # The real trap: metrics must be a JSON array; a Python repr "['stat_cost']" or a bare
+    # "stat_cost" is refused ("❌ 直接传列表 … ✅ 使用 json.dumps()").
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise _param_error(
+            f'metrics must be a JSON-encoded array, e.g. ["stat_cost","show_cnt"]; got {raw[:60]!r}'
+        ) from None
+    if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
+        raise _param_error("metrics must be a non-empty JSON array of metric names")
+    unknown = [m for m in value if m not in METRICS]
+    if unknown:
+        raise _param_error(f"unknown metrics: {unknown}")
+    return tuple(dict.fromkeys(value))
+
+
+def _parse_id_list(name: str, value: Any) -> frozenset[int]:
+    if not isinstance(value, list):
+        raise _param_error(f"filtering.{name} must be an array of ids")
+    ids: set[int] = set()
+    for item in value:
+        if isinstance(item, bool) or not (
+            isinstance(item, int) or (isinstance(item, str) and item.isascii() and item.isdigit())
+        ):
+            raise _param_error(f"filtering.{name} must contain integer ids, got {item!r}")
+        ids.add(int(item))
+    return frozenset(ids)
+
+
+def _parse_filtering(raw: str | None, level: Level) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise _param_error("filtering must be a JSON-encoded object") from None
+    if not isinstance(value, dict):
+        raise _param_error("filtering must be a JSON-encoded object")
+    parsed: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in level.id_filters:
+            parsed[key] = _parse_id_list(key, item)
+        elif key in ENUM_FILTERS:
+            if item not in ENUM_FILTERS[key]:
+                raise _param_error(f"filtering.{key} must be one of {list(ENUM_FILTERS[key])}")
+            parsed[key] = item
+        elif key not in FREE_FILTERS:
+            raise ApiError(40003, f"unknown filtering field {key!r}")
+    return parsed
+
+
+def parse_report_query(args: Mapping[str, list[str]], level: Level, today: date) -> ReportQuery:
+    """Every check the platform makes, each failing with 40001 naming the parameter."""
+    account_raw = _required(args, "local_account_id")
+    if not account_raw.isascii() or not account_raw.isdigit():
+        raise _param_error(f"local_account_id must be digits, got {account_raw!r}")
+    start, end = _date_param(args, "start_date"), _date_param(args, "end_date")
+    granularity = _single(args, "time_granularity") or level.default_granularity
+    if granularity not in GRANULARITIES:
+        raise _param_error(f"time_granularity must be one of {list(GRANULARITIES)}")
+    if start > end:
+        raise _param_error("start_date must not be after end_date")
+    limit = MAX_HOURLY_SPAN_DAYS if granularity == HOURLY else MAX_SPAN_DAYS
+    if (end - start).days > limit:
+        raise _param_error(f"end_date - start_date must be <= {limit} days for {granularity}")
+    if start < today - timedelta(days=MAX_SPAN_DAYS):
+        raise _param_error(f"start_date must be on or after {today - timedelta(days=365)}")
+    metrics_raw = _single(args, "metrics")
+    if metrics_raw is None:
+        raise _param_error('metrics is required, a JSON-encoded array like ["stat_cost"]')
+    metrics = _parse_metrics(metrics_raw)
+    page = _int_param(args, "page", 1)
+    if page < 1:
+        raise _param_error("page must be >= 1")
+    page_size = _int_param(args, "page_size", 10)
+    if page_size not in PAGE_SIZES:
+        raise _param_error(f"page_size must be one of {list(PAGE_SIZES)}, got {page_size}")
+    order_field = _single(args, "order_field") or None
+    if order_field is not None and order_field not in metrics:
+        raise _param_error("order_field must be one of the requested metrics")
+    order_type = _single(args, "order_type") or "DESC"
+    if order_type not in ("ASC", "DESC"):
+        raise _param_error("order_type must be ASC or DESC")
+    return ReportQuery(
+        account_id=int(account_raw),
+        start=start,
+        end=end,
+        granularity=granularity,
+        metrics=metrics,
+        page=page,
+        page_size=page_size,
+        filtering=_parse_filtering(_single(args, "filtering"), level),
+        order_field=order_field,
+        order_type=order_type,
+    )
+
+
+def _keep(p: Promotion, filtering: Mapping[str, Any]) -> bool:
+    checks = (
+        ("promotion_ids", lambda ids: p.promotion_id in ids),
+        ("cdp_project_ids", lambda ids: p.project_id in ids),
+        ("marketing_goal", lambda v: p.marketing_goal == v),
+        ("local_delivery_scene", lambda v: p.delivery_scene == v),
+        ("campaign_type", lambda v: p.campaign_type == v),
+        ("delivery_mode", lambda v: p.delivery_mode == v),
+    )
+    return all(test(filtering[key]) for key, test in checks if key in filtering)
+
+
+@dataclass(frozen=True)
+class Now:
+    """The sandbox's notion of the present: report "today" and the Beijing hour."""
+
+    today: date
+    hour: int
+
+
+def _days(start: date, end: date) -> Iterator[date]:
+    for n in range((end - start).days + 1):
+        yield start + timedelta(days=n)
+
+
+def _facts(
+    ledger: Ledger, account: Account, query: ReportQuery, now: Now
+) -> Iterator[tuple[tuple[Any, ...], Promotion, Counts]]:
+    """(time key, promotion, counts) for every promotion row in the range, as observed now:
+    nothing after today, and today only for the hours already past (partial numbers)."""
+    last = min(query.end, now.today)
+    for p in account.promotions:
+        if not _keep(p, query.filtering):
+            continue
+        for day in _days(query.start, last):
+            full = ledger.full_day(account.account_id, p, day)
+            if full is None:
+                continue
+            if day == now.today or query.granularity == HOURLY:
+                hours = ledger.hours(account.account_id, p, day, full)
+                if day == now.today:
+                    if now.hour == 0:
+                        continue  # nothing reported yet for today
+                    hours = hours[: now.hour]
+                if query.granularity == HOURLY:
+                    for h, counts in enumerate(hours):
+                        if counts.any():
+                            yield (day, h), p, counts
+                    continue
+                full = sum(hours, Counts())
+            yield ((day,) if query.granularity == DAILY else ()), p, full
+
+
+def _identity(level: Level, account: Account, p: Promotion) -> tuple[int, dict[str, Any]]:
+    if level.name == "promotion":
+        return p.promotion_id, {
+            "promotion_id": p.promotion_id,
+            "promotion_name": p.promotion_name,
+            "project_id": p.project_id,
+            "project_name": p.project_name,
+        }
+    if level.name == "project":
+        return p.project_id, {"project_id": p.project_id, "project_name": p.project_name}
+    return account.account_id, {"local_account_id": account.account_id}
+
+
+def _time_fields(key: tuple[Any, ...]) -> dict[str, str]:
+    if not key:
+        return {}
+    fields = {"stat_time_day": key[0].isoformat()}
+    if len(key) == 2:
+        fields["stat_time_hour"] = f"{key[0].isoformat()} {key[1]:02d}:00:00"
+    return fields
+
+
+def run_report(
+    ledger: Ledger, level: Level, account: Account, query: ReportQuery, now: Now
+) -> list[dict[str, Any]]:
+    """All rows of a query, in the platform's order, before pagination."""
+    groups: dict[tuple[tuple[Any, ...], int], Counts] = {}
+    names: dict[int, dict[str, Any]] = {}
+    for key, p, counts in _facts(ledger, account, query, now):
+        ident, fields = _identity(level, account, p)
+        names[ident] = fields
+        groups[(key, ident)] = groups.get((key, ident), Counts()) + counts
+    # Time ascending, newest object first within a time: the order of the real sample.
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
+    rows = [
+        {
+            **names[ident],
+            **_time_fields(key),
+            **{m: METRICS[m](counts) for m in query.metrics},
+        }
+        for (key, ident), counts in ordered
+    ]
+    if query.order_field:
+        rows.sort(key=lambda row: row[query.order_field], reverse=query.order_type == "DESC")
+    return rows
+
+
+def paginate(rows: list[dict[str, Any]], page: int, page_size: int, list_key: str) -> dict:
+    total = len(rows)
+    start = (page - 1) * page_size
+    return {
+        list_key: rows[start : start + page_size],
+        "page_info": {
+            "page": page,
+            "page_size": page_size,
+            "total_number": total,
+            "total_page": math.ceil(total / page_size),
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Authorization state
+
+
+@dataclass
+class AuthCode:
+    issued_at: float
+    account_ids: tuple[int, ...]
+    used: bool = False
+
+
+@dataclass
+class Grant:
+    """The one live authorization of the app: re-authorizing replaces it wholesale."""
+
+    account_ids: list[int]
+    access_token: str
+    refresh_token: str
+    access_expires_at: float
+    refresh_expires_at: float
+
+
+@dataclass
+class State:
+    options: Options
+    anchor: date
+    accounts: list[Account]
+    ledger: Ledger
+    offset: float = 0.0
+    grant: Grant | None = None
+    codes: dict[str, AuthCode] = field(default_factory=dict)
+    denied: set[int] = field(default_factory=set)
+    calls: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    rows_served: int = 0
+
+    def account(self, account_id: int) -> Account | None:
+        return next((a for a in self.accounts if a.account_id == account_id), None)
+
+
+def _same(a: str, b: str) -> bool:
+    return secrets.compare_digest(a.encode(), b.encode())
+
+
+def _request_id() -> str:
+    # Shaped like the real ones: "202401120917417EE45D1DFD69DBAA2457".
+    return datetime.now(SHANGHAI).strftime("%Y%m%d%H%M%S") + secrets.token_hex(10).upper()
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    # ensure_ascii=False: Chinese names travel as UTF-8, as on the real API. Python's json
+    # writes ints exactly, so 19-digit ids stay integers above 2**53.
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return Response(body, status=status, mimetype="application/json")
+
+
+def _envelope(code: int, message: str, data: dict[str, Any]) -> Response:
+    return _json({"code": code, "message": message, "request_id": _request_id(), "data": data})
+
+
+def _html(status: int, title: str, text: str) -> Response:
+    body = f"<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1><p>{text}</p></body></html>"  # noqa: E501
+    return Response(body, status=status, mimetype="text/html")
+
+
+def _gateway_error(status: int) -> Response:
+    # What a load balancer in front of the API answers: HTML, not the JSON envelope.
+    phrase = HTTP_STATUS_CODES.get(status, "Error")
+    body = f"<html><head><title>{status} {phrase}</title></head><body><center><h1>{status} {phrase}</h1></center><hr><center>nginx</center></body></html>"  # noqa: E501
+    return Response(body, status=status, mimetype="text/html")
+
+
+def _with_query(url: str, extra: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(extra.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True, force=True)
+    return data if isinstance(data, dict) else {}
+
+
+class ControlError(Exception):
+    """A bad control-route request: HTTP 400 with a JSON error."""
+
+
+# --------------------------------------------------------------------------------------------
+# The platform
+
+
+class OceanEngineSandbox:
+    """The simulated Ocean Engine platform; plugs into ``adsync.sandbox.server.create_app``."""
+
+    name = "oceanengine"
+
+    def __init__(self, seed: int = 1) -> None:
+        self.seed = seed
+        self.faults = FaultInjector(rate_limit_code=40100)
+        self._lock = threading.Lock()
+        self._state = self._fresh(Options(seed=seed))
+
+    # -- Platform protocol -------------------------------------------------------------------
+
+    def reset(self, options: dict[str, Any]) -> None:
+        state = self._fresh(Options.parse(options or {}, self.seed))
+        with self._lock:
+            self._state = state
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            s = self._state
+            return {
+                "calls": dict(s.calls),
+                "exchanges": s.outcomes["exchange_ok"],
+                "exchange_failed": s.outcomes["exchange_failed"],
+                "refresh_ok": s.outcomes["refresh_ok"],
+                "refresh_failed": s.outcomes["refresh_failed"],
+                "errors": dict(s.errors),
+                "rows_served": s.rows_served,
+                "faults_injected": self.faults.injected,
+                "authorized": s.grant is not None,
+            }
+
+    def register(self, app: Flask) -> None:
+        api: list[tuple[str, str, str, Callable[[], dict[str, Any]]]] = [
+            ("/open_api/oauth2/access_token/", "POST", "exchange", self._access_token),
+            ("/open_api/oauth2/refresh_token/", "POST", "refresh", self._refresh_token),
+            ("/open_api/oauth2/advertiser/get/", "GET", "advertisers", self._advertisers),
+            ("/open_api/2/user/info/", "GET", "user_info", self._user_info),
+        ]
+        for level in LEVELS:
+            api.append((level.path, "GET", f"report_{level.name}", self._report_view(level)))
+        for path, method, kind, handler in api:
+            app.add_url_rule(path, f"oe_{kind}", self._api_view(kind, handler), methods=[method])
+        # open.oceanengine.com/audit/... and the legacy ad.oceanengine.com/openapi/audit/...
+        app.add_url_rule("/audit/oauth.html", "oe_oauth_page", self._oauth_page)
+        app.add_url_rule("/openapi/audit/oauth.html", "oe_oauth_page_legacy", self._oauth_page)
+        control: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+            ("reset", "POST", self._ctl_reset),
+            ("auth_code", "POST", self._ctl_auth_code),
+            ("expire", "POST", self._ctl_expire),
+            ("revoke", "POST", self._ctl_revoke),
+            ("clock", "POST", self._ctl_clock),
+            ("accounts", "POST", self._ctl_accounts),
+            ("adjust", "POST", self._ctl_adjust),
+            ("truth", "GET", self._ctl_truth),
+            ("grant", "GET", self._ctl_grant),
+            ("stats", "GET", self.stats),
+        ]
+        for name, method, handler in control:
+            app.add_url_rule(
+                f"/_sandbox/oceanengine/{name}",
+                f"oe_ctl_{name}",
+                self._control_view(handler),
+                methods=[method],
+            )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _fresh(self, options: Options) -> State:
+        anchor = options.today or datetime.now(SHANGHAI).date()
+        return State(
+            options=options,
+            anchor=anchor,
+            accounts=build_world(options, anchor),
+            ledger=Ledger(options.seed),
+        )
+
+    def _now(self) -> float:
+        """The sandbox clock: real time plus the offset set by /_sandbox/oceanengine/clock."""
+        return time.time() + self._state.offset
+
+    def _present(self) -> Now:
+        local = datetime.fromtimestamp(self._now(), SHANGHAI)
+        return Now(today=self._state.options.today or local.date(), hour=local.hour)
+
+    def _api_view(self, kind: str, handler: Callable[[], dict[str, Any]]) -> Callable[[], Response]:
+        def view() -> Response:
+            with self._lock:
+                self._state.calls[request.path] += 1
+            fault = self.faults.before_request(request.path)
+            if fault is not None:
+                return self._fault_response(kind, fault)
+            try:
+                data = handler()
+            except ApiError as err:
+                self._count(kind, ok=False, code=err.code)
+                return _envelope(err.code, err.message, {})
+            self._count(kind, ok=True)
+            return _envelope(0, "OK", data)
+
+        return view
+
+    def _fault_response(self, kind: str, fault: Fault) -> Response:
+        if fault.http:
+            self._count(kind, ok=False, code=f"http_{fault.code}")
+            return _gateway_error(fault.code)
+        self._count(kind, ok=False, code=fault.code)
+        message = MESSAGES.get(fault.code, f"injected error {fault.code}")
+        return _envelope(fault.code, message, {})
+
+    def _count(self, kind: str, ok: bool, code: int | str | None = None) -> None:
+        with self._lock:
+            s = self._state
+            if kind in ("exchange", "refresh"):
+                s.outcomes[f"{kind}_{'ok' if ok else 'failed'}"] += 1
+            if code is not None:
+                s.errors[str(code)] += 1
+
+    def _control_view(self, handler: Callable[[], dict[str, Any]]) -> Callable[[], Response]:
+        def view() -> Response:
+            try:
+                return _json(handler())
+            except (ControlError, ValueError) as exc:
+                return _json({"ok": False, "error": str(exc)}, status=400)
+
+        return view
+
+    # -- OAuth -------------------------------------------------------------------------------
+
+    def _check_app(self, body: Mapping[str, Any]) -> None:
+        app_id, secret = body.get("app_id"), body.get("secret")
+        if app_id is None or app_id == "":
+            raise _param_error("app_id is required")
+        if secret is None or secret == "":
+            raise _param_error("secret is required")
+        # app_id may arrive as a JSON number or a string of digits; nothing else.
+        if isinstance(app_id, bool) or not isinstance(app_id, int | str):
+            raise _param_error("app_id must be an integer")
+        opts = self._state.options
+        if (
+            str(app_id) != opts.app_id
+            or not isinstance(secret, str)
+            or not _same(secret, opts.secret)
+        ):
+            raise ApiError(40101)
+
+    def _issue_pair(self, account_ids: list[int]) -> Grant:
+        now, opts = self._now(), self._state.options
+        return Grant(
+            account_ids=account_ids,
+            access_token=secrets.token_hex(20),
+            refresh_token=secrets.token_hex(20),
+            access_expires_at=now + opts.access_lifetime,
+            refresh_expires_at=now + opts.refresh_lifetime,
+        )
+
+    def _access_token(self) -> dict[str, Any]:
+        body = _json_body()
+        with self._lock:
+            self._check_app(body)
+            grant_type = body.get("grant_type")
+            if grant_type is not None and grant_type != "auth_code":
+                raise ApiError(40108, "grant_type must be auth_code")
+            code = body.get("auth_code")
+            if not isinstance(code, str) or not code:
+                raise _param_error("auth_code is required")
+            record = self._state.codes.get(code)
+            if record is None or record.used or self._now() - record.issued_at > AUTH_CODE_LIFETIME:
+                raise ApiError(40110)
+            record.used = True
+            # Re-authorizing overwrites the previous grant: every earlier token dies with it.
+            grant = self._issue_pair(list(record.account_ids))
+            self._state.grant = grant
+            first = self._state.account(grant.account_ids[0])
+            return {
+                "access_token": grant.access_token,
+                "expires_in": self._state.options.access_lifetime,
+                "refresh_token": grant.refresh_token,
+                "refresh_token_expires_in": self._state.options.refresh_lifetime,
+                "advertiser_ids": list(grant.account_ids),
+                "advertiser_id": grant.account_ids[0],
+                "advertiser_name": first.name if first else "",
+            }
+
+    def _refresh_token(self) -> dict[str, Any]:
+        body = _json_body()
+        with self._lock:
+            self._check_app(body)
+            grant_type = body.get("grant_type")
+            if grant_type is not None and grant_type != "refresh_token":
+                raise ApiError(40108, "grant_type must be refresh_token")
+            token = body.get("refresh_token")
+            if not isinstance(token, str) or not token:
+                raise _param_error("refresh_token is required")
+            grant = self._state.grant
+            # Rotation is strict: only the newest refresh token works, and only once.
+            if grant is None or not _same(token, grant.refresh_token):
+                raise ApiError(40107)
+            if self._now() >= grant.refresh_expires_at:
+                raise ApiError(40103)
+            new = self._issue_pair(grant.account_ids)
+            self._state.grant = new
+            return {
+                "access_token": new.access_token,
+                "expires_in": self._state.options.access_lifetime,
+                "refresh_token": new.refresh_token,
+                "refresh_token_expires_in": self._state.options.refresh_lifetime,
+            }
+
+    def _authorize_locked(self, token: str | None) -> Grant:
+        if not token:
+            raise ApiError(40104)
+        grant = self._state.grant
+        if grant is None or not _same(token, grant.access_token):
+            raise ApiError(40105)  # unknown, rotated away, revoked or replaced by re-auth
+        if self._now() >= grant.access_expires_at:
+            raise ApiError(40102)
+        return grant
+
+    def _advertisers(self) -> dict[str, Any]:
+        # The official SDK passes access_token as a query parameter here (bububa adds app_id
+        # and secret, which are checked when present).
+        token = request.args.get("access_token") or request.headers.get("Access-Token")
+        with self._lock:
+            grant = self._authorize_locked(token)
+            if "app_id" in request.args or "secret" in request.args:
+                self._check_app(request.args)
+            rows = []
+            for account_id in grant.account_ids:
+                account = self._state.account(account_id)
+                rows.append(
+                    {
+                        "account_id": account_id,
+                        "account_name": account.name if account else "",
+                        "account_type": "ADVERTISER",
+                        # is_valid false: "the management relationship was removed"
+                        "is_valid": account_id not in self._state.denied,
+                        "company_list": [],
+                    }
+                )
+            return {"list": rows}
+
+    def _user_info(self) -> dict[str, Any]:
+        with self._lock:
+            self._authorize_locked(request.headers.get("Access-Token"))
+            opts = self._state.options
+            return {
+                "id": 1_100_000_000_000_000 + _hash(opts.seed, "user") % 10**14,
+                "display_name": "本地推运营（沙盒）",
+                "email": "op***@example.com",
+                "app_id": int(opts.app_id),
+                "token_scope_list": [1, 2, 3, 4],
+                "token_api_list": [],
+                "material_audit_status": 0,
+            }
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def _report_view(self, level: Level) -> Callable[[], dict[str, Any]]:
+        def handler() -> dict[str, Any]:
+            args = {k: request.args.getlist(k) for k in request.args}
+            with self._lock:
+                grant = self._authorize_locked(request.headers.get("Access-Token"))
+                now = self._present()
+                query = parse_report_query(args, level, now.today)
+                account = self._state.account(query.account_id)
+                if (
+                    account is None
+                    or query.account_id not in grant.account_ids
+                    or query.account_id in self._state.denied
+                ):
+                    raise ApiError(40002, f"local_account_id {query.account_id} not authorized")
+                rows = run_report(self._state.ledger, level, account, query, now)
+                page = paginate(rows, query.page, query.page_size, level.list_key)
+                self._state.rows_served += len(page[level.list_key])
+                return page
+
+        return handler
+
+    # -- authorization page ------------------------------------------------------------------
+
+    def _oauth_page(self) -> Response:
+        app_id = request.args.get("app_id", "")
+        redirect_uri = request.args.get("redirect_uri", "")
+        with self._lock:
+            if not app_id:
+                return _html(400, "授权失败 Authorization failed", "app_id is missing")
+            if app_id != self._state.options.app_id:
+                return _html(400, "授权失败 Authorization failed", "unknown app_id")
+            if not redirect_uri:
+                return _html(400, "授权失败 Authorization failed", "redirect_uri is missing")
+            if urlsplit(redirect_uri).scheme not in ("http", "https"):
+                return _html(400, "授权失败 Authorization failed", "redirect_uri must be http(s)")
+            # The simulated user ticks every account and consents.
+            code = self._new_code_locked([a.account_id for a in self._state.accounts])
+        extra = {"auth_code": code}
+        if "state" in request.args:
+            extra["state"] = request.args["state"]
+        return Response(status=302, headers={"Location": _with_query(redirect_uri, extra)})
+
+    def _new_code_locked(self, account_ids: list[int]) -> str:
+        code = secrets.token_hex(20)
+        self._state.codes[code] = AuthCode(self._now(), tuple(account_ids))
+        return code
+
+    # -- control routes ----------------------------------------------------------------------
+
+    def _ctl_reset(self) -> dict[str, Any]:
+        self.reset(_body())
+        self.faults.reset()
+        return {"ok": True}
+
+    def _ctl_auth_code(self) -> dict[str, Any]:
+        body = _body()
+        with self._lock:
+            known = [a.account_id for a in self._state.accounts]
+            wanted = body.get("account_ids")
+            if wanted is None:
+                ids = known
+            else:
+                ids = [_control_id(x) for x in _control_list(wanted, "account_ids")]
+                if not ids:
+                    raise ControlError("account_ids must name at least one account")
+                missing = sorted(set(ids) - set(known))
+                if missing:
+                    raise ControlError(f"unknown account ids: {missing}")
+            return {"auth_code": self._new_code_locked(ids)}
+
+    def _ctl_expire(self) -> dict[str, Any]:
+        body = _body()
+        with self._lock:
+            grant = self._require_grant_locked()
+            past = self._now() - 1
+            if body.get("access", True):
+                grant.access_expires_at = past
+            if body.get("refresh", False):
+                grant.refresh_expires_at = past
+            return self._grant_view_locked()
+
+    def _ctl_revoke(self) -> dict[str, Any]:
+        with self._lock:
+            self._state.grant = None  # every token of the grant is now unknown
+            return {"ok": True}
+
+    def _ctl_clock(self) -> dict[str, Any]:
+        body = _body()
+        with self._lock:
+            if "offset_seconds" in body:
+                self._state.offset = _control_number(body["offset_seconds"], "offset_seconds")
+            if "advance_seconds" in body:
+                self._state.offset += _control_number(body["advance_seconds"], "advance_seconds")
+            now = self._present()
+            return {
+                "offset_seconds": self._state.offset,
+                "now": datetime.fromtimestamp(self._now(), SHANGHAI).isoformat(),
+                "today": now.today.isoformat(),
+            }
+
+    def _ctl_accounts(self) -> dict[str, Any]:
+        body = _body()
+        with self._lock:
+            s = self._state
+            known = {a.account_id for a in s.accounts}
+            for key in ("deny", "allow"):
+                ids = {_control_id(x) for x in _control_list(body.get(key, []), key)}
+                if ids - known:
+                    raise ControlError(f"unknown account ids in {key}: {sorted(ids - known)}")
+                s.denied = s.denied | ids if key == "deny" else s.denied - ids
+            add = body.get("add", 0)
+            if isinstance(add, bool) or not isinstance(add, int) or add < 0:
+                raise ControlError("add must be a non-negative integer")
+            for _ in range(add):
+                account = build_account(
+                    s.options.seed,
+                    len(s.accounts),
+                    s.anchor,
+                    s.options.promotions_per_account,
+                    False,
+                )
+                s.accounts = _check_unique_ids([*s.accounts, account])
+                if s.grant is not None:
+                    s.grant.account_ids.append(account.account_id)
+            return self._grant_view_locked()
+
+    def _ctl_adjust(self) -> dict[str, Any]:
+        body = _body()
+        account_id = _control_id(body.get("account_id"))
+        try:
+            day = _parse_date_option(body.get("date"))
+        except ValueError:
+            raise ControlError("date must be YYYY-MM-DD") from None
+        factor = _control_number(body.get("factor"), "factor")
+        if factor < 0:
+            raise ControlError("factor must be >= 0")
+        with self._lock:
+            if self._state.account(account_id) is None:
+                raise ControlError(f"unknown account id {account_id}")
+            adjustments = self._state.ledger.adjustments
+            adjustments[(account_id, day)] = adjustments.get((account_id, day), 1.0) * factor
+            return {"ok": True, "factor": adjustments[(account_id, day)]}
+
+    def _ctl_truth(self) -> dict[str, Any]:
+        args = request.args
+        with self._lock:
+            now = self._present()
+            try:
+                start = _date_param({k: args.getlist(k) for k in args}, "start_date")
+                end = _date_param({k: args.getlist(k) for k in args}, "end_date")
+            except ApiError as err:
+                raise ControlError(err.message) from None
+            if start > end:
+                raise ControlError("start_date must not be after end_date")
+            raw = args.get("local_account_id")
+            if raw:
+                account = self._state.account(_control_id(raw))
+                if account is None:
+                    raise ControlError(f"unknown account id {raw}")
+                return {
+                    "local_account_id": account.account_id,
+                    "rows": self._truth_rows_locked(account, start, end, now),
+                }
+            return {
+                "accounts": [
+                    {
+                        "local_account_id": a.account_id,
+                        "account_name": a.name,
+                        "rows": self._truth_rows_locked(a, start, end, now),
+                    }
+                    for a in self._state.accounts
+                ]
+            }
+
+    def _truth_rows_locked(
+        self, account: Account, start: date, end: date, now: Now
+    ) -> list[dict[str, Any]]:
+        query = ReportQuery(account.account_id, start, end, DAILY, TRUTH_METRICS)
+        return run_report(self._state.ledger, PROMOTION_LEVEL, account, query, now)
+
+    def _ctl_grant(self) -> dict[str, Any]:
+        with self._lock:
+            return self._grant_view_locked()
+
+    def _require_grant_locked(self) -> Grant:
+        if self._state.grant is None:
+            raise ControlError("no grant: authorize first (auth_code + oauth2/access_token)")
+        return self._state.grant
+
+    def _grant_view_locked(self) -> dict[str, Any]:
+        """The grant without its secrets: a 4-character token prefix at most."""
+        s = self._state
+        grant = s.grant
+        ids = list(grant.account_ids) if grant else []
+        names = {a.account_id: a.name for a in s.accounts}
+        return {
+            "app_id": s.options.app_id,
+            "authorized": grant is not None,
+            "account_ids": ids,
+            "accounts": [{"id": i, "name": names.get(i, "")} for i in ids],
+            "all_account_ids": [a.account_id for a in s.accounts],
+            "denied_account_ids": sorted(s.denied),
+            "access_token_prefix": grant.access_token[:4] if grant else None,
+            "access_expires_at": grant.access_expires_at if grant else None,
+            "refresh_expires_at": grant.refresh_expires_at if grant else None,
+            "today": self._present().today.isoformat(),
+        }
+
+
+def _json_body() -> dict[str, Any]:
+    """POST bodies are JSON (Content-Type: application/json); a form post is a client bug."""
+    data = request.get_json(silent=True, force=True)
+    if not isinstance(data, dict):
+        raise _param_error("request body must be a JSON object")
+    return data
+
+
+def _control_list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ControlError(f"{name} must be a list")
+    return value
+
+
+def _control_id(value: Any) -> int:
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit())
+    ):
+        raise ControlError(f"not an account id: {value!r}")
+    return int(value)
+
+
+def _control_number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ControlError(f"{name} must be a number")
+    return float(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,10 @@ def run(handler: Callable[[Context], int | None], args: argparse.Namespace) -> i
         settings = load_settings()
         from adsync.sync.logs import configure_logging
 
-        configure_logging(settings, verbose=args.verbose)
+        quiet = args.command not in ("serve", "clock", "sandbox")
+        configure_logging(
+            settings, verbose=args.verbose, console_level=logging.WARNING if quiet else None
+        )
         ctx = Context(settings, args)
         return int(handler(ctx) or 0)
     except AdsyncError as exc:

@@ -110,11 +110,15 @@ class FaultInjector:
             if item.get("times", 1) <= 0 or item.get("path", "") not in path:
                 continue
             item["times"] = item.get("times", 1) - 1
-            return Fault(code=int(item["code"]), http=bool(item.get("http", False)), reason="scripted")
+            return Fault(
+                code=int(item["code"]), http=bool(item.get("http", False)), reason="scripted"
+            )
         if not self._matches(path):
             return None
         if cfg.error_rate and self._rng.random() < cfg.error_rate:
-            choices = [(c, False) for c in cfg.error_codes] + [(c, True) for c in cfg.http_error_codes]
+            choices = [(c, False) for c in cfg.error_codes] + [
+                (c, True) for c in cfg.http_error_codes
+            ]
             code, http = self._rng.choice(choices)
             return Fault(code=code, http=http, reason="random")
         if cfg.rate_limit_qps:

@@ -51,6 +51,28 @@ def create_app(seed: int = 1, platforms: list[Platform] | None = None) -> Flask:
     for platform in platforms:
         platform.register(app)
 
+    # Requests still being answered. A test that kills a client mid-request waits for this to
+    # reach zero before reading the platform's state, instead of sleeping and hoping.
+    in_flight = {"n": 0}
+    in_flight_lock = threading.Lock()
+
+    @app.before_request
+    def _enter() -> None:
+        if not request.path.startswith("/_sandbox/"):
+            with in_flight_lock:
+                in_flight["n"] += 1
+
+    @app.teardown_request
+    def _leave(_exc: BaseException | None) -> None:
+        if not request.path.startswith("/_sandbox/"):
+            with in_flight_lock:
+                in_flight["n"] -= 1
+
+    @app.get("/_sandbox/in_flight")
+    def in_flight_view() -> Any:
+        with in_flight_lock:
+            return jsonify({"in_flight": in_flight["n"]})
+
     def _body() -> dict[str, Any]:
         data = request.get_json(silent=True)
         return data if isinstance(data, dict) else {}
@@ -108,6 +130,9 @@ class SandboxServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
     def start(self) -> SandboxServer:
         self._thread.start()
         return self
@@ -137,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     # One machine-readable line first, so a parent process can learn the port (--port 0).
     print(json.dumps({"sandbox": server.url}), flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        server._server.serve_forever()
+        server.serve_forever()
     return 0
 
 

@@ -52,8 +52,13 @@ class Redactor(logging.Filter):
         return True
 
 
-def configure_logging(settings: Settings, verbose: bool = False) -> Redactor:
-    """Log to stderr (and ``ADSYNC_LOG_FILE``), every handler behind the redactor."""
+def configure_logging(
+    settings: Settings, verbose: bool = False, console_level: int | None = None
+) -> Redactor:
+    """Log to stderr (and ``ADSYNC_LOG_FILE``), every handler behind the redactor.
+
+    One-shot commands keep the terminal for their own output (``console_level`` WARNING);
+    servers log INFO. ``-v`` shows everything."""
     redactor = Redactor()
     for value in (
         settings.oceanengine_app_secret,
@@ -73,6 +78,8 @@ def configure_logging(settings: Settings, verbose: bool = False) -> Redactor:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+    if console_level is not None and not verbose:
+        handlers[0].setLevel(console_level)
     for handler in handlers:
         handler.setFormatter(fmt)
         handler.addFilter(redactor)

@@ -108,6 +108,7 @@ class TokenManager:
 
     def refresh(self, reason: str = "requested") -> str:
         """Refresh now, whatever the time left (``adsync token refresh``, the watchdog)."""
+        self._credentials()
         self._raise_if_unusable(self._read())
         return self._refresh(reason=reason, force=True)
 
@@ -335,8 +336,9 @@ class TokenManager:
     # -- status -------------------------------------------------------------------------------
 
     def status(self) -> TokenStatus:
+        self.settings.require("OCEANENGINE_APP_ID")
         app_id = self.settings.oceanengine_app_id or ""
-        row = self._read() if app_id else None
+        row = self._read()
         if row is None:
             return TokenStatus(
                 authorized=False,
@@ -412,6 +414,7 @@ class TokenManager:
         return self.settings.oceanengine_app_id, self.settings.oceanengine_app_secret.reveal()
 
     def _read(self, conn: Connection | None = None, for_update: bool = False) -> Row[Any] | None:
+        self.settings.require("OCEANENGINE_APP_ID")
         app_id = self.settings.oceanengine_app_id or ""
         query = select(tokens).where(tokens.c.app_id == app_id)
         if for_update:

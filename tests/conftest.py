@@ -1,0 +1,216 @@
+"""Shared fixtures: a real sandbox server (its own process, real HTTP on loopback), a real
+database on both backends, and helpers to run the real CLI.
+
+Every test that takes ``db_url`` (directly or through ``env``/``services``) runs twice: on
+SQLite and on the PostgreSQL server at 127.0.0.1:5432. Where no server is reachable, the
+PostgreSQL lane is skipped with a visible reason — unless ``ADSYNC_REQUIRE_POSTGRES=1`` (CI),
+where that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+PG_URL = os.environ.get(
+    "ADSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+OE_APP_ID = "1700000000000001"
+OE_SECRET = "sandbox-oe-secret"
+FEISHU_APP_ID = "cli_sandbox_app"
+FEISHU_SECRET = "sandbox-feishu-secret"
+
+_REPORTS: list[str] = []
+
+
+def report(line: str) -> None:
+    """A figure worth seeing in the test summary (e.g. how often the chain survived)."""
+    _REPORTS.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _REPORTS:
+        terminalreporter.section("adsync measurements")
+        for line in _REPORTS:
+            terminalreporter.write_line(line)
+
+
+# -- the sandbox --------------------------------------------------------------------------------
+
+
+class Sandbox:
+    """Handle on the sandbox process: its URL and its control API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = requests.Session()
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self.http.post(self.url + path, json=body or {}, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.http.get(self.url + path, params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self, **platforms: dict[str, Any]) -> None:
+        self.post("/_sandbox/reset", platforms)
+
+    def faults(self, **platforms: dict[str, Any]) -> Any:
+        return self.post("/_sandbox/faults", platforms)
+
+    def stats(self, platform: str = "oceanengine") -> dict[str, Any]:
+        return self.get("/_sandbox/stats")[platform]
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until the sandbox has finished answering every request it received."""
+        deadline = time.monotonic() + timeout
+        while self.get("/_sandbox/in_flight")["in_flight"] > 0:
+            if time.monotonic() > deadline:
+                raise AssertionError("the sandbox kept requests in flight")
+            time.sleep(0.005)
+
+    def auth_code(self, **body: Any) -> str:
+        return self.post("/_sandbox/oceanengine/auth_code", body)["auth_code"]
+
+
+@pytest.fixture(scope="session")
+def sandbox_process() -> Iterator[Sandbox]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adsync.sandbox.server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line:
+            raise RuntimeError("the sandbox did not start")
+        yield Sandbox(json.loads(line)["sandbox"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def sandbox(sandbox_process: Sandbox) -> Sandbox:
+    """The sandbox, reset to a fresh state for this test."""
+    sandbox_process.reset()
+    return sandbox_process
+
+
+# -- databases ----------------------------------------------------------------------------------
+
+
+def _pg_available() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            PG_URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=3
+        ):
+            return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'adsync.db'}"
+        return
+    problem = _pg_available()
+    if problem:
+        if os.environ.get("ADSYNC_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL required but not reachable at {PG_URL}: {problem}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {problem}")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    plain = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        sep = "&" if "?" in PG_URL else "?"
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# -- configuration and services -----------------------------------------------------------------
+
+
+@pytest.fixture
+def env(sandbox: Sandbox, db_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment variables for adsync pointed at the sandbox and the test database."""
+    return {
+        "OCEANENGINE_APP_ID": OE_APP_ID,
+        "OCEANENGINE_APP_SECRET": OE_SECRET,
+        "OCEANENGINE_API_BASE": sandbox.url,
+        "OCEANENGINE_AUTH_URL": f"{sandbox.url}/audit/oauth.html",
+        "OCEANENGINE_REDIRECT_URI": "http://127.0.0.1:8000/oauth/oceanengine/callback",
+        "FEISHU_APP_ID": FEISHU_APP_ID,
+        "FEISHU_APP_SECRET": FEISHU_SECRET,
+        "FEISHU_DOMAIN": sandbox.url,
+        "FEISHU_BITABLE_APP_TOKEN": "bascnSandboxApp0001",
+        "FEISHU_BITABLE_TABLE_ID": "tblSandboxDaily01",
+        "FEISHU_REPORT_CHAT_IDS": "oc_sandbox_reports",
+        "ADSYNC_DATABASE_URL": db_url,
+        "ADSYNC_DATA_DIR": str(tmp_path / "data"),
+        "ADSYNC_RETRY_BASE_DELAY": "0.01",
+        "ADSYNC_RATE_LIMIT": "200",
+        "ADSYNC_HTTP_TIMEOUT": "10",
+    }
+
+
+@pytest.fixture
+def settings(env: dict[str, str], tmp_path: Path) -> Any:
+    from adsync.sync.config import load_settings
+
+    return load_settings(env, cwd=tmp_path)
+
+
+@pytest.fixture
+def services(settings: Any) -> Iterator[Any]:
+    from adsync.sync.services import open_services
+
+    svc = open_services(settings)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def authorized(services: Any, sandbox: Sandbox) -> Any:
+    """Services with a fresh authorization from the sandbox."""
+    services.tokens.authorize(sandbox.auth_code())
+    return services
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``adsync`` command in a child process with exactly ``env`` (+ PATH)."""
+    full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", **env}
+    if cwd is None and "ADSYNC_DATA_DIR" in env:
+        cwd = Path(env["ADSYNC_DATA_DIR"]).parent  # a test's tmp dir: no stray .env is read
+    return subprocess.run(
+        [sys.executable, "-m", "adsync", *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

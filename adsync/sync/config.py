@@ -165,6 +165,12 @@ def _accounts(raw: str) -> tuple[AccountSpec, ...]:
     return tuple(specs)
 
 
+def _field_map(raw: str) -> tuple[tuple[str, str], ...]:
+    from adsync.sync.columns import parse_field_map
+
+    return parse_field_map(raw)
+
+
 def _database_url(raw: str) -> Secret:
     # Hand psycopg 3 to SQLAlchemy for the plain URL forms people copy from hosting dashboards.
     for prefix in ("postgres://", "postgresql://"):
@@ -210,6 +216,9 @@ class Settings:
     refresh_margin: int = var("ADSYNC_REFRESH_MARGIN", _non_negative_int, 3600)
     port: int = var("PORT", _port, 8000)
     # Extensions beyond the contract.
+    bitable_fields: tuple[tuple[str, str], ...] = var(
+        "ADSYNC_BITABLE_FIELDS", _field_map, (), "map default field names onto an existing table"
+    )
     rate_limit: float = var(
         "ADSYNC_RATE_LIMIT", _positive_float, 5.0, "Ocean Engine requests per second"
     )

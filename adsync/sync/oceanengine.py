@@ -21,6 +21,7 @@ import random
 import threading
 import time
 import uuid
+from decimal import Decimal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -284,7 +285,8 @@ class OceanEngineClient:
         if response.status_code != 200:
             raise PermanentError(path, response.status_code, f"HTTP {response.status_code}")
         try:
-            envelope = response.json()  # Python's json keeps 19-digit ids exact
+            # Exact numbers: ints stay ints (19-digit ids), money parses as Decimal, never float.
+            envelope = response.json(parse_float=Decimal)
         except ValueError:
             raise TransientError(path, 0, "the answer was not JSON") from None
         if not isinstance(envelope, dict) or "code" not in envelope:

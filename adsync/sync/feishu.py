@@ -1,0 +1,208 @@
+"""The one lark-oapi client adsync uses, and one way to call it.
+
+lark-oapi manages the tenant_access_token itself but never drops a token the platform refused
+(99991663/99991664) and never retries; ``FeishuCaller.call`` adds both: a refused token is
+dropped from the cache and the call retried once; transient failures (rate limits, write
+conflicts, timeouts) are retried with backoff. Importing this module imports lark-oapi (seconds,
+175 MB): only commands that talk to Feishu import it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lark_oapi as lark
+import requests
+from lark_oapi.core.cache import ICache
+from lark_oapi.core.exception import ObtainAccessTokenException
+
+from adsync.sync.config import Settings
+from adsync.sync.errors import AdsyncError
+
+log = logging.getLogger("adsync.feishu")
+
+TOKEN_REFUSED = frozenset({99991661, 99991663, 99991664})
+# Retried with backoff: rate limits, table write conflicts, data not ready, timeouts.
+TRANSIENT = frozenset({1254291, 1254607, 1254290, 1255040, 99991400, 1254608})
+MEANINGS = {
+    1254291: "write conflict (another write to this table was in progress)",
+    1254607: "data not ready",
+    1254290: "too many requests",
+    1255040: "Feishu timed out",
+    99991400: "rate limited",
+    1254103: "the table is full (20,000 rows)",
+    1254045: "a field name does not exist in the table",
+    1254040: "the Bitable app_token does not exist",
+    1254041: "the table does not exist",
+    1254302: "no permission on this Base (add the app as a collaborator)",
+    99991663: "tenant access token invalid",
+    99991672: "the app lacks a permission scope",
+    10014: "app secret wrong",
+    10015: "app secret wrong",
+    230002: "the bot is not in this chat",
+    230025: "the message is too large",
+}
+
+
+class FeishuError(AdsyncError):
+    def __init__(self, what: str, code: int, msg: str, log_id: str = "") -> None:
+        meaning = MEANINGS.get(code, "")
+        text = f"Feishu {what} failed: {code}"
+        if meaning:
+            text += f" {meaning}"
+        if msg and msg != meaning:
+            text += f" ({msg})"
+        if log_id:
+            text += f" [log_id {log_id}]"
+        super().__init__(text, hint=_hint(code))
+        self.code = code
+        self.platform_message = msg
+        self.log_id = log_id
+
+    @property
+    def transient(self) -> bool:
+        return self.code in TRANSIENT or self.code == 429 or 500 <= self.code < 600
+
+
+def _hint(code: int) -> str:
+    if code in (1254040, 1254041, 1254003, 1254004):
+        return "check FEISHU_BITABLE_APP_TOKEN and FEISHU_BITABLE_TABLE_ID"
+    if code in (1254302, 1254304, 91403):
+        return "open the Base, add the app as a collaborator with edit rights"
+    if code in (10014, 10015, 10003):
+        return "check FEISHU_APP_ID and FEISHU_APP_SECRET"
+    if code == 230002:
+        return "add the bot to the chat, or fix FEISHU_REPORT_CHAT_IDS"
+    if code == 1254103:
+        return "start a new table (FEISHU_BITABLE_TABLE_ID) or archive old rows"
+    return "retry later; if it persists, run `adsync doctor`"
+
+
+class TokenCache(ICache):
+    """lark-oapi's token cache, made thread-safe, inspectable and invalidatable."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[str, float]] = {}
+
+    def get(self, key: str) -> str:
+        with self._lock:
+            item = self._items.get(key)
+            return item[0] if item and item[1] > time.time() else ""
+
+    def set(self, key: str, value: str, expire: int) -> None:  # expire: absolute unix seconds
+        with self._lock:
+            self._items[key] = (value, float(expire))
+
+    def ttl(self, key: str) -> float | None:
+        with self._lock:
+            item = self._items.get(key)
+        return None if item is None else item[1] - time.time()
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
+def make_client(settings: Settings, timeout: float | None = None) -> lark.Client:
+    settings.require("FEISHU_APP_ID", "FEISHU_APP_SECRET")
+    assert settings.feishu_app_id and settings.feishu_app_secret
+    return (
+        lark.Client.builder()
+        .app_id(settings.feishu_app_id)
+        .app_secret(settings.feishu_app_secret.reveal())
+        .domain(settings.feishu_domain)
+        .timeout(timeout or settings.http_timeout)
+        .cache(TOKEN_CACHE)
+        .log_level(lark.LogLevel.ERROR)
+        .build()
+    )
+
+
+# lark-oapi keeps its token cache process-wide (a class attribute); this is the one instance.
+TOKEN_CACHE = TokenCache()
+
+
+@dataclass
+class FeishuCaller:
+    """Calls lark-oapi with retries; counts calls (for run results and benchmarks)."""
+
+    client: lark.Client
+    attempts: int = 6
+    base_delay: float = 0.5
+    cap: float = 8.0
+    sleep: Callable[[float], None] = time.sleep
+    calls: int = 0
+    retries: int = 0
+    _rng: random.Random = field(default_factory=random.Random)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def call(self, what: str, fn: Callable[[Any], Any], request: Any) -> Any:
+        """``fn(request)`` -> the successful response; raises FeishuError naming ``what``."""
+        refreshed = False
+        attempt = 0
+        while True:
+            with self._lock:
+                self.calls += 1
+            try:
+                response = fn(request)
+            except requests.RequestException as exc:
+                error = FeishuError(what, 0, f"no answer ({type(exc).__name__})")
+            except ObtainAccessTokenException as exc:
+                raise FeishuError("tenant_access_token", int(exc.code or 0), str(exc.msg)) from None
+            else:
+                if response.success():
+                    return response
+                code = int(response.code or 0)
+                status = getattr(response.raw, "status_code", 0) or 0
+                if status == 429 and not code:
+                    code = 429
+                error = FeishuError(what, code, str(response.msg or ""), response.get_log_id() or "")
+                if code in TOKEN_REFUSED and not refreshed:
+                    # lark-oapi would keep the refused token until its own expiry: drop it.
+                    TOKEN_CACHE.drop(f"self_tenant_token:{self.client._config.app_id}")
+                    refreshed = True
+                    continue
+                if not (error.transient or error.code == 0):
+                    raise error
+            attempt += 1
+            if attempt >= self.attempts:
+                raise error
+            with self._lock:
+                self.retries += 1
+            delay = self._rng.uniform(0, min(self.cap, self.base_delay * 2 ** (attempt - 1)))
+            log.info("%s: %s; retry %d in %.2fs", what, error.message, attempt, delay)
+            self.sleep(delay)
+
+
+def tenant_token_ttl(settings: Settings) -> float | None:
+    """Seconds left on the cached tenant token (None if none is cached in this process)."""
+    return TOKEN_CACHE.ttl(f"self_tenant_token:{settings.feishu_app_id}")
+
+
+def require_bitable(settings: Settings) -> tuple[str, str]:
+    settings.require("FEISHU_BITABLE_APP_TOKEN", "FEISHU_BITABLE_TABLE_ID")
+    assert settings.feishu_bitable_app_token and settings.feishu_bitable_table_id
+    return settings.feishu_bitable_app_token, settings.feishu_bitable_table_id
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+__all__ = [
+    "FeishuCaller",
+    "FeishuError",
+    "TOKEN_CACHE",
+    "make_client",
+    "require_bitable",
+    "tenant_token_ttl",
+    "dumps",
+]

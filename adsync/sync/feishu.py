@@ -164,7 +164,9 @@ class FeishuCaller:
                 status = getattr(response.raw, "status_code", 0) or 0
                 if status == 429 and not code:
                     code = 429
-                error = FeishuError(what, code, str(response.msg or ""), response.get_log_id() or "")
+                error = FeishuError(
+                    what, code, str(response.msg or ""), response.get_log_id() or ""
+                )
                 if code in TOKEN_REFUSED and not refreshed:
                     # lark-oapi would keep the refused token until its own expiry: drop it.
                     TOKEN_CACHE.drop(f"self_tenant_token:{self.client._config.app_id}")

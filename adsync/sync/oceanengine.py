@@ -21,9 +21,9 @@ import random
 import threading
 import time
 import uuid
-from decimal import Decimal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 import requests

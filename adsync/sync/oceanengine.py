@@ -26,9 +26,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-import requests
-from requests.adapters import HTTPAdapter
-
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 
 log = logging.getLogger("adsync.oceanengine")
@@ -212,14 +209,31 @@ class OceanEngineClient:
         self.stats = CallStats()
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = "adsync/0.1"
+        self._pool_size = pool_size
+        self._session: Any = None
+        self._session_lock = threading.Lock()
+
+    @property
+    def session(self) -> Any:
+        """The ``requests`` session, made on first use: `adsync token status` never pays for
+        importing requests."""
+        with self._session_lock:
+            if self._session is not None:
+                return self._session
+            import requests
+            from requests.adapters import HTTPAdapter
+
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=self._pool_size, pool_maxsize=self._pool_size)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = "adsync/0.1"
+            self._session = session
+            return session
 
     def close(self) -> None:
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
 
     def request(
         self,
@@ -265,8 +279,11 @@ class OceanEngineClient:
             headers["Access-Token"] = access_token
         self.stats.count(path, retry)
         started = time.monotonic()
+        session = self.session
+        import requests  # already loaded by the session
+
         try:
-            response = self.session.request(
+            response = session.request(
                 method,
                 self.base_url + path,
                 params=encode_params(params or {}),

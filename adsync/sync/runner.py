@@ -1,0 +1,415 @@
+"""One sync run: dates × accounts → the Bitable, the local copy and the ledger.
+
+A run takes a lease per date (two overlapping runs never write the same date at once: the
+second waits, or answers "already running"), fetches every account concurrently under the
+client-side rate limit, isolates each account's failure, saves the local copy, upserts the
+Bitable under the table's writer lease, and records the outcome. Nothing here knows about chat:
+the CLI, a chat command and a scheduled job all call ``Runner.run`` and render ``RunResult``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from adsync.sync.errors import AdsyncError, AuthorizationNeeded
+from adsync.sync.leases import Busy, holding
+from adsync.sync.reports import Account, ReportRow, dates_between, fetch_rows, resolve_accounts
+from adsync.sync.services import Services
+from adsync.sync.store import accounts, actor, report_rows, run_accounts, runs, utcnow
+
+if TYPE_CHECKING:
+    from adsync.sync.bitable import BitableSink
+
+log = logging.getLogger("adsync.runner")
+
+OK, NO_DATA, FAILED = "ok", "no_data", "failed"
+
+
+@dataclass
+class AccountResult:
+    account_id: str
+    name: str
+    status: str  # ok | no_data | failed
+    reason: str = ""
+    rows: int = 0
+    api_calls: int = 0
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.account_id})" if self.name else self.account_id
+
+
+@dataclass
+class RunResult:
+    """What a run did. ``status``: ok | partial (some accounts failed) | failed | busy."""
+
+    start: date
+    end: date
+    trigger: str
+    status: str = "running"
+    run_id: int | None = None
+    accounts: list[AccountResult] = field(default_factory=list)
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    api_calls: int = 0
+    feishu_calls: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
+    hint: str = ""
+    auth_url: str = ""
+
+    @property
+    def failed(self) -> list[AccountResult]:
+        return [a for a in self.accounts if a.status == FAILED]
+
+    @property
+    def rows(self) -> int:
+        return sum(a.rows for a in self.accounts)
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "ok":
+            return 0
+        return 3 if self.auth_url else 1
+
+    @property
+    def dates(self) -> str:
+        return str(self.start) if self.start == self.end else f"{self.start}..{self.end}"
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["start"], doc["end"] = self.start.isoformat(), self.end.isoformat()
+        doc["rows"] = self.rows
+        doc["exit_code"] = self.exit_code
+        return doc
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    rows: int
+    last: AccountResult | None = None
+    stage: str = "fetch"  # fetch | write | done
+
+
+class Runner:
+    def __init__(
+        self,
+        services: Services,
+        sink_factory: Callable[[], BitableSink] | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.store = services.store
+        self._sink_factory = sink_factory
+        self._progress = progress or (lambda _p: None)
+
+    def _sink(self) -> BitableSink:
+        if self._sink_factory is not None:
+            return self._sink_factory()
+        from adsync.sync.bitable import BitableSink  # imports lark-oapi: only when writing
+
+        return BitableSink(self.settings)
+
+    def run(
+        self,
+        start: date,
+        end: date,
+        *,
+        account_id: str | None = None,
+        trigger: str = "cli",
+        requested_by: str = "",
+        wait: float = 1800.0,
+    ) -> RunResult:
+        """Sync ``start..end``. ``wait``: seconds to wait for an overlapping run (0 = answer
+        "already running" at once). Never raises for a failed account or write: the result
+        says what failed."""
+        started = time.monotonic()
+        result = RunResult(start, end, trigger)
+        try:
+            scope = self._scope(account_id)
+        except AdsyncError as exc:
+            return self._fail(result, exc, started)
+        result.run_id = self._open_ledger(result, account_id, requested_by)
+        holder = f"{actor()}:run{result.run_id}:{threading.get_ident()}"
+        table = f"{self.settings.feishu_bitable_app_token}:{self.settings.feishu_bitable_table_id}"
+        day_leases = [f"sync:{table}:{d.isoformat()}" for d in dates_between(start, end)]
+        try:
+            with holding(self.store, day_leases, holder, wait=wait):
+                self._run(result, scope, holder, table)
+        except Busy as exc:
+            result.status = "busy"
+            result.error, result.hint = exc.message, exc.hint
+        except AdsyncError as exc:
+            self._fail(result, exc, started)
+        except Exception as exc:  # noqa: BLE001 - the ledger must record every ending
+            log.exception("run %s crashed", result.run_id)
+            result.status = FAILED
+            result.error = f"unexpected error: {type(exc).__name__}: {exc}"
+        result.seconds = round(time.monotonic() - started, 3)
+        self._close_ledger(result)
+        self._progress(Progress(len(result.accounts), len(scope), result.rows, stage="done"))
+        return result
+
+    # -- the steps ----------------------------------------------------------------------------
+
+    def _scope(self, account_id: str | None) -> list[Account]:
+        granted = self.services.tokens.granted_account_ids()
+        scope = resolve_accounts(self.settings, self.store, granted)
+        if account_id is None:
+            return scope
+        chosen = [a for a in scope if a.id == account_id]
+        if not chosen:
+            ids = ", ".join(a.id for a in scope[:10])
+            raise AdsyncError(
+                f"account {account_id} is not in scope",
+                hint=f"accounts in scope: {ids}{' …' if len(scope) > 10 else ''} (`adsync accounts`)",
+            )
+        return chosen
+
+    def _run(self, result: RunResult, scope: list[Account], holder: str, table: str) -> None:
+        rows = self._fetch(result, scope)
+        ok_ids = {a.account_id for a in result.accounts if a.status != FAILED}
+        good_rows = [r for r in rows if r.account_id in ok_ids]
+        self._save_local_copy(good_rows, result.run_id)
+        if ok_ids:
+            self._progress(Progress(len(scope), len(scope), result.rows, stage="write"))
+            # One writer per table: the platform refuses overlapping writes (1254291).
+            with holding(self.store, [f"write:{table}"], holder, wait=600):
+                self._write(result, good_rows, {a.name: a.id for a in scope if a.name})
+        result.status = self._status(result)
+
+    def _fetch(self, result: RunResult, scope: list[Account]) -> list[ReportRow]:
+        rows: list[ReportRow] = []
+        auth_problem: AuthorizationNeeded | None = None
+        with ThreadPoolExecutor(
+            max_workers=min(self.settings.concurrency, len(scope)), thread_name_prefix="fetch"
+        ) as pool:
+            futures = {pool.submit(self._fetch_one, a, result.start, result.end): a for a in scope}
+            for future in as_completed(futures):
+                account_result, fetched, problem = future.result()
+                result.accounts.append(account_result)
+                result.api_calls += account_result.api_calls
+                rows.extend(fetched)
+                if problem is not None and auth_problem is None:
+                    auth_problem = problem
+                    for other in futures:  # no point asking with a dead authorization
+                        other.cancel()
+                self._progress(
+                    Progress(len(result.accounts), len(scope), len(rows), account_result)
+                )
+        done = {a.account_id for a in result.accounts}
+        for account in scope:
+            if account.id not in done:
+                result.accounts.append(
+                    AccountResult(
+                        account.id, account.name, FAILED, "not fetched: authorization needed"
+                    )
+                )
+        result.accounts.sort(key=lambda a: (a.status != FAILED, a.name, a.account_id))
+        if auth_problem is not None:
+            raise auth_problem
+        return rows
+
+    def _fetch_one(
+        self, account: Account, start: date, end: date
+    ) -> tuple[AccountResult, list[ReportRow], AuthorizationNeeded | None]:
+        began = time.monotonic()
+        client = self.services.new_client()
+        try:
+            fetched = fetch_rows(self.services.api(client), account, start, end)
+        except AuthorizationNeeded as exc:
+            res = AccountResult(account.id, account.name, FAILED, exc.message)
+            return self._timed(res, client, began), [], exc
+        except AdsyncError as exc:
+            res = AccountResult(account.id, account.name, FAILED, exc.message)
+            return self._timed(res, client, began), [], None
+        except Exception as exc:  # noqa: BLE001 - one account's surprise must not stop the others
+            log.exception("account %s failed unexpectedly", account.id)
+            res = AccountResult(account.id, account.name, FAILED, f"{type(exc).__name__}: {exc}")
+            return self._timed(res, client, began), [], None
+        finally:
+            client.close()
+        status = OK if fetched else NO_DATA
+        res = AccountResult(account.id, account.name, status, rows=len(fetched))
+        return self._timed(res, client, began), fetched, None
+
+    @staticmethod
+    def _timed(res: AccountResult, client: Any, began: float) -> AccountResult:
+        res.api_calls = client.stats.calls
+        res.seconds = round(time.monotonic() - began, 3)
+        return res
+
+    def _write(self, result: RunResult, rows: list[ReportRow], names: dict[str, str]) -> None:
+        sink = self._sink()
+        calls_before = sink.caller.calls
+        try:
+            sink.prepare()
+            upsert = sink.upsert(
+                rows,
+                dates_between(result.start, result.end),
+                run_tag=f"run{result.run_id}",
+                synced_at=utcnow(),
+                account_names=names,
+            )
+        finally:
+            result.feishu_calls = sink.caller.calls - calls_before
+        result.created, result.updated = upsert.created, upsert.updated
+        result.unchanged, result.deleted = upsert.unchanged, upsert.deleted
+        result.warnings.extend(upsert.warnings)
+
+    @staticmethod
+    def _status(result: RunResult) -> str:
+        failed = len(result.failed)
+        if not result.accounts:
+            return FAILED
+        if failed == 0:
+            return OK
+        return "partial" if failed < len(result.accounts) else FAILED
+
+    def _fail(self, result: RunResult, exc: AdsyncError, started: float) -> RunResult:
+        result.status = FAILED
+        result.error, result.hint = exc.message, exc.hint
+        if isinstance(exc, AuthorizationNeeded):
+            result.auth_url = exc.auth_url
+        result.seconds = round(time.monotonic() - started, 3)
+        return result
+
+    # -- the local copy and the ledger --------------------------------------------------------
+
+    def _save_local_copy(self, rows: Sequence[ReportRow], run_id: int | None) -> None:
+        if not rows:
+            return
+        now = utcnow()
+        dialect_insert = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
+        with self.store.begin() as conn:
+            for chunk in _chunks(list(rows), 500):
+                stmt = dialect_insert(report_rows).values(
+                    [_local_values(r, now, run_id) for r in chunk]
+                )
+                excluded = stmt.excluded
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[report_rows.c.sync_key],
+                    set_={
+                        c.name: getattr(excluded, c.name)
+                        for c in report_rows.columns
+                        if c.name != "sync_key"
+                    },
+                )
+                conn.execute(stmt)
+
+    def _open_ledger(self, result: RunResult, account_id: str | None, requested_by: str) -> int:
+        with self.store.begin() as conn:
+            return int(
+                conn.execute(
+                    insert(runs)
+                    .values(
+                        started_at=utcnow(),
+                        trigger=result.trigger,
+                        requested_by=requested_by,
+                        date_from=result.start,
+                        date_to=result.end,
+                        account_filter=account_id,
+                        status="running",
+                    )
+                    .returning(runs.c.id)
+                ).scalar_one()
+            )
+
+    def _close_ledger(self, result: RunResult) -> None:
+        if result.run_id is None:
+            return
+        now = utcnow()
+        with self.store.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == result.run_id)
+                .values(
+                    finished_at=now,
+                    status=result.status,
+                    api_calls=result.api_calls,
+                    rows_created=result.created,
+                    rows_updated=result.updated,
+                    rows_unchanged=result.unchanged,
+                    rows_deleted=result.deleted,
+                    error=result.error or None,
+                    detail=json.dumps(result.to_json(), ensure_ascii=False, default=str),
+                )
+            )
+            for a in result.accounts:
+                conn.execute(
+                    insert(run_accounts).values(
+                        run_id=result.run_id,
+                        account_id=a.account_id,
+                        status=a.status,
+                        reason=a.reason or None,
+                        rows=a.rows,
+                        api_calls=a.api_calls,
+                    )
+                )
+                conn.execute(
+                    update(accounts)
+                    .where(accounts.c.account_id == a.account_id)
+                    .values(
+                        last_synced_at=now if a.status != FAILED else accounts.c.last_synced_at,
+                        last_outcome=a.status,
+                        last_reason=a.reason or None,
+                    )
+                )
+
+
+def _local_values(row: ReportRow, now: datetime, run_id: int | None) -> dict[str, Any]:
+    return {
+        "sync_key": row.sync_key,
+        "stat_date": row.stat_date,
+        "account_id": row.account_id,
+        "account_name": row.account_name,
+        "project_id": row.project_id,
+        "project_name": row.project_name,
+        "promotion_id": row.promotion_id,
+        "promotion_name": row.promotion_name,
+        "cost_cents": row.cost_cents,
+        "show_cnt": row.show_cnt,
+        "click_cnt": row.click_cnt,
+        "convert_cnt": row.convert_cnt,
+        "clue_cnt": row.clue_cnt,
+        "synced_at": now,
+        "run_id": run_id,
+    }
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def recent_runs(services: Services, limit: int = 10) -> list[dict[str, Any]]:
+    with services.store.engine.connect() as conn:
+        found = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
+    return [dict(r._mapping) for r in found]
+
+
+__all__ = [
+    "AccountResult",
+    "Progress",
+    "RunResult",
+    "Runner",
+    "recent_runs",
+]

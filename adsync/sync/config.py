@@ -113,6 +113,16 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number of seconds, like 0.3") from None
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise ValueError("expected 0 or more")
+    return value
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -226,6 +236,12 @@ class Settings:
     http_timeout: float = var("ADSYNC_HTTP_TIMEOUT", _positive_float, 20.0, "seconds per call")
     retry_base_delay: float = var(
         "ADSYNC_RETRY_BASE_DELAY", _positive_float, 0.5, "first backoff step, seconds"
+    )
+    bitable_write_gap: float = var(
+        "ADSYNC_BITABLE_WRITE_GAP",
+        _non_negative_float,
+        0.3,
+        "seconds between consecutive Bitable writes (Feishu advises spacing them)",
     )
     log_level: str = var("ADSYNC_LOG_LEVEL", _log_level, "INFO")
     log_file: Path | None = var("ADSYNC_LOG_FILE", Path, doc="also log to this file")

@@ -155,8 +155,14 @@ class FeishuCaller:
                 response = fn(request)
             except requests.RequestException as exc:
                 error = FeishuError(what, 0, f"no answer ({type(exc).__name__})")
+            except json.JSONDecodeError:
+                # lark-oapi parses the body before we see the status: a gateway's plain-text
+                # 429/502 page surfaces as a JSON error. Retry it like an answer that never came.
+                error = FeishuError(what, 0, "no readable answer (not JSON)")
             except ObtainAccessTokenException as exc:
-                raise FeishuError("tenant_access_token", int(exc.code or 0), str(exc.msg)) from None
+                error = FeishuError("tenant_access_token", int(exc.code or 0), str(exc.msg))
+                if not error.transient:  # a wrong secret stays wrong; a rate limit passes
+                    raise error from None
             else:
                 if response.success():
                     return response

@@ -1,0 +1,1298 @@
+"""Chat commands: what people type to the bot (English or 中文) -> typed command objects.
+
+One table, ``COMMANDS``, drives parsing, ``help`` and the admin marking, so a command added
+there is parsed, documented and access-checked in one place. The module is pure (no I/O, no
+Feishu, no database, stdlib only) so the webhook can parse inside its 3-second acknowledgement
+and the console and tests need nothing running::
+
+    command = parse(text, today)        # raises CommandError: UsageError / UnknownCommand
+    denial = check_access(command, user_id=..., chat_id=..., chat_type=..., settings=settings)
+    reply(denial.message) if denial else run(command)
+
+``today`` is the business day in ``ADSYNC_TIMEZONE``; the caller computes it, which keeps
+this module free of clocks. Every command and every error carries ``lang`` ("zh" when the
+user wrote Chinese, else "en") and every message here is written in that language.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:  # only for the annotation: the module stays importable without settings
+    from adsync.sync.config import Settings
+
+__all__ = [
+    "COMMANDS",
+    "HISTORY_DEFAULT",
+    "HISTORY_MAX",
+    "SUMMARY_MAX_DAYS",
+    "SYNC_MAX_DAYS",
+    "VERIFY_MAX_DAYS",
+    "AccountMatchError",
+    "Accounts",
+    "Auth",
+    "Command",
+    "CommandError",
+    "CommandSpec",
+    "Denial",
+    "Help",
+    "History",
+    "Lang",
+    "ParseContext",
+    "Summary",
+    "Sync",
+    "TokenRefresh",
+    "TokenStatus",
+    "UnknownCommand",
+    "UsageError",
+    "Verify",
+    "check_access",
+    "help_text",
+    "is_admin",
+    "match_account",
+    "normalize",
+    "parse",
+    "spec_for",
+]
+
+Lang = Literal["en", "zh"]
+
+SYNC_MAX_DAYS = 92  # a quarter: more is a backfill job, not a chat command
+VERIFY_MAX_DAYS = 92  # reads the whole Bitable range, same order of cost as a sync
+SUMMARY_MAX_DAYS = 366  # local data only, a year is cheap
+HISTORY_DEFAULT = 10
+HISTORY_MAX = 50  # a chat message, not a log viewer
+MAX_INPUT_CHARS = 1000  # no command is longer; bounds the work done on pasted essays
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+class CommandError(Exception):
+    """Bad input. ``str(err)`` is the whole reply (message, then usage or short help)."""
+
+    def __init__(self, message: str, *, lang: Lang = "en", usage: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.lang: Lang = lang
+        self.usage = usage
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.usage}" if self.usage else self.message
+
+
+class UsageError(CommandError):
+    """A known command with a bad argument; ``usage`` is that command's usage line."""
+
+    def __init__(
+        self, message: str, *, command: str = "", lang: Lang = "en", usage: str = ""
+    ) -> None:
+        super().__init__(message, lang=lang, usage=usage)
+        self.command = command
+
+
+class UnknownCommand(CommandError):
+    """Not a command; ``usage`` is a short help, ``suggestion`` the near miss if any."""
+
+    def __init__(
+        self, message: str, *, lang: Lang = "en", usage: str = "", suggestion: str | None = None
+    ) -> None:
+        super().__init__(message, lang=lang, usage=usage)
+        self.suggestion = suggestion
+
+
+class AccountMatchError(CommandError):
+    """``match_account`` found no account, or several (``candidates``, at most 5)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        lang: Lang = "en",
+        candidates: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message, lang=lang)
+        self.candidates = candidates
+
+
+class _ArgError(Exception):
+    """Raised by argument parsers with both languages; ``parse`` picks one and adds usage."""
+
+    def __init__(self, en: str, zh: str, *, unexpected: bool = False) -> None:
+        super().__init__(en)
+        self.en = en
+        self.zh = zh
+        self.unexpected = unexpected  # arguments given to a command that takes none
+
+
+# -- command objects ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """Base of every parsed command. ``name`` is the canonical English name."""
+
+    name: ClassVar[str] = ""
+    lang: Lang = field(default="en", kw_only=True)
+
+    @property
+    def mutating(self) -> bool:
+        """Changes data or credentials: admins only (when ADSYNC_ADMINS is set)."""
+        return False
+
+
+@dataclass(frozen=True)
+class Help(Command):
+    name: ClassVar[str] = "help"
+    topic: str | None = None  # a canonical command name, or None for the list
+
+
+@dataclass(frozen=True)
+class Sync(Command):
+    name: ClassVar[str] = "sync"
+    start: date
+    end: date
+    account_query: str | None = None  # raw text; resolve with match_account
+
+    @property
+    def mutating(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class TokenStatus(Command):
+    name: ClassVar[str] = "token status"
+
+
+@dataclass(frozen=True)
+class TokenRefresh(Command):
+    name: ClassVar[str] = "token refresh"
+
+    @property
+    def mutating(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Summary(Command):
+    name: ClassVar[str] = "summary"
+    start: date
+    end: date
+
+
+@dataclass(frozen=True)
+class Accounts(Command):
+    name: ClassVar[str] = "accounts"
+
+
+@dataclass(frozen=True)
+class History(Command):
+    name: ClassVar[str] = "history"
+    limit: int = HISTORY_DEFAULT
+
+
+@dataclass(frozen=True)
+class Verify(Command):
+    name: ClassVar[str] = "verify"
+    start: date
+    end: date
+    fix: bool = False
+
+    @property
+    def mutating(self) -> bool:
+        return self.fix  # reading the comparison is harmless; repairing writes
+
+
+@dataclass(frozen=True)
+class Auth(Command):
+    name: ClassVar[str] = "auth"
+
+    @property
+    def mutating(self) -> bool:
+        return True  # a new authorization replaces the stored tokens
+
+
+# -- the command table ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParseContext:
+    """What an argument parser gets besides the argument text."""
+
+    today: date
+    lang: Lang  # "zh" if the command word or its arguments are Chinese
+    alias_zh: bool  # the command word alone was Chinese
+
+
+Parser = Callable[[str, ParseContext], Command]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    aliases_en: tuple[str, ...]
+    aliases_zh: tuple[str, ...]
+    usage_en: str
+    usage_zh: str
+    summary_en: str
+    summary_zh: str
+    mutating: bool  # the whole command changes things; hidden from non-admins in help
+    parser: Parser
+    examples_en: tuple[str, ...] = ()
+    examples_zh: tuple[str, ...] = ()
+    # Usage shown to people who may not change things, when an argument is admin-only
+    # (``verify … fix``); empty means the same as the full usage.
+    public_usage_en: str = ""
+    public_usage_zh: str = ""
+
+    def word(self, lang: Lang) -> str:
+        """The command as a user of ``lang`` would type it."""
+        return self.aliases_zh[0] if lang == "zh" else self.aliases_en[0]
+
+    def usage(self, lang: Lang, may_change: bool = True) -> str:
+        if not may_change and (self.public_usage_zh if lang == "zh" else self.public_usage_en):
+            return self.public_usage_zh if lang == "zh" else self.public_usage_en
+        return self.usage_zh if lang == "zh" else self.usage_en
+
+    def summary(self, lang: Lang) -> str:
+        return self.summary_zh if lang == "zh" else self.summary_en
+
+    def examples(self, lang: Lang) -> tuple[str, ...]:
+        return self.examples_zh if lang == "zh" else self.examples_en
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return self.aliases_en + self.aliases_zh
+
+
+# -- text normalisation ---------------------------------------------------------------------------
+
+_MENTION = re.compile(r"@_user_[0-9]+|@_all")
+_LEADING_AT = re.compile(r"^(?:@\S*\s*)+")
+# Punctuation people add around commands; NFKC has already folded the full-width forms
+# (，：！？～) to ASCII. Kept: - / . ~ (dates and ranges), _ = (names, --account=).
+_PUNCT = re.compile(r"[,;:!?。｡、\"“”`「」『』【】〔〕()\[\]{}<>《》〈〉|*#]+")
+_APOSTROPHES = re.compile(r"['‘’]")  # "yesterday's" -> "yesterdays", not two words
+_ELLIPSIS = str.maketrans({"…": " ", "⋯": " "})  # NFKC would turn them into a ".." range
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
+
+
+def _has_cjk(text: str) -> bool:
+    return any(_is_cjk(ch) for ch in text)
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def _visible(text: str) -> str:
+    # Zero-width characters (Cf) vanish; control characters (Cc) become spaces.
+    out = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category == "Cf":
+            continue
+        out.append(" " if category in ("Cc", "Zl", "Zp") else ch)
+    return "".join(out)
+
+
+def normalize(text: str) -> str:
+    """Message text -> command text: mentions, punctuation and extra spaces gone, case kept."""
+    text = unicodedata.normalize("NFKC", text.translate(_ELLIPSIS))
+    text = _MENTION.sub(" ", _visible(text))
+    text = _PUNCT.sub(" ", _APOSTROPHES.sub("", text))
+    text = " ".join(text.split())
+    text = _LEADING_AT.sub("", text)  # "@adsync sync …" typed by hand
+    text = text.lstrip("/").strip()  # "/sync", a Slack habit
+    if text.endswith(".") and not text.endswith(".."):  # a sentence's full stop, not a range
+        text = text[:-1].rstrip()
+    return text
+
+
+# -- dates ----------------------------------------------------------------------------------------
+
+_DATE_HINT_EN = (
+    "Dates: yesterday, today, 2026-02-11, 02-11 or 2月11日; "
+    "ranges: 02-01..02-07, 2月1日至7日 or last 7 days."
+)
+_DATE_HINT_ZH = "日期可以写：昨天、前天、今天、2026-02-11、02-11、2月11日；范围：2月1日至2月7日、02-01..02-07、近7天。"
+
+_KEYWORD_OFFSETS = {
+    "day before yesterday": -2,
+    "yesterday": -1,
+    "yesterdays": -1,
+    "today": 0,
+    "todays": 0,
+    "tomorrow": 1,
+    "tomorrows": 1,
+    "大前天": -3,
+    "前天": -2,
+    "昨天": -1,
+    "昨日": -1,
+    "今天": 0,
+    "今日": 0,
+    "明天": 1,
+    "明日": 1,
+    "后天": 2,
+}
+_ZH_NUM = "零一二两三四五六七八九十百"
+_NUMBER = rf"[0-9]{{1,4}}|[{_ZH_NUM}]{{1,4}}"
+
+# One day. Digits are [0-9] (not \d) so exotic Unicode digits are never fed to int().
+_DAY = re.compile(
+    r"""
+      (?P<kw>day\sbefore\syesterday|(?:yesterday|today|tomorrow)s?)(?![a-z0-9])
+    | (?P<zkw>大前天|前天|昨天|昨日|今天|今日|明天|明日|后天)
+    | (?P<y>[0-9]{4})(?P<sep>[-/.])(?P<m>[0-9]{1,2})(?P=sep)(?P<d>[0-9]{1,2})(?![0-9])
+    | (?P<cy>[0-9]{4})\s?年\s?(?P<cm>[0-9]{1,2})\s?月\s?(?P<cd>[0-9]{1,2})\s?[日号]?
+    | (?P<compact>[0-9]{8})(?![0-9])
+    | (?P<sm>[0-9]{1,2})[-/](?P<sd>[0-9]{1,2})(?![0-9])
+    | (?P<zm>[0-9]{1,2})\s?月\s?(?P<zd>[0-9]{1,2})\s?[日号]?
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+_BARE_DAY = re.compile(r"(?P<d>[0-9]{1,2})\s?[日号]")  # "2月1日至7日": only as a range's end
+_RANGE_SEP = re.compile(
+    r"\s?(?:\.{2,3}|至|到|~|〜|—|–|-(?!-))\s?|\s(?:to|until|till|through)\s", re.IGNORECASE
+)
+_FROM = re.compile(r"(?:from\s|从\s?)", re.IGNORECASE)
+_LAST_N = re.compile(
+    rf"""
+      (?:the\s)?(?:last|past)\s(?P<n>[0-9]{{1,4}})\s(?P<unit>days?|weeks?)(?![a-z0-9])
+    | (?:最近|近|过去|前)\s?(?P<zn>{_NUMBER})\s?(?:个\s?)?(?P<zunit>天|日|周|星期|礼拜)
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+_AGO = re.compile(
+    rf"(?P<n>[0-9]{{1,4}})\sdays?\sago(?![a-z0-9])|(?P<zn>{_NUMBER})\s?(?:天|日)前",
+    re.IGNORECASE,
+)
+_DATEISH_CHARS = re.compile(r"[0-9./~年月日号天周-]+")
+_DATE_WORDS_EN = ("yesterday", "today", "tomorrow")
+_DATE_PREFIXES_ZH = (
+    "昨",
+    "前天",
+    "大前天",
+    "明天",
+    "明日",
+    "后天",
+    "最近",
+    "过去",
+    "上周",
+    "本周",
+    "这周",
+    "上个",
+    "上月",
+    "本月",
+    "这个月",
+)
+_NEAR_N = re.compile(rf"近(?:{_NUMBER})")
+
+
+def _zh_int(text: str) -> int:
+    """'7' / '七' / '十五' / '两' -> int (small numbers only; the regex bounds the length)."""
+    if text.isascii():
+        return int(text)
+    digits = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"两": 2}
+    total, current = 0, 0
+    for ch in text:
+        if ch in digits:
+            current = digits[ch]
+        else:  # 十 or 百
+            total += (current or 1) * (10 if ch == "十" else 100)
+            current = 0
+    return total + current
+
+
+def _shift(day: date, days: int) -> date:
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        raise _ArgError("That date is out of range.", "日期超出范围。") from None
+
+
+def _make_date(year: int, month: int, day: int, shown: str) -> date:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        raise _ArgError(
+            f'There is no date "{shown}". {_DATE_HINT_EN}', f"没有“{shown}”这一天。{_DATE_HINT_ZH}"
+        ) from None
+
+
+def _recent(month: int, day: int, today: date, shown: str) -> date:
+    """MM-DD without a year: the most recent such day not after today (January's 12-30 is
+    last year's)."""
+    _make_date(2000, month, day, shown)  # a leap year: 02-29 is a real day, 02-30 is not
+    for year in range(today.year, max(today.year - 9, 0), -1):  # 02-29 may be 8 years back
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            continue
+        if candidate <= today:
+            return candidate
+    raise _ArgError(f'"{shown}" is out of range.', f"“{shown}”超出范围。")
+
+
+def _take_day(
+    text: str, pos: int, today: date, anchor: date | None = None
+) -> tuple[date, int] | None:
+    """One day at ``text[pos:]`` -> (day, end position); None if it doesn't start with one."""
+    ago = _AGO.match(text, pos)  # "3 days ago", "3天前"
+    if ago:
+        return _shift(today, -_zh_int(ago["n"] or ago["zn"])), ago.end()
+    m = _DAY.match(text, pos)
+    if m is None:
+        if anchor is None:
+            return None
+        bare = _BARE_DAY.match(text, pos)
+        if bare is None:
+            return None
+        return _make_date(anchor.year, anchor.month, int(bare["d"]), bare.group()), bare.end()
+    shown = m.group()
+    if m["kw"] or m["zkw"]:
+        key = " ".join((m["kw"] or m["zkw"]).lower().split())
+        return _shift(today, _KEYWORD_OFFSETS[key]), m.end()
+    if m["y"]:
+        return _make_date(int(m["y"]), int(m["m"]), int(m["d"]), shown), m.end()
+    if m["cy"]:
+        return _make_date(int(m["cy"]), int(m["cm"]), int(m["cd"]), shown), m.end()
+    if m["compact"]:
+        c = m["compact"]
+        return _make_date(int(c[:4]), int(c[4:6]), int(c[6:]), shown), m.end()
+    month, day = (m["sm"], m["sd"]) if m["sm"] else (m["zm"], m["zd"])
+    return _recent(int(month), int(day), today, shown), m.end()
+
+
+def _relative(text: str, today: date) -> tuple[date, date, int] | None:
+    """'last 7 days' / '近7天' / '近一周': whole days ending yesterday."""
+    m = _LAST_N.match(text)
+    if m:
+        count = _zh_int(m["n"] or m["zn"])
+        unit = (m["unit"] or m["zunit"]).lower()
+        days = count * (7 if unit.startswith("week") or unit in ("周", "星期", "礼拜") else 1)
+        if days < 1:
+            raise _ArgError("Count at least 1 day.", "天数至少为 1。")
+        end = _shift(today, -1)
+        return _shift(end, -(days - 1)), end, m.end()
+    return None
+
+
+def _take_span(text: str, today: date) -> tuple[date, date, int] | None:
+    """A day or a range at the start of ``text`` -> (start, end, end position), unchecked."""
+    relative = _relative(text, today)
+    if relative is not None:
+        return relative
+    opener = _FROM.match(text)
+    first = _take_day(text, opener.end() if opener else 0, today)
+    if first is None:
+        return None
+    start, pos = first
+    sep = _RANGE_SEP.match(text, pos)
+    if sep is None:
+        return start, start, pos
+    second = _take_day(text, sep.end(), today, anchor=start)
+    if second is None:
+        raise _ArgError(
+            f"The range needs an end date. {_DATE_HINT_EN}", f"范围缺少结束日期。{_DATE_HINT_ZH}"
+        )
+    return start, second[0], second[1]
+
+
+def _check_span(start: date, end: date, today: date, max_days: int) -> None:
+    if start > end:
+        raise _ArgError(
+            f"The range {start}..{end} ends before it starts; put the earlier date first "
+            f"({end}..{start}).",
+            f"范围 {start}..{end} 的结束早于开始；请把较早的日期写在前面（{end}..{start}）。",
+        )
+    if end > today:
+        raise _ArgError(
+            f"{end} is in the future (today is {today}); there are no numbers for it yet.",
+            f"{end} 还没到（今天是 {today}），还没有数据。",
+        )
+    days = (end - start).days + 1
+    if days > max_days:
+        raise _ArgError(
+            f"{start}..{end} is {days} days; at most {max_days} days at a time, "
+            "so split it into smaller ranges.",
+            f"{start}..{end} 共 {days} 天，一次最多 {max_days} 天，请分成几段。",
+        )
+
+
+def _first_word(text: str) -> str:
+    return text.split(" ", 1)[0]
+
+
+def _dateish(word: str) -> bool:
+    """Does this word look like an attempt at a date (so a misread date is an error, not an
+    account name)? Pure digits never do: they are account ids or parts of them."""
+    low = word.lower()
+    if not low or (low.isascii() and low.isdigit()):
+        return False
+    if _DATEISH_CHARS.fullmatch(low) and any(ch.isdigit() for ch in low):
+        return True
+    if low in ("last", "past") or difflib.get_close_matches(low, _DATE_WORDS_EN, 1, 0.75):
+        return True
+    return low.startswith(_DATE_PREFIXES_ZH) or bool(_NEAR_N.match(low))
+
+
+def _not_a_date(text: str) -> _ArgError:
+    """The error for an argument that should have been a date; ``text`` starts with it."""
+    words = text.split(" ")
+    # "last week" / "past month": show the phrase and point at the form that exists.
+    word = " ".join(words[:2]) if words[0].lower() in ("last", "past") else words[0]
+    near = difflib.get_close_matches(words[0].lower(), _DATE_WORDS_EN, 1, 0.75)
+    hint_en = f" Did you mean {near[0]}?" if near else ""
+    if words[0].lower() in ("last", "past"):
+        hint_en = ' Did you mean "last 7 days"?'
+    return _ArgError(
+        f'I couldn\'t read "{word}" as a date.{hint_en} {_DATE_HINT_EN}',
+        f"“{word}”不是能识别的日期。{_DATE_HINT_ZH}",
+    )
+
+
+_FILLER = re.compile(r"(?:的\s?)?(?:广告\s?)?(?:数据|报表|报告)|(?:data|numbers)(?![a-z0-9])", re.I)
+
+
+def _span_at_start(args: str, today: date) -> tuple[date, date, str] | None:
+    """A date argument at the start of ``args`` -> (start, end, what follows), else None."""
+    span = _take_span(args, today)
+    if span is None:
+        return None
+    start, end, pos = span
+    rest = args[pos:]
+    # "2026-02-11abc": the date ran into something else; say so rather than guess.
+    if rest and not rest[0].isspace() and (_is_word(rest[0]) or rest[0] in "-/.~"):
+        raise _not_a_date(args)
+    rest = rest.strip()
+    filler = _FILLER.match(rest)  # "同步昨天的数据", "sync yesterdays data"
+    if filler:
+        rest = rest[filler.end() :].strip()
+    return start, end, rest
+
+
+def _span_at_end(args: str, today: date) -> tuple[date, date, str, str] | None:
+    """'同步 门店A 昨天': a date after the account -> (start, end, account, date text)."""
+    words = args.split(" ")
+    for k in range(min(4, len(words) - 1), 0, -1):  # up to "from A to B"; keep one word
+        tail = " ".join(words[-k:])
+        try:
+            span = _take_span(tail, today)
+        except _ArgError:
+            if k == 1:
+                raise  # "门店A 02-30": the last word is a bad date, say so
+            continue
+        if span is not None and span[2] == len(tail):
+            return span[0], span[1], " ".join(words[:-k]), tail
+    return None
+
+
+def _dates(args: str, today: date, max_days: int) -> tuple[date, date, str]:
+    """The date argument of summary/verify: a day or range, default yesterday; rest after."""
+    found = _span_at_start(args, today)
+    if found is None:
+        if args:
+            raise _not_a_date(args)
+        yesterday = _shift(today, -1)
+        found = (yesterday, yesterday, "")
+    start, end, rest = found
+    _check_span(start, end, today, max_days)
+    return start, end, rest
+
+
+# -- argument parsers -----------------------------------------------------------------------------
+
+_ALL_ACCOUNTS = {
+    "all",
+    "all accounts",
+    "全部",
+    "所有",
+    "全部账户",
+    "所有账户",
+    "全部账号",
+    "所有账号",
+}
+_ACCOUNT_PREFIX = re.compile(
+    r"(?:(?:for|account|acct|--account)(?:\s?=\s?|\s)|(?:广告账户|账户|账号)\s?=?\s?)", re.I
+)
+_HELP_ARGS = {"help", "-h", "--help", "帮助", "用法"}
+
+
+def _lang(ctx: ParseContext, arg_text: str) -> Lang:
+    return "zh" if ctx.alias_zh or _has_cjk(arg_text) else "en"
+
+
+def _parse_help(args: str, ctx: ParseContext) -> Command:
+    if not args:
+        return Help(None, lang=ctx.lang)
+    found = _match_alias(args)
+    if found is None:
+        near = _suggest(args)
+        hint_en = f' Did you mean "{near}"?' if near else ""
+        raise _ArgError(
+            f'There is no command "{args}".{hint_en}',
+            f"没有“{args}”这个命令。" + (f"你是想用“{near}”吗？" if near else ""),
+        )
+    return Help(found[0].name, lang=ctx.lang)
+
+
+def _account_query(text: str) -> str | None:
+    prefix = _ACCOUNT_PREFIX.match(text)
+    if prefix:
+        text = text[prefix.end() :].strip()
+    if not text or text.lower() in _ALL_ACCOUNTS:
+        return None
+    first = _first_word(text)
+    # "sync 02-01 02-07": a second date, not an account. Only what really reads as a date
+    # counts here, so an account called "Last Chance" still works after a date.
+    try:
+        reads_as_date = _take_span(text, date(2000, 6, 15)) is not None  # any day will do
+    except _ArgError:
+        reads_as_date = True  # a date, if a wrong one ("02-30")
+    if reads_as_date or (_DATEISH_CHARS.fullmatch(first) and not first.isdigit()):
+        raise _ArgError(
+            f'"{text}" looks like a second date; give one day or one range like 02-01..02-07.',
+            f"“{text}”像是第二个日期；请只写一天或一个范围，例如 2月1日至2月7日。",
+        )
+    return text
+
+
+def _parse_sync(args: str, ctx: ParseContext) -> Command:
+    today = ctx.today
+    found = _span_at_start(args, today)
+    if found is not None:
+        start, end, account_text = found
+        date_text = args[: len(args) - len(account_text)]
+    else:
+        tail = _span_at_end(args, today) if args else None
+        if tail is not None:
+            start, end, account_text, date_text = tail
+        else:
+            if args and _dateish(_first_word(args)):
+                raise _not_a_date(args)
+            start = end = _shift(today, -1)  # no date: yesterday, as the daily job does
+            account_text, date_text = args, ""
+    _check_span(start, end, today, SYNC_MAX_DAYS)
+    account = _account_query(account_text)
+    # The reply language follows the command and dates, not a Chinese account name.
+    return Sync(start, end, account, lang=_lang(ctx, date_text))
+
+
+def _parse_summary(args: str, ctx: ParseContext) -> Command:
+    start, end, rest = _dates(args, ctx.today, SUMMARY_MAX_DAYS)
+    if rest:
+        raise _ArgError(
+            f'summary takes only a date or range, not "{rest}".',
+            f"汇总只接受日期或范围，不认识“{rest}”。",
+        )
+    return Summary(start, end, lang=ctx.lang)
+
+
+_FIX_END = re.compile(
+    r"(?:^|\s|(?<=[\u3400-\u9fff]))(?:(?:and|then|并|并且|然后)\s?)?(?:--fix|fix|修复|修正)$", re.I
+)
+_FIX_START = re.compile(r"(?:--fix|fix|修复|修正)(?:\s|$|(?=[\u3400-\u9fff0-9]))", re.I)
+
+
+def _parse_verify(args: str, ctx: ParseContext) -> Command:
+    fix = False
+    end_fix = _FIX_END.search(args)
+    if end_fix:
+        fix, args = True, args[: end_fix.start()].strip()
+    else:
+        start_fix = _FIX_START.match(args)
+        if start_fix:
+            fix, args = True, args[start_fix.end() :].strip()
+    start, end, rest = _dates(args, ctx.today, VERIFY_MAX_DAYS)
+    if rest:
+        raise _ArgError(
+            f'verify takes a date or range and optionally "fix", not "{rest}".',
+            f"校验只接受日期或范围，以及可选的“修复”，不认识“{rest}”。",
+        )
+    return Verify(start, end, fix, lang=ctx.lang)
+
+
+_COUNT = re.compile(
+    r"(?:(?:last|latest|recent|最近|近)\s?)?(?P<n>[0-9]{1,6})\s?(?:条|次|个|runs?|entries)?",
+    re.IGNORECASE,
+)
+
+
+def _parse_history(args: str, ctx: ParseContext) -> Command:
+    if not args:
+        return History(lang=ctx.lang)
+    m = _COUNT.fullmatch(args)
+    if m is None:
+        raise _ArgError(
+            f'history takes a number of runs, like "history 20", not "{args}".',
+            f"同步记录只接受条数，例如“同步记录 20”，不认识“{args}”。",
+        )
+    limit = int(m["n"])
+    if not 1 <= limit <= HISTORY_MAX:
+        raise _ArgError(
+            f"Ask for 1 to {HISTORY_MAX} runs (got {limit}).",
+            f"条数请在 1 到 {HISTORY_MAX} 之间（收到 {limit}）。",
+        )
+    return History(limit, lang=ctx.lang)
+
+
+def _parse_auth(args: str, ctx: ParseContext) -> Command:
+    if args.lower() not in ("", "url", "link", "链接", "授权链接"):
+        raise _no_args_error(args)
+    return Auth(lang=ctx.lang)
+
+
+def _no_args_error(args: str) -> _ArgError:
+    return _ArgError(
+        f'This command takes no arguments (got "{args}").',
+        f"这个命令不需要参数（收到“{args}”）。",
+        unexpected=True,
+    )
+
+
+def _no_args(factory: Callable[[Lang], Command]) -> Parser:
+    def parse_no_args(args: str, ctx: ParseContext) -> Command:
+        if args:
+            raise _no_args_error(args)
+        return factory(ctx.lang)
+
+    return parse_no_args
+
+
+# The one table: parsing, help and the admin marking all read it. Order = order in help.
+# Aliases: longer ones win ("同步记录" before "同步"), English words need a word boundary,
+# Chinese may be typed with or without spaces. Scripts are separated by a space in an alias.
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec(
+        name="help",
+        aliases_en=("help", "commands", "usage", "menu"),
+        aliases_zh=("帮助", "菜单", "命令", "指令", "使用说明", "怎么用"),
+        usage_en="help [command]",
+        usage_zh="帮助 [命令]",
+        summary_en="this list, or one command's usage and examples",
+        summary_zh="显示本列表，或某个命令的用法和示例",
+        mutating=False,
+        parser=_parse_help,
+        examples_en=("help", "help sync", "help token status"),
+        examples_zh=("帮助", "帮助 同步", "帮助 汇总"),
+    ),
+    CommandSpec(
+        name="sync",
+        aliases_en=("sync", "resync"),
+        aliases_zh=("同步", "重新同步", "补同步"),
+        usage_en="sync [yesterday|today|DATE|RANGE] [account]",
+        usage_zh="同步 [昨天|今天|日期|范围] [账户]",
+        summary_en="pull the ad reports for those days into the Bitable "
+        "(default yesterday; safe to re-run)",
+        summary_zh="把这些天的广告数据同步到多维表格（默认昨天；可重复执行）",
+        mutating=True,
+        parser=_parse_sync,
+        examples_en=(
+            "sync yesterday",
+            "sync 02-11",
+            "sync 2026-02-01..2026-02-07",
+            "sync last 7 days",
+            "sync yesterday 1700000000000001",
+        ),
+        examples_zh=(
+            "同步 昨天",
+            "同步 前天",
+            "同步 2月11日",
+            "同步 2月1日至7日",
+            "同步 近7天 门店A",
+        ),
+    ),
+    CommandSpec(
+        name="token status",
+        aliases_en=("token status", "token", "status"),
+        aliases_zh=("token 状态", "令牌 状态", "令牌", "状态"),
+        usage_en="token status",
+        usage_zh="token 状态",
+        summary_en="how long the Ocean Engine tokens stay valid, and the last refresh",
+        summary_zh="巨量引擎 token 的剩余有效期和最近一次刷新",
+        mutating=False,
+        parser=_no_args(lambda lang: TokenStatus(lang=lang)),
+        examples_en=("token status",),
+        examples_zh=("token 状态",),
+    ),
+    CommandSpec(
+        name="token refresh",
+        aliases_en=("token refresh", "refresh token", "refresh"),
+        aliases_zh=("刷新 token", "token 刷新", "刷新令牌", "令牌刷新", "刷新"),
+        usage_en="token refresh",
+        usage_zh="刷新 token",
+        summary_en="refresh the Ocean Engine access token now",
+        summary_zh="立即刷新巨量引擎 access token",
+        mutating=True,
+        parser=_no_args(lambda lang: TokenRefresh(lang=lang)),
+        examples_en=("token refresh",),
+        examples_zh=("刷新 token",),
+    ),
+    CommandSpec(
+        name="summary",
+        aliases_en=("summary", "report", "daily report", "totals"),
+        aliases_zh=("汇总", "日报", "报表", "数据汇总"),
+        usage_en="summary [DATE|RANGE]",
+        usage_zh="汇总 [日期|范围]",
+        summary_en="spend, conversions, per account and change vs the period before "
+        "(default yesterday)",
+        summary_zh="消耗、转化、分账户数据和环比（默认昨天）",
+        mutating=False,
+        parser=_parse_summary,
+        examples_en=("summary", "summary 02-11", "summary last 7 days", "summary 02-01..02-07"),
+        examples_zh=("汇总", "日报", "汇总 前天", "汇总 最近7天", "汇总 2月1日至2月7日"),
+    ),
+    CommandSpec(
+        name="accounts",
+        aliases_en=("accounts", "account", "accts"),
+        aliases_zh=("账户", "账号", "账户列表", "账号列表", "广告账户"),
+        usage_en="accounts",
+        usage_zh="账户",
+        summary_en="the accounts in scope, with names and last sync",
+        summary_zh="同步范围内的账户、名称和最近同步情况",
+        mutating=False,
+        parser=_no_args(lambda lang: Accounts(lang=lang)),
+        examples_en=("accounts",),
+        examples_zh=("账户",),
+    ),
+    CommandSpec(
+        name="history",
+        aliases_en=("history", "sync history", "sync status", "last sync", "runs", "log", "logs"),
+        aliases_zh=("同步记录", "同步历史", "同步状态", "历史", "记录"),
+        usage_en="history [N]",
+        usage_zh="同步记录 [条数]",
+        summary_en=f"the last N sync runs (default {HISTORY_DEFAULT}, at most {HISTORY_MAX}): "
+        "when, who started them, rows written, errors",
+        summary_zh=f"最近 N 次同步（默认 {HISTORY_DEFAULT}，最多 {HISTORY_MAX}）：时间、触发方式、写入行数、错误",
+        mutating=False,
+        parser=_parse_history,
+        examples_en=("history", "history 20"),
+        examples_zh=("同步记录", "同步记录 20"),
+    ),
+    CommandSpec(
+        name="verify",
+        aliases_en=("verify", "check", "reconcile"),
+        aliases_zh=("校验", "核对", "对账", "检查"),
+        usage_en="verify [DATE|RANGE] [fix]",
+        usage_zh="校验 [日期|范围] [修复]",
+        summary_en="compare the Bitable with the local copy (default yesterday)",
+        summary_zh="核对多维表格与本地数据（默认昨天）",
+        mutating=False,  # only "fix" changes things: Verify.mutating says so per command
+        parser=_parse_verify,
+        examples_en=("verify", "verify 02-11", "verify last 7 days fix"),
+        examples_zh=("校验", "校验 2月11日", "校验 近7天 修复"),
+        public_usage_en="verify [DATE|RANGE]",
+        public_usage_zh="校验 [日期|范围]",
+    ),
+    CommandSpec(
+        name="auth",
+        aliases_en=("auth", "authorize", "authorise", "login", "reauth"),
+        aliases_zh=("授权", "重新授权", "登录"),
+        usage_en="auth",
+        usage_zh="授权",
+        summary_en="a link to (re)authorize adsync with Ocean Engine",
+        summary_zh="获取巨量引擎（重新）授权链接",
+        mutating=True,
+        parser=_parse_auth,
+        examples_en=("auth",),
+        examples_zh=("授权",),
+    ),
+)
+
+_BY_NAME = {spec.name: spec for spec in COMMANDS}
+
+
+def spec_for(command: Command | str) -> CommandSpec:
+    """The table row of a command object or canonical name (KeyError if there is none)."""
+    return _BY_NAME[command if isinstance(command, str) else command.name]
+
+
+def _alias_regex(alias: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    previous = ""
+    for word in alias.split():
+        if previous:
+            # Two English words need a space between them; next to Chinese it's optional.
+            parts.append(r"\s" if _is_word(previous) and _is_word(word[0]) else r"\s?")
+        if all(_is_cjk(ch) for ch in word):
+            parts.append(r"\s?".join(re.escape(ch) for ch in word))  # "同步 记录"
+        else:
+            parts.append(re.escape(word))
+        previous = word[-1]
+    if _is_word(previous):
+        parts.append(r"(?![a-z0-9])")  # "sync" must not match "syncs"
+    return re.compile("".join(parts), re.IGNORECASE)
+
+
+_ALIASES: tuple[tuple[re.Pattern[str], str, CommandSpec], ...] = tuple(
+    sorted(
+        ((_alias_regex(alias), alias, spec) for spec in COMMANDS for alias in spec.aliases),
+        key=lambda item: -len(item[1].replace(" ", "")),
+    )
+)
+
+
+def _match_alias(text: str) -> tuple[CommandSpec, str, str] | None:
+    """(spec, alias, arguments) for the longest alias at the start of ``text``."""
+    for pattern, alias, spec in _ALIASES:
+        m = pattern.match(text)
+        if m:
+            return spec, alias, text[m.end() :].strip()
+    return None
+
+
+_NEAR_MISS = 0.75  # "snyc"/"sync" and "auht"/"auth" pass; "sink"/"sync" doesn't
+
+
+@dataclass(frozen=True)
+class _Target:
+    """An alias prepared for did-you-mean (built once: this runs on every unknown message)."""
+
+    text: str  # Chinese without spaces, English lower-case
+    width: int  # words of English text the alias spans
+    zh: bool
+    spec: CommandSpec
+    letters: Counter[str]
+
+
+_TARGETS = tuple(
+    _Target(
+        alias.replace(" ", "") if _has_cjk(alias) else alias.lower(),
+        len(alias.split()),
+        _has_cjk(alias),
+        spec,
+        Counter(alias.replace(" ", "") if _has_cjk(alias) else alias.lower()),
+    )
+    for _, alias, spec in _ALIASES
+)
+
+
+def _suggest(text: str, longer_than: str = "") -> str | None:
+    """'snyc yesterday' -> 'sync yesterday': the closest command word, keeping the rest."""
+    words = text.lower().split(" ")
+    original = text.split(" ")
+    heads: dict[tuple[bool, int], tuple[str, str, Counter[str]]] = {}
+    best, best_ratio = None, _NEAR_MISS
+    minimum = len(longer_than.split()) if longer_than else 0
+    for target in _TARGETS:
+        if target.width <= minimum:
+            continue
+        key = (target.zh, len(target.text) if target.zh else target.width)
+        if key not in heads:
+            if target.zh:
+                head, rest = text.replace(" ", "")[: len(target.text)], ""
+            else:
+                head, rest = " ".join(words[: target.width]), " ".join(original[target.width :])
+            heads[key] = (head, rest, Counter(head))
+        head, rest, letters = heads[key]
+        # Cheap upper bounds on the ratio (length, shared letters) before the quadratic one.
+        size = len(head) + len(target.text)
+        if 2 * min(len(head), len(target.text)) < best_ratio * size:
+            continue
+        shared = sum(
+            min(n, target.letters[ch]) for ch, n in letters.items() if ch in target.letters
+        )
+        if 2 * shared < best_ratio * size:
+            continue
+        ratio = difflib.SequenceMatcher(None, head, target.text).ratio()
+        if ratio >= best_ratio and (best is None or ratio > best_ratio):
+            word = target.spec.word("zh" if target.zh else "en")
+            best, best_ratio = f"{word} {rest}".strip(), ratio
+    return best
+
+
+# -- parse ----------------------------------------------------------------------------------------
+
+
+def _usage_line(spec: CommandSpec, lang: Lang) -> str:
+    if lang == "zh":
+        return f"用法：{spec.usage('zh')}（发送“帮助 {spec.word('zh')}”查看示例）"
+    return f"Usage: {spec.usage('en')}  (send `help {spec.name}` for examples)"
+
+
+def _short_help(lang: Lang) -> str:
+    if lang == "zh":
+        words = "、".join(spec.word("zh") for spec in COMMANDS)
+        return f"可用命令：{words}。发送“帮助”查看详情。"
+    words = ", ".join(spec.name for spec in COMMANDS)
+    return f"Commands: {words}. Send `help` for details."
+
+
+def _unknown(text: str, lang: Lang) -> UnknownCommand:
+    suggestion = _suggest(text)
+    head = " ".join(text.split(" ")[:2])[:30]
+    if lang == "zh":
+        message = f"我不认识“{head}”这个命令。" + (
+            f"你是想用“{suggestion}”吗？" if suggestion else ""
+        )
+    else:
+        message = f'I don\'t know the command "{head}".' + (
+            f' Did you mean "{suggestion}"?' if suggestion else ""
+        )
+    return UnknownCommand(message, lang=lang, usage=_short_help(lang), suggestion=suggestion)
+
+
+# Politeness and filler around the command word: "请同步昨天", "hi, sync yesterday",
+# "同步一下昨天". Stripped before matching so they never become an argument.
+_POLITE = re.compile(
+    r"(?:(?:hi|hello|hey|please|pls|bot)(?:\s|$)|(?:你好|您好|请|帮我|麻烦|劳驾)\s?)+",
+    re.IGNORECASE,
+)
+_FILLER_ARGS = re.compile(r"一下\s?")
+
+
+def _too_long(text: str) -> UnknownCommand:
+    lang: Lang = "zh" if _has_cjk(text[:MAX_INPUT_CHARS]) else "en"
+    message = (
+        "这条消息太长，不像是命令。"
+        if lang == "zh"
+        else "That message is too long to be a command."
+    )
+    return UnknownCommand(message, lang=lang, usage=_short_help(lang))
+
+
+def parse(text: str, today: date) -> Command:
+    """Message text -> a command, with dates resolved against ``today``.
+
+    Raises UsageError (a known command, a bad argument: the message says which format is
+    expected, ``usage`` is the command's usage line) or UnknownCommand (anything else, with a
+    short help and a did-you-mean). Nothing else, for any string. An empty message (just a
+    mention, or a greeting) is ``Help()``.
+    """
+    if len(text) > MAX_INPUT_CHARS:
+        raise _too_long(text)
+    clean = normalize(text)
+    polite = _POLITE.match(clean)
+    if polite:
+        clean = clean[polite.end() :].strip()
+    if not clean:
+        return Help(None, lang="zh" if _has_cjk(text) else "en")
+    found = _match_alias(clean)
+    if found is None:
+        raise _unknown(clean, "zh" if _has_cjk(clean) else "en")
+    spec, alias, args = found
+    filler = _FILLER_ARGS.match(args) if _has_cjk(alias) else None
+    if filler:
+        args = args[filler.end() :].strip()
+    alias_zh = _has_cjk(alias)
+    lang: Lang = "zh" if alias_zh or _has_cjk(args) else "en"
+    if spec.name != "help" and args.lower() in _HELP_ARGS:  # "sync help", "同步 帮助"
+        return Help(spec.name, lang=lang)
+    try:
+        return spec.parser(args, ParseContext(today=today, lang=lang, alias_zh=alias_zh))
+    except _ArgError as err:
+        message = err.zh if lang == "zh" else err.en
+        if err.unexpected:  # "token refesh": matched "token", but meant a longer command
+            near = _suggest(clean, longer_than=alias)
+            if near:
+                message += f"你是想用“{near}”吗？" if lang == "zh" else f' Did you mean "{near}"?'
+        raise UsageError(
+            message, command=spec.name, lang=lang, usage=_usage_line(spec, lang)
+        ) from None
+
+
+# -- help -----------------------------------------------------------------------------------------
+
+
+def _find_spec(topic: str) -> CommandSpec | None:
+    if topic in _BY_NAME:
+        return _BY_NAME[topic]
+    found = _match_alias(normalize(topic)) if len(topic) <= MAX_INPUT_CHARS else None
+    return found[0] if found else None
+
+
+def _topic_help(spec: CommandSpec, lang: Lang, may_change: bool) -> str:
+    zh = lang == "zh"
+    summary = spec.summary(lang)
+    lines = [spec.usage(lang, may_change), summary[:1].upper() + summary[1:]]
+    examples = spec.examples(lang)
+    if spec.name == "verify" and not may_change:
+        examples = tuple(e for e in examples if "fix" not in e and "修复" not in e)
+    if examples:
+        lines.append("示例：" if zh else "Examples:")
+        lines.extend(f"  {example}" for example in examples)
+    others = [a for a in spec.aliases if a != spec.word(lang)]
+    if others:
+        lines.append(("也可以写：" if zh else "Also: ") + ("、" if zh else ", ").join(others))
+    if "DATE" in spec.usage_en:
+        lines.append(_DATE_HINT_ZH if zh else _DATE_HINT_EN)
+    if not may_change and spec.mutating:
+        lines.append(
+            "这个命令会改动数据，只有管理员可以执行。" if zh else "Only admins can run this."
+        )
+    elif not may_change and spec.public_usage_en:
+        lines.append("“修复”需要管理员执行。" if zh else '"fix" needs an admin.')
+    return "\n".join(lines)
+
+
+def help_text(lang: Lang = "en", may_change: bool = True, topic: str | None = None) -> str:
+    """Help generated from ``COMMANDS``: the list, or one command's usage and examples.
+
+    ``may_change`` is False for callers who may not run mutating commands (see ``is_admin``):
+    those commands are left out, with a line saying some need an admin.
+    """
+    zh = lang == "zh"
+    wanted = _find_spec(topic) if topic else None
+    if wanted is not None:
+        return _topic_help(wanted, lang, may_change)
+    lines = ["adsync 命令：" if zh else "adsync commands:"]
+    hidden = False
+    for spec in COMMANDS:
+        if spec.mutating and not may_change:
+            hidden = True
+            continue
+        lines.append(f"• {spec.usage(lang, may_change)} — {spec.summary(lang)}")
+    lines.append(_DATE_HINT_ZH if zh else _DATE_HINT_EN)
+    if hidden:
+        lines.append(
+            "会改动数据的命令需要管理员执行，这里没有列出；需要时请找管理员。"
+            if zh
+            else "Commands that change data need an admin and aren't listed; ask an admin."
+        )
+    lines.append(
+        "发送“帮助 命令”查看示例。English works too: send `help`."
+        if zh
+        else "Send `help COMMAND` for examples. 中文也可以：发送“帮助”。"
+    )
+    return "\n".join(lines)
+
+
+# -- access control -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why a command is refused, politely, in the user's language, saying what to do."""
+
+    reason: Literal["chat_not_allowed", "admin_only"]
+    message: str
+    lang: Lang = "en"
+    admins: tuple[str, ...] = ()  # open_ids a card may @-mention
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def is_admin(user_id: str, settings: Settings) -> bool:
+    """May this user run mutating commands? Everyone may while ADSYNC_ADMINS is empty."""
+    return not settings.admins or user_id in settings.admins
+
+
+def _command_word(command: Command, lang: Lang) -> str:
+    spec = _BY_NAME.get(command.name)
+    word = spec.word(lang) if spec else command.name
+    if isinstance(command, Verify) and command.fix:
+        word += " … 修复" if lang == "zh" else " … fix"
+    return word
+
+
+def check_access(
+    command: Command, *, user_id: str, chat_id: str, chat_type: str, settings: Settings
+) -> Denial | None:
+    """None if the command may run here for this user, else the Denial to reply with.
+
+    ADSYNC_ALLOWED_CHAT_IDS, when set, lists the chats whose commands are obeyed; a direct
+    chat with a listed admin is always obeyed (so admins can operate from anywhere), other
+    direct chats only if listed (otherwise a DM would bypass the list). Any chat_type but
+    "p2p" counts as a group. ADSYNC_ADMINS, when set, limits mutating commands to its open_ids.
+    """
+    lang = command.lang
+    zh = lang == "zh"
+    admins = tuple(settings.admins)
+    listed_admin = bool(user_id) and user_id in admins
+    allowed_chats = tuple(settings.allowed_chat_ids)
+    if allowed_chats and chat_id not in allowed_chats and not (chat_type == "p2p" and listed_admin):
+        if chat_type == "p2p":
+            message = (
+                f"我只在团队配置好的群里执行命令。请在那个群里 @我，或请管理员把这个会话（{chat_id}）"
+                "加入 ADSYNC_ALLOWED_CHAT_IDS。"
+                if zh
+                else "I only take commands in the team's adsync group chat. Please ask there, "
+                f"or ask an admin to add this chat ({chat_id}) to ADSYNC_ALLOWED_CHAT_IDS."
+            )
+        else:
+            message = (
+                f"这个群还没有配置使用 adsync，我不能在这里执行命令。管理员可以把本群（{chat_id}）"
+                "加入 ADSYNC_ALLOWED_CHAT_IDS。"
+                if zh
+                else "This chat is not configured for adsync, so I can't take commands here. "
+                f"An admin can add it ({chat_id}) to ADSYNC_ALLOWED_CHAT_IDS."
+            )
+        return Denial("chat_not_allowed", message, lang, admins)
+    if command.mutating and admins and not listed_admin:
+        word = _command_word(command, lang)
+        message = (
+            f"“{word}”会改动数据，只有管理员可以执行。请找管理员帮你执行；"
+            f"如果你应该是管理员，请让管理员把你的 ID（{user_id}）加入 ADSYNC_ADMINS。"
+            if zh
+            else f'"{word}" changes data, so only admins can run it. Please ask an admin to '
+            f"run it for you; if you should be one, ask them to add your id ({user_id}) "
+            "to ADSYNC_ADMINS."
+        )
+        return Denial("admin_only", message, lang, admins)
+    return None
+
+
+# -- accounts -------------------------------------------------------------------------------------
+
+
+def _fold(text: str) -> str:
+    """For comparing names: width, case, spaces and punctuation don't matter."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
+
+
+def match_account(
+    query: str, accounts: Sequence[tuple[str, str]], lang: Lang = "en"
+) -> tuple[str, str]:
+    """The one (id, name) that ``query`` means: an exact id, an exact name, or part of a name
+    (or 4+ digits of an id). Raises AccountMatchError for none or several."""
+    query = query.strip()
+    key = _fold(query)
+    for account in accounts:
+        if query and account[0] == query:
+            return account
+    candidates = [a for a in accounts if key and _fold(a[1]) == key]
+    if not candidates and key:
+        candidates = [
+            a
+            for a in accounts
+            if key in _fold(a[1])
+            or (key.isascii() and key.isdigit() and len(key) >= 4 and key in a[0])
+        ]
+    if len(candidates) == 1:
+        return candidates[0]
+    zh = lang == "zh"
+    if not candidates:
+        raise AccountMatchError(
+            f"没有与“{query}”匹配的账户。发送“账户”查看列表，再用账户 ID 或名称的一部分。"
+            if zh
+            else f'No account matches "{query}". Send `accounts` for the list, then use an id '
+            "or part of a name.",
+            lang=lang,
+        )
+    shown = tuple(candidates[:5])
+    listed = ("、" if zh else ", ").join(
+        f"{name or '—'} ({account_id})" for account_id, name in shown
+    )
+    more = len(candidates) - len(shown)
+    if more:
+        listed += f" 等另外 {more} 个" if zh else f" and {more} more"
+    raise AccountMatchError(
+        f"“{query}”匹配到 {len(candidates)} 个账户：{listed}。请用账户 ID 或更完整的名称。"
+        if zh
+        else f'"{query}" matches {len(candidates)} accounts: {listed}. Use the id or more of '
+        "the name.",
+        lang=lang,
+        candidates=shown,
+    )

@@ -173,6 +173,7 @@ def env(sandbox: Sandbox, db_url: str, tmp_path: Path) -> dict[str, str]:
         "ADSYNC_RETRY_BASE_DELAY": "0.01",
         "ADSYNC_RATE_LIMIT": "200",
         "ADSYNC_HTTP_TIMEOUT": "10",
+        "ADSYNC_BITABLE_WRITE_GAP": "0",
     }
 
 

@@ -998,14 +998,14 @@ class OceanEngineSandbox:
             # Re-authorizing overwrites the previous grant: every earlier token dies with it.
             grant = self._issue_pair(list(record.account_ids))
             self._state.grant = grant
-            first = self._state.account(grant.account_ids[0])
+            first = self._state.account(grant.account_ids[0]) if grant.account_ids else None
             return {
                 "access_token": grant.access_token,
                 "expires_in": self._state.options.access_lifetime,
                 "refresh_token": grant.refresh_token,
                 "refresh_token_expires_in": self._state.options.refresh_lifetime,
                 "advertiser_ids": list(grant.account_ids),
-                "advertiser_id": grant.account_ids[0],
+                "advertiser_id": grant.account_ids[0] if grant.account_ids else 0,
                 "advertiser_name": first.name if first else "",
             }
 
@@ -1145,9 +1145,8 @@ class OceanEngineSandbox:
             if wanted is None:
                 ids = known
             else:
+                # An empty list is allowed: a user can consent without ticking any account.
                 ids = [_control_id(x) for x in _control_list(wanted, "account_ids")]
-                if not ids:
-                    raise ControlError("account_ids must name at least one account")
                 missing = sorted(set(ids) - set(known))
                 if missing:
                     raise ControlError(f"unknown account ids: {missing}")

@@ -117,7 +117,7 @@ def classify(
 class RetryPolicy:
     """Full-jitter exponential backoff: attempt n waits uniform(0, min(cap, base * 2**n))."""
 
-    attempts: int = 4  # the first try and three retries
+    attempts: int = 5  # the first try and four retries
     base: float = 0.5
     cap: float = 8.0
 
@@ -253,13 +253,7 @@ class OceanEngineClient:
                 return self._once(method, path, params, body, access_token, retry=bool(attempt))
             except TransientError as exc:
                 last = exc
-                log.warning(
-                    "Ocean Engine %s: %s (attempt %d of %d)",
-                    path,
-                    exc.message,
-                    attempt + 1,
-                    self.retry.attempts,
-                )
+                log.warning("%s (attempt %d of %d)", exc.message, attempt + 1, self.retry.attempts)
         assert last is not None
         raise last
 

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.leases import Busy, holding
+from adsync.sync.oceanengine import TransientError
 from adsync.sync.reports import Account, ReportRow, dates_between, fetch_rows, resolve_accounts
 from adsync.sync.services import Services
 from adsync.sync.store import accounts, actor, report_rows, run_accounts, runs, utcnow
@@ -198,54 +199,75 @@ class Runner:
         result.status = self._status(result)
 
     def _fetch(self, result: RunResult, scope: list[Account]) -> list[ReportRow]:
+        """Every account, concurrently; accounts that failed only transiently (after the
+        client's own retries) get one more pass once the others are done."""
+        outcomes = self._fetch_pass(result, scope, len(scope), done_before=0)
+        retry = [
+            a for a in scope if a.id in outcomes and isinstance(outcomes[a.id][2], TransientError)
+        ]
+        if retry and not any(isinstance(o[2], AuthorizationNeeded) for o in outcomes.values()):
+            log.info("second pass for %d accounts that failed transiently", len(retry))
+            outcomes.update(self._fetch_pass(result, retry, len(scope), done_before=len(scope)))
         rows: list[ReportRow] = []
-        auth_problem: AuthorizationNeeded | None = None
-        with ThreadPoolExecutor(
-            max_workers=min(self.settings.concurrency, len(scope)), thread_name_prefix="fetch"
-        ) as pool:
-            futures = {pool.submit(self._fetch_one, a, result.start, result.end): a for a in scope}
-            for future in as_completed(futures):
-                account_result, fetched, problem = future.result()
-                result.accounts.append(account_result)
-                result.api_calls += account_result.api_calls
-                rows.extend(fetched)
-                if problem is not None and auth_problem is None:
-                    auth_problem = problem
-                    for other in futures:  # no point asking with a dead authorization
-                        other.cancel()
-                self._progress(
-                    Progress(len(result.accounts), len(scope), len(rows), account_result)
-                )
-        done = {a.account_id for a in result.accounts}
         for account in scope:
-            if account.id not in done:
-                result.accounts.append(
+            account_result, fetched, _problem = outcomes.get(
+                account.id,
+                (
                     AccountResult(
                         account.id, account.name, FAILED, "not fetched: authorization needed"
-                    )
-                )
+                    ),
+                    [],
+                    None,
+                ),
+            )
+            result.accounts.append(account_result)
+            rows.extend(fetched)
         result.accounts.sort(key=lambda a: (a.status != FAILED, a.name, a.account_id))
-        if auth_problem is not None:
-            raise auth_problem
+        for _res, _rows, problem in outcomes.values():
+            if isinstance(problem, AuthorizationNeeded):
+                raise problem
         return rows
+
+    def _fetch_pass(
+        self, result: RunResult, accounts_: list[Account], total: int, done_before: int
+    ) -> dict[str, tuple[AccountResult, list[ReportRow], Exception | None]]:
+        outcomes: dict[str, tuple[AccountResult, list[ReportRow], Exception | None]] = {}
+        fetched_rows = 0
+        with ThreadPoolExecutor(
+            max_workers=min(self.settings.concurrency, len(accounts_)), thread_name_prefix="fetch"
+        ) as pool:
+            futures = {
+                pool.submit(self._fetch_one, a, result.start, result.end): a for a in accounts_
+            }
+            for future in as_completed(futures):
+                if future.cancelled():  # skipped after the authorization died
+                    continue
+                outcome = future.result()
+                account_result, fetched, problem = outcome
+                outcomes[account_result.account_id] = outcome
+                result.api_calls += account_result.api_calls
+                fetched_rows += len(fetched)
+                if isinstance(problem, AuthorizationNeeded):
+                    for other in futures:  # no point asking with a dead authorization
+                        other.cancel()
+                done = min(total, done_before + len(outcomes))
+                self._progress(Progress(done, total, fetched_rows, account_result))
+        return outcomes
 
     def _fetch_one(
         self, account: Account, start: date, end: date
-    ) -> tuple[AccountResult, list[ReportRow], AuthorizationNeeded | None]:
+    ) -> tuple[AccountResult, list[ReportRow], Exception | None]:
         began = time.monotonic()
         client = self.services.new_client()
         try:
             fetched = fetch_rows(self.services.api(client), account, start, end)
-        except AuthorizationNeeded as exc:
-            res = AccountResult(account.id, account.name, FAILED, exc.message)
-            return self._timed(res, client, began), [], exc
         except AdsyncError as exc:
             res = AccountResult(account.id, account.name, FAILED, exc.message)
-            return self._timed(res, client, began), [], None
+            return self._timed(res, client, began), [], exc
         except Exception as exc:  # noqa: BLE001 - one account's surprise must not stop the others
             log.exception("account %s failed unexpectedly", account.id)
             res = AccountResult(account.id, account.name, FAILED, f"{type(exc).__name__}: {exc}")
-            return self._timed(res, client, began), [], None
+            return self._timed(res, client, began), [], exc
         finally:
             client.close()
         status = OK if fetched else NO_DATA

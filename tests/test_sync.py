@@ -1,0 +1,363 @@
+"""Sync runs end to end: Ocean Engine sandbox → runner → Feishu sandbox Bitable, the local
+copy and the ledger, on both storage backends, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from adsync.sync.leases import holding
+from adsync.sync.runner import Runner
+from adsync.sync.store import report_rows, runs
+
+from .conftest import Sandbox, run_cli
+
+APP, TABLE = "bascnSandboxApp0001", "tblSandboxDaily01"
+
+
+def today() -> date:
+    return datetime.now(ZoneInfo("Asia/Shanghai")).date()
+
+
+def truth(sandbox: Sandbox, start: date, end: date) -> dict[str, dict[str, Any]]:
+    """key -> the platform's row (all metrics), for every granted account."""
+    doc = sandbox.get(
+        "/_sandbox/oceanengine/truth", start_date=start.isoformat(), end_date=end.isoformat()
+    )
+    granted = {str(i) for i in sandbox.get("/_sandbox/oceanengine/grant")["account_ids"]}
+    out = {}
+    for account in doc["accounts"]:
+        account_id = str(account["local_account_id"])
+        if account_id not in granted:
+            continue
+        for row in account["rows"]:
+            key = f"{row['stat_time_day']}|{account_id}|{row['promotion_id']}"
+            out[key] = {**row, "account_id": account_id, "account_name": account["account_name"]}
+    return out
+
+
+def table_records(sandbox: Sandbox, app: str = APP, table: str = TABLE) -> list[dict[str, Any]]:
+    return [r["fields"] for r in sandbox.get(f"/_sandbox/feishu/tables/{app}/{table}")["records"]]
+
+
+def assert_table_is_truth(sandbox: Sandbox, start: date, end: date) -> int:
+    expected = truth(sandbox, start, end)
+    records = table_records(sandbox)
+    keys = [r["同步键"] for r in records]
+    assert len(keys) == len(set(keys)), "duplicate keys in the table"
+    assert set(keys) == set(expected), "the table's keys differ from the platform's rows"
+    for record in records:
+        row = expected[record["同步键"]]
+        assert record["单元ID"] == str(row["promotion_id"])  # exact, as text
+        assert record["项目ID"] == str(row["project_id"])
+        assert int(record["单元ID"]) > 2**53
+        assert record["账户ID"] == row["account_id"]
+        assert record["账户名称"] == row["account_name"]
+        assert Decimal(str(record["消耗(元)"])) == Decimal(str(row["stat_cost"])).quantize(
+            Decimal("0.01")
+        )
+        assert record["展示数"] == row["show_cnt"]
+        assert record["点击数"] == row["click_cnt"]
+        assert record.get("转化数", 0) == row["convert_cnt"]
+        assert record.get("团购线索数", 0) == row["clue_pay_order_cnt"]
+        if row["convert_cnt"]:
+            expected_cc = (Decimal(str(row["stat_cost"])) / row["convert_cnt"]).quantize(
+                Decimal("0.01"), rounding=ROUND_HALF_UP
+            )
+            assert Decimal(str(record["转化成本(元)"])) == expected_cc
+        else:
+            assert "转化成本(元)" not in record
+        day = date.fromisoformat(row["stat_time_day"])
+        midnight = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo("Asia/Shanghai"))
+        assert record["日期"] == int(midnight.timestamp() * 1000)
+    return len(records)
+
+
+def _window(days: int = 3) -> tuple[date, date]:
+    end = today() - timedelta(days=1)
+    return end - timedelta(days=days - 1), end
+
+
+def test_same_range_twice_is_exact_and_the_second_run_writes_nothing(
+    authorized: Any, sandbox: Sandbox
+) -> None:
+    start, end = _window()
+    first = Runner(authorized).run(start, end)
+    assert first.status == "ok", first.error
+    assert first.exit_code == 0
+    n = assert_table_is_truth(sandbox, start, end)
+    assert first.created == n > 0 and first.rows == n
+    assert any(a.status == "no_data" for a in first.accounts)  # the sandbox's empty account
+    writes = sandbox.stats("feishu")["writes"]
+    second = Runner(authorized).run(start, end)
+    assert second.status == "ok"
+    assert (second.created, second.updated, second.deleted) == (0, 0, 0)
+    assert second.unchanged == n
+    assert sandbox.stats("feishu")["writes"] == writes  # not one write call
+    assert assert_table_is_truth(sandbox, start, end) == n
+    # The local copy holds every row, to the cent.
+    with authorized.store.engine.connect() as conn:
+        local = {r.sync_key: r for r in conn.execute(select(report_rows))}
+    expected = truth(sandbox, start, end)
+    assert set(local) == set(expected)
+    for key, row in expected.items():
+        assert Decimal(local[key].cost_cents) / 100 == Decimal(str(row["stat_cost"]))
+        assert local[key].promotion_id == str(row["promotion_id"])
+
+
+def test_one_account_refused_the_others_are_written(authorized: Any, sandbox: Sandbox) -> None:
+    grant = sandbox.get("/_sandbox/oceanengine/grant")
+    denied = str(grant["account_ids"][1])
+    sandbox.post("/_sandbox/oceanengine/accounts", {"deny": [int(denied)]})
+    start, end = _window(2)
+    result = Runner(authorized).run(start, end)
+    assert result.status == "partial" and result.exit_code == 1
+    assert [a.account_id for a in result.failed] == [denied]
+    assert "40002" in result.failed[0].reason
+    written = {r["账户ID"] for r in table_records(sandbox)}
+    assert denied not in written and len(written) >= 2
+    expected = {k for k, v in truth(sandbox, start, end).items() if v["account_id"] != denied}
+    assert {r["同步键"] for r in table_records(sandbox)} == expected
+    with authorized.store.engine.connect() as conn:
+        run = conn.execute(select(runs).where(runs.c.id == result.run_id)).one()
+    assert run.status == "partial" and denied in run.detail
+
+
+def test_twenty_percent_transient_failures_on_both_platforms(
+    services: Any, sandbox: Sandbox
+) -> None:
+    # Enough rows for many pages and write chunks on both platforms.
+    sandbox.reset(oceanengine={"accounts": 10, "promotions_per_account": 20})
+    services.tokens.authorize(sandbox.auth_code())
+    authorized = services
+    sandbox.faults(
+        oceanengine={
+            "error_rate": 0.2,
+            "error_codes": [50000, 40100],
+            "http_error_codes": [503],
+            "paths": ["/open_api/v3.0/local/report"],
+            "seed": 3,
+        },
+        feishu={
+            "error_rate": 0.2,
+            "error_codes": [1254291, 1254607, 1254290, 1255040],
+            "http_error_codes": [429],
+            "paths": ["/bitable/"],
+            "seed": 5,
+        },
+    )
+    start, end = _window(7)
+    result = Runner(authorized).run(start, end)
+    assert result.status == "ok", [a.reason for a in result.failed] + [result.error]
+    faults = sandbox.faults()
+    assert faults["oceanengine"]["injected"] > 0 and faults["feishu"]["injected"] > 0
+    assert assert_table_is_truth(sandbox, start, end) == result.rows
+
+
+def test_overlapping_ranges_synced_by_two_processes_at_once(
+    authorized: Any, sandbox: Sandbox, env: dict[str, str]
+) -> None:
+    # Latency makes the two runs really overlap in time.
+    sandbox.faults(oceanengine={"latency_ms": 20}, feishu={"latency_ms": 10})
+    end = today() - timedelta(days=1)
+    a = f"{end - timedelta(days=3)}..{end - timedelta(days=1)}"
+    b = f"{end - timedelta(days=2)}..{end}"
+    full_env = {"PATH": "", **env}
+    cwd = Path(env["ADSYNC_DATA_DIR"]).parent
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "adsync", "sync", when, "--json"],
+            env=full_env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for when in (a, b)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for proc, (out, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, err
+        assert json.loads(out)["status"] == "ok"
+    assert_table_is_truth(sandbox, end - timedelta(days=3), end)
+
+
+def test_preexisting_duplicates_collapse_to_one_row(authorized: Any, sandbox: Sandbox) -> None:
+    start, end = _window(1)
+    Runner(authorized).run(start, end)
+    snapshot = sandbox.get(f"/_sandbox/feishu/tables/{APP}/{TABLE}")
+    records = [r["fields"] for r in snapshot["records"]]
+    # What the replaced scripts left behind: the same day written again (twice, for some rows).
+    doubled = records + records[:5] + records[:2]
+    sandbox.post(
+        "/_sandbox/feishu/tables",
+        {
+            "app_token": APP,
+            "table_id": TABLE,
+            "fields": [
+                {k: f[k] for k in ("field_name", "type", "property") if f.get(k) is not None}
+                for f in snapshot["fields"]
+            ],
+            "records": [{"fields": r} for r in doubled],
+        },
+    )
+    result = Runner(authorized).run(start, end)
+    assert result.status == "ok"
+    assert result.deleted == len(records[:5]) + len(records[:2]) == 7
+    assert result.created == 0
+    assert_table_is_truth(sandbox, start, end)
+
+
+def test_a_token_refused_mid_run_is_refreshed_once(authorized: Any, sandbox: Sandbox) -> None:
+    sandbox.post("/_sandbox/oceanengine/expire", {"access": True})
+    start, end = _window(1)
+    result = Runner(authorized).run(start, end)
+    assert result.status == "ok"
+    assert sandbox.stats()["refresh_ok"] == 1
+    assert_table_is_truth(sandbox, start, end)
+
+
+def test_a_revoked_authorization_fails_the_run_with_the_link(
+    authorized: Any, sandbox: Sandbox
+) -> None:
+    sandbox.post("/_sandbox/oceanengine/revoke")
+    start, end = _window(1)
+    result = Runner(authorized).run(start, end)
+    assert result.status == "failed" and result.exit_code == 3
+    assert result.auth_url.startswith(sandbox.url + "/audit/oauth.html")
+    assert table_records(sandbox) == []
+
+
+def test_zero_accounts_is_a_failure_never_a_success(services: Any, sandbox: Sandbox) -> None:
+    services.tokens.authorize(sandbox.auth_code(account_ids=[]))
+    result = Runner(services).run(*_window(1))
+    assert result.status == "failed" and result.exit_code == 1
+    assert "no accounts" in result.error
+
+
+def test_an_overlapping_run_answers_already_running(authorized: Any, sandbox: Sandbox) -> None:
+    start, end = _window(1)
+    name = f"sync:{APP}:{TABLE}:{end.isoformat()}"
+    with holding(authorized.store, [name], "someone-else"):
+        result = Runner(authorized).run(start, end, wait=0)
+    assert result.status == "busy" and "already running" in result.error
+    assert result.exit_code == 1
+
+
+def test_single_account_sync(authorized: Any, sandbox: Sandbox) -> None:
+    start, end = _window(1)
+    only = next(iter(truth(sandbox, start, end).values()))["account_id"]
+    result = Runner(authorized).run(start, end, account_id=only)
+    assert [a.account_id for a in result.accounts] == [only]
+    assert {r["账户ID"] for r in table_records(sandbox)} == {only}
+    unknown = Runner(authorized).run(start, end, account_id="999")
+    assert unknown.status == "failed" and "not in scope" in unknown.error
+
+
+def test_verify_finds_and_fixes_what_differs(
+    authorized: Any, sandbox: Sandbox, env: dict[str, str]
+) -> None:
+    start, end = _window(1)
+    Runner(authorized).run(start, end)
+    snapshot = sandbox.get(f"/_sandbox/feishu/tables/{APP}/{TABLE}")
+    records = [r["fields"] for r in snapshot["records"]]
+    damaged = [dict(r) for r in records[1:]]  # one row missing
+    damaged[0]["消耗(元)"] = 1.0  # one row different
+    damaged.append(dict(records[2]))  # one row duplicated
+    sandbox.post(
+        "/_sandbox/feishu/tables",
+        {
+            "app_token": APP,
+            "table_id": TABLE,
+            "fields": [
+                {k: f[k] for k in ("field_name", "type", "property") if f.get(k) is not None}
+                for f in snapshot["fields"]
+            ],
+            "records": [{"fields": r} for r in damaged],
+        },
+    )
+    report = run_cli(["verify", str(end), "--json"], env)
+    assert report.returncode == 1, report.stderr
+    doc = json.loads(report.stdout)
+    assert doc["missing"] == [records[0]["同步键"]]
+    assert doc["different"] == [records[1]["同步键"]]
+    assert doc["duplicated"] == [records[2]["同步键"]]
+    fixed = run_cli(["verify", str(end), "--fix"], env)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "repaired" in fixed.stdout
+    assert_table_is_truth(sandbox, start, end)
+    assert json.loads(run_cli(["verify", str(end), "--json"], env).stdout)["clean"]
+
+
+def test_cli_sync_summary_accounts_records_fields(
+    authorized: Any, sandbox: Sandbox, env: dict[str, str]
+) -> None:
+    grant = sandbox.get("/_sandbox/oceanengine/grant")
+    denied = str(grant["account_ids"][2])
+    sandbox.post("/_sandbox/oceanengine/accounts", {"deny": [int(denied)]})
+    result = run_cli(["sync", "yesterday"], env)
+    assert result.returncode == 1, result.stderr
+    assert "PARTIAL" in result.stdout and denied in result.stdout and "40002" in result.stdout
+    assert f"/{len(grant['account_ids'])}]" in result.stderr  # plain progress lines, not a TTY
+    yesterday = today() - timedelta(days=1)
+    expected = [
+        v for v in truth(sandbox, yesterday, yesterday).values() if v["account_id"] != denied
+    ]
+    summary = json.loads(run_cli(["summary", "--json"], env).stdout)
+    total = sum(Decimal(str(v["stat_cost"])) for v in expected)
+    assert Decimal(summary["totals"]["cost"]) == total.quantize(Decimal("0.01"))
+    assert summary["totals"]["convert_cnt"] == sum(v["convert_cnt"] for v in expected)
+    accounts = run_cli(["accounts"], env)
+    assert accounts.returncode == 0 and denied in accounts.stdout and "failed" in accounts.stdout
+    records = json.loads(run_cli(["records", "--json"], env).stdout)
+    assert len(records["records"]) == len(expected)
+    fields = run_cli(["fields"], env)
+    assert "同步键" in fields.stdout and "消耗(元)" in fields.stdout
+    text = run_cli(["summary"], env)
+    assert "7-day spend" in text.stdout
+
+
+@pytest.mark.parametrize("layout", ["legacy"])
+def test_a_legacy_text_typed_table_is_mapped(
+    authorized: Any, sandbox: Sandbox, env: dict[str, str], layout: str
+) -> None:
+    legacy_fields = [
+        {"field_name": "账户", "type": 1},
+        {"field_name": "时间", "type": 1},
+        {"field_name": "单元ID", "type": 1},
+        {"field_name": "单元名称", "type": 1},
+        {"field_name": "消耗(元)", "type": 1},
+        {"field_name": "转化数", "type": 1},
+        {"field_name": "转化成本", "type": 1},
+        {"field_name": "团购线索数", "type": 1},
+    ]
+    sandbox.post(
+        "/_sandbox/feishu/tables",
+        {"app_token": APP, "table_id": TABLE, "fields": legacy_fields, "records": []},
+    )
+    env = {**env, "ADSYNC_BITABLE_FIELDS": "日期=时间,账户名称=账户,转化成本(元)=转化成本"}
+    result = run_cli(["sync", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    yesterday = today() - timedelta(days=1)
+    expected = truth(sandbox, yesterday, yesterday)
+    records = table_records(sandbox)
+    assert len(records) == len(expected)
+    for record in records:
+        row = expected[record["同步键"]]
+        assert record["时间"] == yesterday.isoformat()
+        assert record["账户"] == row["account_name"]
+        assert Decimal(record["消耗(元)"]) == Decimal(str(row["stat_cost"])).quantize(
+            Decimal("0.01")
+        )
+        assert record.get("转化数", "0") == str(row["convert_cnt"])
+    again = json.loads(run_cli(["sync", "--json"], env).stdout)
+    assert again["created"] == 0 and again["updated"] == 0

@@ -215,3 +215,37 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+class InProcessCli:
+    """The real ``adsync`` entry point called in this process (no new interpreter, so
+    lark-oapi is imported once per test session instead of once per command). Exit codes,
+    stdout and stderr are returned like ``subprocess.run``'s."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+        self._monkeypatch = monkeypatch
+        self._capfd = capfd
+
+    def __call__(self, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        from adsync.cli import main
+
+        with self._monkeypatch.context() as m:
+            for key in list(os.environ):
+                if key.startswith(("ADSYNC_", "OCEANENGINE_", "FEISHU_")):
+                    m.delenv(key)
+            for key, value in env.items():
+                m.setenv(key, value)
+            if "ADSYNC_DATA_DIR" in env:
+                m.chdir(Path(env["ADSYNC_DATA_DIR"]).parent)
+            self._capfd.readouterr()
+            try:
+                code = main(args)
+            except SystemExit as exc:  # argparse errors
+                code = int(exc.code or 0)
+            out, err = self._capfd.readouterr()
+        return subprocess.CompletedProcess(["adsync", *args], code, out, err)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> InProcessCli:
+    return InProcessCli(monkeypatch, capfd)

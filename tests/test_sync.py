@@ -19,7 +19,7 @@ from adsync.sync.leases import holding
 from adsync.sync.runner import Runner
 from adsync.sync.store import report_rows, runs
 
-from .conftest import Sandbox, run_cli
+from .conftest import Sandbox
 
 APP, TABLE = "bascnSandboxApp0001", "tblSandboxDaily01"
 
@@ -264,7 +264,7 @@ def test_single_account_sync(authorized: Any, sandbox: Sandbox) -> None:
 
 
 def test_verify_finds_and_fixes_what_differs(
-    authorized: Any, sandbox: Sandbox, env: dict[str, str]
+    authorized: Any, sandbox: Sandbox, env: dict[str, str], cli: Any
 ) -> None:
     start, end = _window(1)
     Runner(authorized).run(start, end)
@@ -285,26 +285,26 @@ def test_verify_finds_and_fixes_what_differs(
             "records": [{"fields": r} for r in damaged],
         },
     )
-    report = run_cli(["verify", str(end), "--json"], env)
+    report = cli(["verify", str(end), "--json"], env)
     assert report.returncode == 1, report.stderr
     doc = json.loads(report.stdout)
     assert doc["missing"] == [records[0]["同步键"]]
     assert doc["different"] == [records[1]["同步键"]]
     assert doc["duplicated"] == [records[2]["同步键"]]
-    fixed = run_cli(["verify", str(end), "--fix"], env)
+    fixed = cli(["verify", str(end), "--fix"], env)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "repaired" in fixed.stdout
     assert_table_is_truth(sandbox, start, end)
-    assert json.loads(run_cli(["verify", str(end), "--json"], env).stdout)["clean"]
+    assert json.loads(cli(["verify", str(end), "--json"], env).stdout)["clean"]
 
 
 def test_cli_sync_summary_accounts_records_fields(
-    authorized: Any, sandbox: Sandbox, env: dict[str, str]
+    authorized: Any, sandbox: Sandbox, env: dict[str, str], cli: Any
 ) -> None:
     grant = sandbox.get("/_sandbox/oceanengine/grant")
     denied = str(grant["account_ids"][2])
     sandbox.post("/_sandbox/oceanengine/accounts", {"deny": [int(denied)]})
-    result = run_cli(["sync", "yesterday"], env)
+    result = cli(["sync", "yesterday"], env)
     assert result.returncode == 1, result.stderr
     assert "PARTIAL" in result.stdout and denied in result.stdout and "40002" in result.stdout
     assert f"/{len(grant['account_ids'])}]" in result.stderr  # plain progress lines, not a TTY
@@ -312,23 +312,23 @@ def test_cli_sync_summary_accounts_records_fields(
     expected = [
         v for v in truth(sandbox, yesterday, yesterday).values() if v["account_id"] != denied
     ]
-    summary = json.loads(run_cli(["summary", "--json"], env).stdout)
+    summary = json.loads(cli(["summary", "--json"], env).stdout)
     total = sum(Decimal(str(v["stat_cost"])) for v in expected)
     assert Decimal(summary["totals"]["cost"]) == total.quantize(Decimal("0.01"))
     assert summary["totals"]["convert_cnt"] == sum(v["convert_cnt"] for v in expected)
-    accounts = run_cli(["accounts"], env)
+    accounts = cli(["accounts"], env)
     assert accounts.returncode == 0 and denied in accounts.stdout and "failed" in accounts.stdout
-    records = json.loads(run_cli(["records", "--json"], env).stdout)
+    records = json.loads(cli(["records", "--json"], env).stdout)
     assert len(records["records"]) == len(expected)
-    fields = run_cli(["fields"], env)
+    fields = cli(["fields"], env)
     assert "同步键" in fields.stdout and "消耗(元)" in fields.stdout
-    text = run_cli(["summary"], env)
+    text = cli(["summary"], env)
     assert "7-day spend" in text.stdout
 
 
 @pytest.mark.parametrize("layout", ["legacy"])
 def test_a_legacy_text_typed_table_is_mapped(
-    authorized: Any, sandbox: Sandbox, env: dict[str, str], layout: str
+    authorized: Any, sandbox: Sandbox, env: dict[str, str], layout: str, cli: Any
 ) -> None:
     legacy_fields = [
         {"field_name": "账户", "type": 1},
@@ -345,7 +345,7 @@ def test_a_legacy_text_typed_table_is_mapped(
         {"app_token": APP, "table_id": TABLE, "fields": legacy_fields, "records": []},
     )
     env = {**env, "ADSYNC_BITABLE_FIELDS": "日期=时间,账户名称=账户,转化成本(元)=转化成本"}
-    result = run_cli(["sync", "--json"], env)
+    result = cli(["sync", "--json"], env)
     assert result.returncode == 0, result.stderr
     yesterday = today() - timedelta(days=1)
     expected = truth(sandbox, yesterday, yesterday)
@@ -359,5 +359,5 @@ def test_a_legacy_text_typed_table_is_mapped(
             Decimal("0.01")
         )
         assert record.get("转化数", "0") == str(row["convert_cnt"])
-    again = json.loads(run_cli(["sync", "--json"], env).stdout)
+    again = json.loads(cli(["sync", "--json"], env).stdout)
     assert again["created"] == 0 and again["updated"] == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -15,6 +16,7 @@ import requests
 
 from adsync.cli.auth import render_status
 from adsync.cli.context import Context
+from adsync.cli.sync import render
 from adsync.sync.config import load_settings
 
 SANDBOX_OE_APP = ("1700000000000001", "sandbox-oe-secret")
@@ -38,6 +40,7 @@ def demo_environment(sandbox_url: str, data_dir: Path) -> dict[str, str]:
         "ADSYNC_DATA_DIR": str(data_dir),
         "ADSYNC_RETRY_BASE_DELAY": "0.05",
         "ADSYNC_RATE_LIMIT": "50",
+        "ADSYNC_BITABLE_WRITE_GAP": "0.02",
     }
 
 
@@ -52,6 +55,7 @@ def browser_authorize(auth_url: str) -> str:
 
 def demo(ctx: Context) -> int:
     from adsync.sandbox.server import SandboxServer
+    from adsync.sync.runner import Runner
     from adsync.sync.services import open_services
 
     data_dir = Path(tempfile.mkdtemp(prefix="adsync-demo-"))
@@ -69,8 +73,23 @@ def demo(ctx: Context) -> int:
             say(f"              {len(result.account_ids)} local-push accounts granted:")
             for account_id in result.account_ids:
                 say(f"                {account_id}  {result.names.get(account_id, '')}")
-            say("▸ token       ")
+            say("▸ token")
             render_status(demo_ctx, services.tokens.status())
+            say("")
+            say("▸ sync        yesterday → the sandbox Bitable")
+            today = datetime.now(settings.tz).date()
+            yesterday = today - timedelta(days=1)
+            result = Runner(services).run(
+                yesterday, yesterday, trigger="demo", requested_by="demo"
+            )
+            render(demo_ctx, result)
+            say("")
+            say("▸ again       the same day once more: an upsert, so nothing is written")
+            again = Runner(services).run(yesterday, yesterday, trigger="demo")
+            say(
+                f"              {again.created} created, {again.updated} updated, "
+                f"{again.unchanged} unchanged, {again.deleted} duplicates removed"
+            )
             services.close()
     finally:
         if ctx.args.keep:

@@ -256,10 +256,10 @@ def test_an_overlapping_run_answers_already_running(authorized: Any, sandbox: Sa
 def test_single_account_sync(authorized: Any, sandbox: Sandbox) -> None:
     start, end = _window(1)
     only = next(iter(truth(sandbox, start, end).values()))["account_id"]
-    result = Runner(authorized).run(start, end, account_id=only)
+    result = Runner(authorized).run(start, end, account_ids=[only])
     assert [a.account_id for a in result.accounts] == [only]
     assert {r["账户ID"] for r in table_records(sandbox)} == {only}
-    unknown = Runner(authorized).run(start, end, account_id="999")
+    unknown = Runner(authorized).run(start, end, account_ids=["999"])
     assert unknown.status == "failed" and "not in scope" in unknown.error
 
 

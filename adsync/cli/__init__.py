@@ -29,6 +29,8 @@ COMMANDS = {
     ("records",): "adsync.cli.data:records",
     ("verify",): "adsync.cli.data:verify",
     ("history",): "adsync.cli.data:history",
+    ("chat",): "adsync.cli.serve:chat",
+    ("serve",): "adsync.cli.serve:serve",
 }
 
 
@@ -86,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--fix", action="store_true", help="repair what differs")
     history = sub.add_parser("history", parents=[json_flag], help="recent sync runs")
     history.add_argument("--limit", type=int, default=15)
+    sub.add_parser("chat", help="the bot's commands in this terminal")
+    serve = sub.add_parser("serve", help="the webhook server (and the scheduler)")
+    serve.add_argument("--port", type=int, help="default: $PORT or 8000")
+    serve.add_argument("--ws", action="store_true", help="take events over the long connection")
+    serve.add_argument("--no-clock", action="store_true", help="no scheduler in this process")
+    serve.add_argument("--workers", type=int, default=1, help="gunicorn worker processes")
     sub.add_parser("doctor", parents=[json_flag], help="check everything a new operator needs")
     return parser
 

@@ -79,9 +79,7 @@ def demo(ctx: Context) -> int:
             say("▸ sync        yesterday → the sandbox Bitable")
             today = datetime.now(settings.tz).date()
             yesterday = today - timedelta(days=1)
-            result = Runner(services).run(
-                yesterday, yesterday, trigger="demo", requested_by="demo"
-            )
+            result = Runner(services).run(yesterday, yesterday, trigger="demo", requested_by="demo")
             render(demo_ctx, result)
             say("")
             say("▸ again       the same day once more: an upsert, so nothing is written")

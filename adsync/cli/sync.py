@@ -55,7 +55,7 @@ def sync(ctx: Context) -> int:
     result = runner.run(
         start,
         end,
-        account_id=ctx.args.account,
+        account_ids=[ctx.args.account] if ctx.args.account else None,
         trigger="cli",
         requested_by="cli",
         wait=0 if ctx.args.no_wait else 1800,

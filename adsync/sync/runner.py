@@ -135,7 +135,7 @@ class Runner:
         start: date,
         end: date,
         *,
-        account_id: str | None = None,
+        account_ids: Sequence[str] | None = None,
         trigger: str = "cli",
         requested_by: str = "",
         wait: float = 1800.0,
@@ -146,10 +146,11 @@ class Runner:
         started = time.monotonic()
         result = RunResult(start, end, trigger)
         try:
-            scope = self._scope(account_id)
+            scope = self._scope(account_ids)
         except AdsyncError as exc:
             return self._fail(result, exc, started)
-        result.run_id = self._open_ledger(result, account_id, requested_by)
+        account_filter = ",".join(account_ids)[:32] if account_ids else None
+        result.run_id = self._open_ledger(result, account_filter, requested_by)
         holder = f"{actor()}:run{result.run_id}:{threading.get_ident()}"
         table = f"{self.settings.feishu_bitable_app_token}:{self.settings.feishu_bitable_table_id}"
         day_leases = [f"sync:{table}:{d.isoformat()}" for d in dates_between(start, end)]
@@ -172,13 +173,15 @@ class Runner:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def _scope(self, account_id: str | None) -> list[Account]:
+    def _scope(self, account_ids: Sequence[str] | None) -> list[Account]:
         granted = self.services.tokens.granted_account_ids()
         scope = resolve_accounts(self.settings, self.store, granted)
-        if account_id is None:
+        if not account_ids:
             return scope
-        chosen = [a for a in scope if a.id == account_id]
-        if not chosen:
+        chosen = [a for a in scope if a.id in set(account_ids)]
+        unknown = sorted(set(account_ids) - {a.id for a in chosen})
+        if unknown:
+            account_id = ", ".join(unknown)
             ids = ", ".join(a.id for a in scope[:10])
             raise AdsyncError(
                 f"account {account_id} is not in scope",
@@ -338,7 +341,7 @@ class Runner:
                 )
                 conn.execute(stmt)
 
-    def _open_ledger(self, result: RunResult, account_id: str | None, requested_by: str) -> int:
+    def _open_ledger(self, result: RunResult, account_filter: str | None, requested_by: str) -> int:
         with self.store.begin() as conn:
             return int(
                 conn.execute(
@@ -349,7 +352,7 @@ class Runner:
                         requested_by=requested_by,
                         date_from=result.start,
                         date_to=result.end,
-                        account_filter=account_id,
+                        account_filter=account_filter,
                         status="running",
                     )
                     .returning(runs.c.id)

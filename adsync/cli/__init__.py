@@ -31,6 +31,7 @@ COMMANDS = {
     ("history",): "adsync.cli.data:history",
     ("chat",): "adsync.cli.serve:chat",
     ("serve",): "adsync.cli.serve:serve",
+    ("clock",): "adsync.cli.serve:clock",
 }
 
 
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", parents=[json_flag], help="recent sync runs")
     history.add_argument("--limit", type=int, default=15)
     sub.add_parser("chat", help="the bot's commands in this terminal")
+    sub.add_parser("clock", help="the scheduler alone (the Procfile's clock process)")
     serve = sub.add_parser("serve", help="the webhook server (and the scheduler)")
     serve.add_argument("--port", type=int, help="default: $PORT or 8000")
     serve.add_argument("--ws", action="store_true", help="take events over the long connection")

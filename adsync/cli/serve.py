@@ -64,3 +64,10 @@ def _start_background(use_ws: bool, use_clock: bool) -> Any:
             start_background_clock(bot)
 
     return post_worker_init
+
+
+def clock(ctx: Context) -> int:
+    from adsync.bot.clock import run_clock
+
+    run_clock(ctx.services)
+    return 0

@@ -123,6 +123,16 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
+def _minutes(raw: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in _list(raw))
+    except ValueError:
+        raise ValueError("expected minutes like 30,120") from None
+    if any(v < 1 for v in values) or list(values) != sorted(values):
+        raise ValueError("expected increasing minutes like 30,120")
+    return values
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -234,6 +244,16 @@ class Settings:
     )
     concurrency: int = var("ADSYNC_CONCURRENCY", _positive_int, 4, "accounts fetched at once")
     http_timeout: float = var("ADSYNC_HTTP_TIMEOUT", _positive_float, 20.0, "seconds per call")
+    settle_at: time = var("ADSYNC_SETTLE_AT", _hhmm, time(10, 30), "re-sync yesterday when final")
+    settle_threshold_pct: float = var(
+        "ADSYNC_SETTLE_THRESHOLD_PCT", _positive_float, 1.0, "settle re-sync speaks above this"
+    )
+    spend_alert_pct: float = var(
+        "ADSYNC_SPEND_ALERT_PCT", _positive_float, 50.0, "spend vs 7-day average alert"
+    )
+    retry_after: tuple[int, ...] = var(
+        "ADSYNC_RETRY_AFTER", _minutes, (30, 120), "minutes after the daily run to retry"
+    )
     retry_base_delay: float = var(
         "ADSYNC_RETRY_BASE_DELAY", _positive_float, 0.5, "first backoff step, seconds"
     )

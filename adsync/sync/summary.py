@@ -222,3 +222,111 @@ def group(rows: Iterable[ReportRow]) -> Totals:
     for row in rows:
         totals.add(row)
     return totals
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """Something in a day's numbers a person should look at."""
+
+    rule: str  # went_silent | spend_jump | spend_drop | no_conversions | no_rows
+    account_id: str
+    name: str
+    day: date
+    detail: str
+
+    @property
+    def key(self) -> str:
+        return f"data:{self.rule}:{self.account_id}:{self.day.isoformat()}"
+
+
+def anomalies(
+    store: Store, day: date, scope: Sequence[Account], spend_change_pct: float = 50.0
+) -> list[Anomaly]:
+    """The data alert rules for ``day`` (normally yesterday), read from the local copy:
+
+    * an account that spent the day before and shows nothing (went_silent);
+    * spend up or down more than ``spend_change_pct`` % against its 7-day average
+      (spend_jump / spend_drop; the average of the 7 days before ``day``, days with no
+      rows counting as 0, only when that average is above 0);
+    * conversions at 0 while spend continued (no_conversions: spend on ``day`` and on the
+      day before, and conversions on neither);
+    * zero rows in total where the day before had rows (no_rows, account_id "*").
+    """
+    cells = account_days(store, day - timedelta(days=7), day)
+    names = {a.id: a.name for a in scope}
+    found: list[Anomaly] = []
+    before = day - timedelta(days=1)
+    total_today = sum(t.rows for (aid, d), t in cells.items() if d == day)
+    total_before = sum(t.rows for (aid, d), t in cells.items() if d == before)
+    if total_today == 0 and total_before > 0:
+        found.append(
+            Anomaly("no_rows", "*", "", day, f"0 rows on {day}, {total_before} the day before")
+        )
+    for account in scope:
+        today_t = cells.get((account.id, day), Totals())
+        before_t = cells.get((account.id, before), Totals())
+        name = names.get(account.id, "")
+        if before_t.cost > 0 and today_t.rows == 0:
+            found.append(
+                Anomaly(
+                    "went_silent",
+                    account.id,
+                    name,
+                    day,
+                    f"spent ¥{before_t.cost:,.2f} on {before}, nothing on {day}",
+                )
+            )
+            continue
+        week = [cells.get((account.id, day - timedelta(days=n)), Totals()).cost for n in range(1, 8)]
+        average = sum(week, Decimal(0)) / 7
+        if average > 0 and today_t.rows:
+            moved = float((today_t.cost - average) / average * 100)
+            if abs(moved) > spend_change_pct:
+                rule = "spend_jump" if moved > 0 else "spend_drop"
+                found.append(
+                    Anomaly(
+                        rule,
+                        account.id,
+                        name,
+                        day,
+                        f"spend ¥{today_t.cost:,.2f} is {moved:+.0f}% against the 7-day "
+                        f"average ¥{average:,.2f}",
+                    )
+                )
+        if (
+            today_t.cost > 0
+            and before_t.cost > 0
+            and today_t.convert_cnt == 0
+            and before_t.convert_cnt == 0
+        ):
+            found.append(
+                Anomaly(
+                    "no_conversions",
+                    account.id,
+                    name,
+                    day,
+                    f"¥{today_t.cost + before_t.cost:,.2f} spent over two days with 0 conversions",
+                )
+            )
+    return found
+
+
+def seven_day_average(store: Store, day: date) -> Totals:
+    """Per-day average of the 7 days before ``day`` (days without rows count as 0)."""
+    days = daily_totals(store, day - timedelta(days=7), day - timedelta(days=1))
+    total = Totals()
+    for t in days.values():
+        total.cost += t.cost
+        total.show_cnt += t.show_cnt
+        total.click_cnt += t.click_cnt
+        total.convert_cnt += t.convert_cnt
+        total.clue_cnt += t.clue_cnt
+        total.rows += t.rows
+    return Totals(
+        cost=(total.cost / 7).quantize(CENT),
+        show_cnt=round(total.show_cnt / 7),
+        click_cnt=round(total.click_cnt / 7),
+        convert_cnt=round(total.convert_cnt / 7),
+        clue_cnt=round(total.clue_cnt / 7),
+        rows=round(total.rows / 7),
+    )

@@ -1,0 +1,195 @@
+"""Getting a message to the team, whatever state Feishu is in, without repeating ourselves.
+
+* ``Notifier.broadcast`` posts a card to every report chat through the bot; a chat the bot
+  cannot reach (app credentials broken, bot removed: 230002, Feishu down) gets it through the
+  custom-bot webhook ``FEISHU_ALERT_WEBHOOK_URL`` instead, signed as the platform checks it.
+* ``Notifier.alert`` sends one problem at most once per 6 hours, across processes (a
+  conditional update in the database decides who sends), and ``resolve`` sends a single
+  "all clear" once the problem is gone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from adsync.bot import cards
+from adsync.bot.messenger import Messenger, message_uuid
+from adsync.sync.config import Settings
+from adsync.sync.store import Store, alerts, utcnow
+
+log = logging.getLogger("adsync.alerts")
+
+REPEAT_AFTER = timedelta(hours=6)
+WEBHOOK_LIMIT = 20 * 1024  # the custom bot refuses bodies above 20 KB
+
+
+def webhook_sign(timestamp: int, secret: str) -> str:
+    """Feishu custom-bot signature: HMAC-SHA256 keyed by "timestamp\\nsecret" over nothing."""
+    key = f"{timestamp}\n{secret}".encode()
+    return base64.b64encode(hmac.new(key, b"", digestmod=hashlib.sha256).digest()).decode()
+
+
+@dataclass
+class Delivered:
+    chat_id: str
+    via: str  # bot | webhook | failed
+    message_id: str = ""
+    error: str = ""
+
+
+class Notifier:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        messenger: Messenger | None,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.messenger = messenger
+        self.now = now
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def broadcast(self, card: dict[str, Any], key: str) -> list[Delivered]:
+        """``card`` to every report chat. ``key`` names the occasion (for the message uuid)."""
+        chats = self.settings.feishu_report_chat_ids
+        if not chats:
+            if self._webhook(card):
+                return [Delivered("(webhook)", "webhook")]
+            log.error("no FEISHU_REPORT_CHAT_IDS and no webhook: could not deliver %s", key)
+            return [Delivered("", "failed", error="no report chats configured")]
+        out = []
+        webhook_used = False
+        for chat_id in chats:
+            try:
+                if self.messenger is None:
+                    raise RuntimeError("the bot is not configured")
+                posted = self.messenger.send(chat_id, card, message_uuid(key, chat_id))
+                out.append(Delivered(chat_id, "bot", posted.message_id))
+            except Exception as exc:  # noqa: BLE001 - any bot failure falls back to the webhook
+                reason = getattr(exc, "message", None) or str(exc)
+                log.error("could not post %s to %s through the bot: %s", key, chat_id, reason)
+                # One webhook post covers every chat that failed: it is a single group.
+                if not webhook_used and self._webhook(
+                    card, note=f"(bot delivery failed: {reason})"
+                ):
+                    webhook_used = True
+                    out.append(Delivered(chat_id, "webhook"))
+                else:
+                    out.append(
+                        Delivered(chat_id, "webhook" if webhook_used else "failed", error=reason)
+                    )
+        return out
+
+    def _webhook(self, card: dict[str, Any], note: str = "") -> bool:
+        url = self.settings.feishu_alert_webhook_url
+        if url is None:
+            return False
+        import requests
+
+        body: dict[str, Any] = {"msg_type": "interactive", "card": card}
+        if len(json.dumps(body, ensure_ascii=False).encode()) > WEBHOOK_LIMIT - 512:
+            body = {"msg_type": "text", "content": {"text": cards.to_text(card)[:6000]}}
+        if note and body["msg_type"] == "text":
+            body["content"]["text"] += f"\n{note}"
+        secret = self.settings.feishu_alert_webhook_secret
+        if secret is not None:
+            timestamp = int(time.time())
+            body["timestamp"] = str(timestamp)
+            body["sign"] = webhook_sign(timestamp, secret.reveal())
+        try:
+            response = requests.post(url.reveal(), json=body, timeout=10)
+            answer = response.json() if response.content else {}
+        except (requests.RequestException, ValueError) as exc:
+            log.error("the alert webhook failed: %s", type(exc).__name__)
+            return False
+        code = answer.get("code", answer.get("StatusCode", 0))
+        if response.status_code != 200 or code not in (0, None):
+            log.error("the alert webhook refused the message: %s %s", code, answer.get("msg"))
+            return False
+        return True
+
+    # -- problems -----------------------------------------------------------------------------
+
+    def alert(
+        self,
+        problem: str,
+        title: str,
+        lines: Sequence[str],
+        *,
+        buttons: Sequence[tuple[str, str]] = (),
+        severity: str = "error",
+    ) -> bool:
+        """Send this problem unless it was sent in the last 6 hours; True if sent."""
+        if not self._claim_send(problem, " | ".join(lines)[:1000]):
+            return False
+        card = cards.alert_card(title, lines, severity=severity, buttons=buttons, lang="zh")
+        slot = int(self.now().timestamp() // REPEAT_AFTER.total_seconds())
+        self.broadcast(card, f"alert:{problem}:{slot}")
+        return True
+
+    def resolve(self, problem: str, title: str, lines: Sequence[str] = ()) -> bool:
+        """Send one "all clear" if ``problem`` was open; True if sent."""
+        now = self.now()
+        with self.store.begin() as conn:
+            closed = conn.execute(
+                update(alerts)
+                .where(alerts.c.problem == problem, alerts.c.cleared_at.is_(None))
+                .values(cleared_at=now)
+            ).rowcount
+        if not closed:
+            return False
+        card = cards.alert_card(
+            title, list(lines) or ["已恢复正常 · all clear"], severity="ok", lang="zh"
+        )
+        self.broadcast(card, f"clear:{problem}:{int(now.timestamp())}")
+        return True
+
+    def open_problems(self) -> list[str]:
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(alerts.c.problem).where(alerts.c.cleared_at.is_(None)))
+            return [r.problem for r in rows]
+
+    def _claim_send(self, problem: str, detail: str) -> bool:
+        """Atomically: record the problem, and decide whether this process sends it now."""
+        now = self.now()
+        try:
+            with self.store.begin() as conn:
+                conn.execute(
+                    insert(alerts).values(
+                        problem=problem, first_seen=now, last_seen=now, last_sent=now, detail=detail
+                    )
+                )
+            return True
+        except IntegrityError:
+            pass
+        with self.store.begin() as conn:
+            sent = conn.execute(
+                update(alerts)
+                .where(alerts.c.problem == problem)
+                .where(
+                    alerts.c.cleared_at.is_not(None)
+                    | alerts.c.last_sent.is_(None)
+                    | (alerts.c.last_sent <= now - REPEAT_AFTER)
+                )
+                .values(last_sent=now, last_seen=now, cleared_at=None, detail=detail)
+            ).rowcount
+            if not sent:
+                conn.execute(
+                    update(alerts).where(alerts.c.problem == problem).values(last_seen=now)
+                )
+        return bool(sent)

@@ -1,0 +1,451 @@
+"""The clock: the 07:00 sync and report, retries of failed accounts, the token watchdog, the
+settle re-sync, and a catch-up after downtime — each run by exactly one process.
+
+APScheduler 3.x only fires the jobs (``BlockingScheduler`` in ``adsync clock``,
+``BackgroundScheduler`` inside ``adsync serve``), always in ``ADSYNC_TIMEZONE`` whatever the
+machine's zone, with coalescing, one instance and a generous misfire grace. Who actually runs
+a job is decided in the database: a lease per job occurrence (two clocks, or gunicorn workers
+each with a scheduler, never run it twice; a dead holder's lease runs out), and a record per
+day ("daily:2026-02-16") that makes the daily job, its report and its retries happen once even
+across restarts. Every job takes its time from ``self.now()`` — the seam tests travel with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from adsync.bot import cards
+from adsync.bot.alerts import Notifier
+from adsync.bot.messenger import Messenger
+from adsync.sync.errors import AdsyncError, AuthorizationNeeded
+from adsync.sync.oceanengine import OceanEngineError, TokenRevoked
+from adsync.sync.reports import resolve_accounts
+from adsync.sync.runner import Runner, RunResult
+from adsync.sync.services import Services
+from adsync.sync.store import actor, notifications
+from adsync.sync.summary import anomalies, seven_day_average, summarize
+
+log = logging.getLogger("adsync.clock")
+
+JOB_LEASE = timedelta(minutes=5)  # renewed while the job runs; a dead holder's lapses
+
+
+@dataclass
+class Clock:
+    services: Services
+    notifier: Notifier
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    holder: str = field(default_factory=lambda: f"{actor()}:clock")
+
+    @property
+    def settings(self) -> Any:
+        return self.services.settings
+
+    def today(self) -> date:
+        return self.now().astimezone(self.settings.tz).date()
+
+    def daily_due(self) -> datetime:
+        """Today's daily run time, in the business time zone."""
+        at = self.settings.daily_sync_at
+        return datetime.combine(self.today(), at, tzinfo=self.settings.tz)
+
+    # -- the jobs -----------------------------------------------------------------------------
+
+    def daily(self) -> RunResult | None:
+        """Sync yesterday and the lookback days before it, then report and alert. Once a day."""
+        today = self.today()
+        key = f"daily:{today}"
+        with self._once(key) as mine:
+            if not mine:
+                return None
+            end = today - timedelta(days=1)
+            start = end - timedelta(days=self.settings.lookback_days - 1)
+            result = Runner(self.services).run(start, end, trigger="schedule", requested_by="clock")
+            record = {
+                "run_id": result.run_id,
+                "status": result.status,
+                "finished_at": self.now().isoformat(),
+                "failed": [a.account_id for a in result.failed],
+                "retries": 0,
+                "reports": {},
+            }
+            record["reports"] = self._report(end, result)
+            self._alerts_after(result, end)
+            self._save(key, record)
+            return result
+
+    def catch_up(self) -> RunResult | None:
+        """At start: if today's daily run has not happened and its time has passed, run now."""
+        if self.now() < self.daily_due() or self._load(f"daily:{self.today()}") is not None:
+            return None
+        log.info("catching up: today's daily run (due %s) has not happened", self.daily_due())
+        return self.daily()
+
+    def retries(self) -> RunResult | None:
+        """Every few minutes: retry today's failed accounts when a retry is due; after the
+        last one, the final alert for whatever still fails."""
+        today = self.today()
+        key = f"daily:{today}"
+        record = self._load(key)
+        if not record or not record.get("failed"):
+            return None
+        done = int(record.get("retries", 0))
+        plan = self.settings.retry_after
+        if done >= len(plan):
+            return None
+        finished = datetime.fromisoformat(record["finished_at"])
+        if self.now() < finished + timedelta(minutes=plan[done]):
+            return None
+        with self._lease(f"job:retry:{today}:{done}") as mine:
+            record = self._load(key) or {}
+            if not mine or int(record.get("retries", 0)) != done:
+                return None
+            end = today - timedelta(days=1)
+            start = end - timedelta(days=self.settings.lookback_days - 1)
+            result = Runner(self.services).run(
+                start, end, account_ids=record["failed"], trigger="retry", requested_by="clock"
+            )
+            still = [a.account_id for a in result.failed]
+            record.update(retries=done + 1, failed=still)
+            self._save(key, record)
+            self._refresh_reports(end, record, result)
+            if still and done + 1 == len(plan):
+                lines = [f"{a.label}: {a.reason}" for a in result.failed]
+                lines.append(
+                    f"已重试 {done + 1} 次 · retried {done + 1} times; `sync` again when fixed"
+                )
+                self.notifier.alert(
+                    f"sync:failed:{today}", "同步失败 · sync failed after retries", lines
+                )
+            elif not still:
+                self.notifier.resolve(f"sync:failed:{today}", "同步已恢复 · sync recovered")
+            return result
+
+    def token_watchdog(self) -> None:
+        """Every 30 minutes: refresh inside the margin; alert on trouble, all clear after."""
+        tokens = self.services.tokens
+        link = self._auth_link()
+        buttons = [("去授权 · Authorize", link)] if link else []
+        try:
+            tokens.refresh_if_due()
+        except AuthorizationNeeded as exc:
+            self.notifier.alert(
+                "token:reauthorize",
+                "需要重新授权 · re-authorization needed",
+                [
+                    exc.message,
+                    "打开链接重新授权，勾选全部账户 · open the link and tick every account",
+                ],
+                buttons=[("去授权 · Authorize", exc.auth_url or link)]
+                if (exc.auth_url or link)
+                else [],
+            )
+            return
+        except OceanEngineError as exc:
+            self.notifier.alert(
+                "token:refresh_failed",
+                "Token 刷新失败 · token refresh failed",
+                [exc.message, "will retry in 30 minutes; if it persists, run `adsync doctor`"],
+                severity="warning",
+            )
+            return
+        self.notifier.resolve("token:refresh_failed", "Token 刷新恢复 · token refresh works again")
+        self.notifier.resolve("token:reauthorize", "授权已恢复 · authorization restored")
+        try:
+            self.services.api().get("/open_api/2/user/info/", {})
+        except TokenRevoked as exc:
+            self.notifier.alert(
+                "token:revoked",
+                "Token 被拒绝 · the token was refused",
+                [exc.message, "the authorization was probably revoked: authorize again"],
+                buttons=buttons,
+            )
+            return
+        except AuthorizationNeeded as exc:
+            self.notifier.alert(
+                "token:reauthorize",
+                "需要重新授权 · re-authorization needed",
+                [exc.message],
+                buttons=buttons,
+            )
+            return
+        except OceanEngineError:
+            pass  # the platform is having trouble; the sync's own alerts will say so
+        else:
+            self.notifier.resolve("token:revoked", "Token 已恢复 · the token works again")
+        status = tokens.status()
+        if status.refresh_left_s is not None and status.refresh_left_s < 3 * 86400:
+            self.notifier.alert(
+                "token:refresh_expiring",
+                "授权即将过期 · authorization expires soon",
+                [
+                    f"refresh token expires in {status.refresh_left_s // 3600} h",
+                    "a refresh renews it; if refreshing fails, authorize again",
+                ],
+                buttons=buttons,
+                severity="warning",
+            )
+        else:
+            self.notifier.resolve(
+                "token:refresh_expiring", "授权有效期已恢复 · authorization renewed"
+            )
+
+    def settle(self) -> RunResult | None:
+        """Re-sync yesterday once its numbers are final (after 10:00); speak only if the totals
+        moved more than the threshold."""
+        today = self.today()
+        yesterday = today - timedelta(days=1)
+        with self._once(f"settle:{today}") as mine:
+            if not mine:
+                return None
+            before = summarize(self.services.store, yesterday, yesterday).totals
+            result = Runner(self.services).run(yesterday, yesterday, trigger="settle")
+            after = summarize(self.services.store, yesterday, yesterday).totals
+            moved = _moved_pct(before.cost, after.cost)
+            conv_moved = _moved_pct(before.convert_cnt, after.convert_cnt)
+            threshold = self.settings.settle_threshold_pct
+            if max(abs(moved), abs(conv_moved)) > threshold:
+                lines = [
+                    f"{yesterday} 消耗 ¥{before.cost:,.2f} → ¥{after.cost:,.2f} ({moved:+.1f}%)",
+                    f"转化 {before.convert_cnt} → {after.convert_cnt} ({conv_moved:+.1f}%)",
+                    "the Bitable has the final numbers",
+                ]
+                card = cards.alert_card(
+                    "昨日数据已更新 · yesterday's numbers settled",
+                    lines,
+                    severity="warning",
+                    lang="zh",
+                )
+                self.notifier.broadcast(card, f"settle:{today}")
+            return result
+
+    # -- report and alerts after the daily run ------------------------------------------------
+
+    def _report(self, day: date, result: RunResult) -> dict[str, str]:
+        scope = self._scope()
+        summary = summarize(self.services.store, day, day, scope)
+        card = cards.summary_card(
+            summary,
+            "zh",
+            failures=result.failed,
+            average=seven_day_average(self.services.store, day),
+        )
+        posted = self.notifier.broadcast(card, f"report:{day}")
+        return {d.chat_id: d.message_id for d in posted if d.message_id}
+
+    def _refresh_reports(self, day: date, record: dict[str, Any], result: RunResult) -> None:
+        """After a retry, the morning's report cards show the new numbers."""
+        messenger = self.notifier.messenger
+        if messenger is None:
+            return
+        summary = summarize(self.services.store, day, day, self._scope())
+        card = cards.summary_card(
+            summary,
+            "zh",
+            failures=result.failed,
+            average=seven_day_average(self.services.store, day),
+        )
+        for message_id in (record.get("reports") or {}).values():
+            try:
+                messenger.update(message_id, card)
+            except AdsyncError as exc:
+                log.warning("could not update the report card: %s", exc.message)
+
+    def _alerts_after(self, result: RunResult, day: date) -> None:
+        if result.auth_url:
+            self.notifier.alert(
+                "token:reauthorize",
+                "需要重新授权 · re-authorization needed",
+                [result.error],
+                buttons=[("去授权 · Authorize", result.auth_url)],
+            )
+        elif result.status == "failed":
+            self.notifier.alert(
+                f"sync:failed:{self.today()}",
+                "同步失败 · the daily sync failed",
+                [result.error or "every account failed"]
+                + [f"{a.label}: {a.reason}" for a in result.failed[:10]],
+            )
+        if not result.accounts:
+            return
+        for anomaly in anomalies(
+            self.services.store, day, self._scope(), self.settings.spend_alert_pct
+        ):
+            title = {
+                "no_rows": "没有数据 · no rows at all",
+                "went_silent": "账户无数据 · an account went silent",
+                "spend_jump": "消耗异常上升 · spend jumped",
+                "spend_drop": "消耗异常下降 · spend dropped",
+                "no_conversions": "有消耗无转化 · spend without conversions",
+            }[anomaly.rule]
+            who = f"{anomaly.name} ({anomaly.account_id})" if anomaly.name else anomaly.account_id
+            self.notifier.alert(anomaly.key, title, [who, anomaly.detail], severity="warning")
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _scope(self) -> list[Any]:
+        try:
+            return resolve_accounts(
+                self.settings, self.services.store, self.services.tokens.granted_account_ids()
+            )
+        except AdsyncError:
+            return []
+
+    def _auth_link(self) -> str:
+        try:
+            return self.services.tokens.authorization_url(requested_by="clock")
+        except AdsyncError:
+            return ""
+
+    def _load(self, key: str) -> dict[str, Any] | None:
+        with self.services.store.engine.connect() as conn:
+            row = conn.execute(select(notifications).where(notifications.c.key == key)).first()
+        return json.loads(row.detail) if row is not None and row.detail else None
+
+    def _save(self, key: str, record: dict[str, Any]) -> None:
+        detail = json.dumps(record, ensure_ascii=False, default=str)
+        with self.services.store.begin() as conn:
+            changed = conn.execute(
+                update(notifications).where(notifications.c.key == key).values(detail=detail)
+            ).rowcount
+            if not changed:
+                conn.execute(
+                    insert(notifications).values(key=key, sent_at=self.now(), detail=detail)
+                )
+
+    def _lease(self, name: str) -> _Held:
+        return _Held(self, name)
+
+    def _once(self, key: str) -> _Held:
+        """Hold the job's lease, and only if ``key`` has not been done yet."""
+        return _Held(self, f"job:{key}", done_key=key)
+
+
+class _Held:
+    """Context manager: ``True`` if this process holds the lease (and the job is not done)."""
+
+    def __init__(self, clock: Clock, name: str, done_key: str | None = None) -> None:
+        self.clock = clock
+        self.name = name
+        self.done_key = done_key
+        self.mine = False
+        self._stop = threading.Event()
+
+    def __enter__(self) -> bool:
+        store = self.clock.services.store
+        if self.done_key and self.clock._load(self.done_key) is not None:
+            return False
+        self.mine = store.acquire_lease(self.name, self.clock.holder, JOB_LEASE)
+        if not self.mine:
+            log.info("%s is being run by %s", self.name, store.lease_holder(self.name))
+            return False
+        # Re-check under the lease: another process may have finished it a moment ago.
+        if self.done_key and self.clock._load(self.done_key) is not None:
+            return False
+        threading.Thread(target=self._renew, daemon=True).start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(JOB_LEASE.total_seconds() / 3):
+            self.clock.services.store.renew_lease(self.name, self.clock.holder, JOB_LEASE)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.mine:
+            self.clock.services.store.release_lease(self.name, self.clock.holder)
+
+
+def _moved_pct(before: Any, after: Any) -> float:
+    if not before:
+        return 0.0 if not after else 100.0
+    return float((after - before) / before * 100)
+
+
+# -- the scheduler ----------------------------------------------------------------------------
+
+
+def build_scheduler(clock: Clock, blocking: bool) -> Any:
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    settings = clock.settings
+    tz = settings.timezone  # explicit: containers often run in UTC
+    kind = BlockingScheduler if blocking else BackgroundScheduler
+    scheduler = kind(
+        timezone=tz,
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3 * 3600},
+    )
+    at, settle = settings.daily_sync_at, settings.settle_at
+    scheduler.add_job(
+        clock.daily, CronTrigger(hour=at.hour, minute=at.minute, timezone=tz), id="daily"
+    )
+    scheduler.add_job(clock.retries, IntervalTrigger(minutes=5, timezone=tz), id="retries")
+    scheduler.add_job(
+        clock.token_watchdog, IntervalTrigger(minutes=30, timezone=tz), id="token_watchdog"
+    )
+    scheduler.add_job(
+        clock.settle, CronTrigger(hour=settle.hour, minute=settle.minute, timezone=tz), id="settle"
+    )
+    # Catch up once at start (a date job, so it runs on the scheduler's own threads).
+    scheduler.add_job(clock.catch_up, "date", run_date=clock.now(), id="catch_up")
+
+    def on_trouble(event: Any) -> None:
+        what = "failed" if getattr(event, "exception", None) else "missed its time"
+        detail = str(getattr(event, "exception", "") or "")
+        log.error("scheduled job %s %s %s", event.job_id, what, detail)
+        clock.notifier.alert(
+            f"job:{event.job_id}:{what}",
+            f"定时任务异常 · scheduled job {event.job_id} {what}",
+            [detail or "see the clock's log", "the next run will try again"],
+        )
+
+    scheduler.add_listener(on_trouble, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+    return scheduler
+
+
+def build_clock(services: Services, messenger: Messenger | None) -> Clock:
+    return Clock(services, Notifier(services.settings, services.store, messenger))
+
+
+def start_background_clock(bot: Any) -> Any:
+    """Inside `adsync serve`: the same jobs on a BackgroundScheduler (leases keep one runner
+    even with several workers or instances)."""
+    clock = build_clock(bot.actions.services, bot.messenger)
+    scheduler = build_scheduler(clock, blocking=False)
+    scheduler.start()
+    return scheduler
+
+
+def run_clock(services: Services) -> None:
+    """`adsync clock`: the scheduler alone, in the foreground."""
+    messenger = None
+    settings = services.settings
+    if settings.feishu_app_id and settings.feishu_app_secret:
+        messenger = Messenger(settings)
+    else:
+        log.warning("FEISHU_APP_ID/SECRET not set: reports and alerts go to the webhook only")
+    clock = build_clock(services, messenger)
+    scheduler = build_scheduler(clock, blocking=True)
+    log.info(
+        "clock started: daily at %s, settle at %s (%s)",
+        settings.daily_sync_at.strftime("%H:%M"),
+        settings.settle_at.strftime("%H:%M"),
+        settings.timezone,
+    )
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
+        scheduler.start()
+
+
+__all__ = ["Clock", "build_clock", "build_scheduler", "run_clock", "start_background_clock"]

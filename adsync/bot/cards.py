@@ -1,0 +1,1550 @@
+"""Feishu cards (JSON 2.0) for every answer and report the bot posts, and their plain text.
+
+Every builder is a pure function from a result object to a card dict: no I/O, no lark-oapi (the
+sender serialises the dict), no database (the result types are imported for annotations only,
+because ``adsync.sync.*`` pulls SQLAlchemy). Each returns a card that is already ``fit`` under
+the platform's 30 KB limit for interactive content (error 230025), with ``update_multi`` on so
+a "working on it…" card can be PATCHed into the answer later.
+
+Component shapes follow the JSON 2.0 docs (open.feishu.cn → feishu-cards/card-json-v2-*):
+``markdown``, ``hr``, ``table`` (text/options columns, ``page_size`` ≤ 10, at most 5 per card,
+top level only), ``column_set``/``column``, ``chart`` (a VChart ``chart_spec``), and
+``button`` with ``behaviors`` ``[{"type": "open_url", "default_url": …}]`` or
+``[{"type": "callback", "value": {…}}]``. JSON 2.0 rejects unknown properties, so nothing here
+carries private keys: the only bookkeeping rides in documented ``element_id`` values.
+
+``to_text`` renders any card for the terminal (``adsync chat``): the console shows exactly that.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:  # annotations only: these modules import SQLAlchemy
+    from adsync.sync.runner import AccountResult, RunResult
+    from adsync.sync.summary import AccountSummary, Summary, Totals
+    from adsync.sync.tokens import TokenStatus
+    from adsync.sync.verify import VerifyResult
+
+__all__ = [
+    "CARD_LIMIT",
+    "Card",
+    "accounts_card",
+    "alert_card",
+    "card_size",
+    "count",
+    "duration",
+    "fit",
+    "history_card",
+    "message_card",
+    "money",
+    "pct",
+    "summary_card",
+    "sync_card",
+    "to_text",
+    "token_card",
+    "verify_card",
+    "working_card",
+]
+
+Card = dict[str, Any]
+Lang = Literal["en", "zh"]
+TzLike = tzinfo | str | None
+
+CARD_LIMIT = 30 * 1024  # bytes of the JSON content string, as the platform counts them
+DEFAULT_TZ = "Asia/Shanghai"
+
+PAGE_SIZE = 10  # table rows per page: the documented maximum
+NAME_CHARS = 48  # an account name in a table cell (the cell ellipsises anyway)
+REASON_CHARS = 160  # a failure reason in a cell or line
+LINE_CHARS = 400  # one line of free text (warnings, alert lines)
+TEXT_CHARS = 4000  # a whole free-text block (help, errors)
+MAX_LIST = 10  # warnings / alert lines listed before "… and N more"
+MAX_NAMES = 20  # silent account names listed inline
+MAX_BUTTONS = 5
+CHART_POINTS = 31  # a month of days; the trend is normally 7
+
+TEMPLATES = {"info": "blue", "ok": "green", "success": "green", "warning": "orange", "error": "red"}
+SYNC_TEMPLATES = {"ok": "green", "partial": "orange", "failed": "red", "busy": "red"}
+HEALTH_TEMPLATES = {"ok": "green", "expiring": "orange", "reauthorize": "red"}
+STATUS_COLORS = {  # option-tag colours in tables (the documented blue/green/orange/red)
+    "ok": "green",
+    "no_data": "blue",
+    "partial": "orange",
+    "failed": "red",
+    "busy": "red",
+    "running": "blue",
+}
+
+
+# -- words --------------------------------------------------------------------------------------
+
+
+def _lang(lang: object) -> Lang:
+    return "zh" if str(lang or "").lower().startswith("zh") else "en"
+
+
+def _t(lang: Lang, en: str, zh: str) -> str:
+    return zh if lang == "zh" else en
+
+
+_STATUS_WORDS = {
+    "ok": ("done", "完成"),
+    "partial": ("partly failed", "部分失败"),
+    "failed": ("failed", "失败"),
+    "busy": ("already running", "正在进行中"),
+    "running": ("running", "进行中"),
+    "no_data": ("no data", "无数据"),
+}
+_TRIGGER_WORDS = {
+    "chat": ("from chat", "群聊指令"),
+    "button": ("from a button", "卡片按钮"),
+    "retry": ("retry", "重试"),
+    "schedule": ("scheduled", "定时任务"),
+    "catchup": ("catch-up", "补同步"),
+    "settle": ("late-data pass", "数据回补"),
+    "cli": ("command line", "命令行"),
+}
+
+
+def _status_word(status: str, lang: Lang) -> str:
+    en, zh = _STATUS_WORDS.get(status, (status, status))
+    return _t(lang, en, zh)
+
+
+def _trigger_word(trigger: str, lang: Lang) -> str:
+    en, zh = _TRIGGER_WORDS.get(trigger, (trigger, trigger))
+    return _t(lang, en, zh)
+
+
+# -- numbers, times -----------------------------------------------------------------------------
+
+
+def _decimal(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        # str() first: Decimal(0.1) would carry the binary float's 55 digits.
+        d = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return d if d.is_finite() else None
+
+
+def money(value: object) -> str:
+    """¥12,345.67 (half-up to the fen); "—" for None or anything not a finite number."""
+    d = _decimal(value)
+    if d is None:
+        return "—"
+    with localcontext() as ctx:
+        ctx.rounding = ROUND_HALF_UP  # format() rounds with the context; money rounds half-up
+        text = f"{abs(d):,.2f}"
+    return f"-¥{text}" if d < 0 and text.strip("0.,") else f"¥{text}"
+
+
+def count(value: object) -> str:
+    """12,345; "—" for None."""
+    d = _decimal(value)
+    return "—" if d is None else f"{int(d):,}"
+
+
+def pct(value: float | None) -> str:
+    """+12.3% / -4.0% / 0.0%; "—" when there is nothing to compare against."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    if abs(value) < 0.0005:
+        return "0.0%"
+    return f"{value:+,.1%}"
+
+
+def _change(now: object, before: object) -> float | None:
+    """Relative change; None when the base is zero or missing (same rule as sync.summary)."""
+    a, b = _decimal(now), _decimal(before)
+    if a is None or not b:
+        return None
+    try:
+        ratio = float((a - b) / b)
+    except (InvalidOperation, OverflowError):
+        return None
+    return ratio if math.isfinite(ratio) else None
+
+
+def duration(seconds: float | None, lang: str = "en") -> str:
+    """3d 4h / 5h 12m / 12m, or 3天4小时 / 5小时12分 / 12分钟; past values say "expired … ago"."""
+    lg = _lang(lang)
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 0:
+        span = duration(-seconds, lg)
+        return _t(lg, f"expired {span} ago", f"已过期 {span}")
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return _t(lg, f"{days:,}d {hours}h", f"{days:,}天{hours}小时")
+    if hours:
+        return _t(lg, f"{hours}h {minutes}m", f"{hours}小时{minutes}分")
+    return _t(lg, f"{minutes}m", f"{minutes}分钟")
+
+
+def _seconds(value: float, lang: Lang) -> str:
+    if not math.isfinite(value):
+        return "—"
+    if value < 60:
+        return _t(lang, f"{value:.1f}s", f"{value:.1f} 秒")
+    minutes, secs = divmod(int(value), 60)
+    return _t(lang, f"{minutes:,}m {secs}s", f"{minutes:,} 分 {secs} 秒")
+
+
+def _zone(tz: TzLike) -> tzinfo:
+    if tz is None:
+        return ZoneInfo(DEFAULT_TZ)
+    return ZoneInfo(tz) if isinstance(tz, str) else tz
+
+
+def _zone_name(zone: tzinfo) -> str:
+    return getattr(zone, "key", None) or str(zone)
+
+
+def _when(value: object, zone: tzinfo) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)  # the store is UTC
+        return aware.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return str(value)
+
+
+def _span(start: object, end: object) -> str:
+    return str(start) if start == end else f"{start}..{end}"
+
+
+# -- text hygiene -------------------------------------------------------------------------------
+
+
+def _visible(text: object) -> str:
+    """Control characters and line breaks become spaces; zero-width joiners stay (emoji)."""
+    text = str(text)
+    if text.isprintable():  # the common case, and C-fast
+        return text
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+
+
+def _one_line(text: object) -> str:
+    """One line, runs of blanks folded (a name must never start a new markdown line)."""
+    return " ".join(_visible(text).split())
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+# Characters the card markdown treats as syntax, escaped as numeric HTML entities (the rich-text
+# doc's "特殊字符转义" table). Only text we did not write is escaped: names, reasons, errors.
+_MD_ESCAPES = str.maketrans({c: f"&#{ord(c)};" for c in "\\`*_~[]<>#|$"})
+_ENTITY_START = re.compile(r"&(?=#?\w+;)")  # a literal "&amp;"-looking run, not every "&"
+_LINE_START = re.compile(r"(?m)^( *)([-+=]|\d+(?=\.))")  # list / heading markers at line start
+_LEADING_SPACES = re.compile(r"(?m)^ +")
+
+
+def _md(text: object, limit: int = LINE_CHARS, *, multiline: bool = False) -> str:
+    """Untrusted text made safe for a markdown element: no mentions, links, fonts or lists."""
+    if multiline:  # keep the lines and their indentation, lose everything else invisible
+        raw = "\n".join(_visible(line).rstrip() for line in str(text).splitlines())
+    else:
+        raw = _one_line(text)
+    raw = _clip(raw.strip("\n"), limit)
+    # "&" that would start an entity is marked first (NUL cannot survive _visible), so the
+    # escapes below don't escape their own "&#"; then it becomes an entity of its own.
+    out = _ENTITY_START.sub("\x00", raw).translate(_MD_ESCAPES).replace("\x00", "&#38;")
+    out = _LINE_START.sub(lambda m: m.group(1) + f"&#{ord(m.group(2)[0])};" + m.group(2)[1:], out)
+    # Four leading spaces would make a code block; keep the indent as en spaces.
+    return _LEADING_SPACES.sub(lambda m: "&ensp;" * len(m.group()), out)
+
+
+_API_PREFIX = re.compile(r"^Ocean Engine /\S+ failed: ")
+
+
+def _reason(text: object) -> str:
+    """A failure reason as people read it: "40002 no permission …" first, not the API path
+    (the path stays in the logs; the code and the platform's words are what matter here)."""
+    return _API_PREFIX.sub("", _one_line(text or ""))
+
+
+def _cell(text: object, limit: int = NAME_CHARS) -> str:
+    """Table text cells are plain text (data_type text): one line, bounded, no escaping."""
+    return _clip(_one_line(text), limit)
+
+
+# -- components (shapes from the JSON 2.0 component docs) ---------------------------------------
+
+
+def _card(
+    title: str,
+    template: str,
+    elements: list[dict[str, Any]],
+    *,
+    subtitle: str = "",
+    summary: str = "",
+) -> Card:
+    header: dict[str, Any] = {
+        "title": {"tag": "plain_text", "content": _clip(_one_line(title), 120) or "adsync"},
+        "template": template,
+    }
+    if subtitle:
+        header["subtitle"] = {"tag": "plain_text", "content": _clip(_one_line(subtitle), 120)}
+    config: dict[str, Any] = {"update_multi": True}  # 2.0 supports only shared cards
+    if summary:  # the chat list's preview line instead of "[卡片]"
+        config["summary"] = {"content": _clip(_one_line(summary), 100)}
+    return {"schema": "2.0", "config": config, "header": header, "body": {"elements": elements}}
+
+
+def _markdown(content: str, *, size: str = "", element_id: str = "") -> dict[str, Any]:
+    element: dict[str, Any] = {"tag": "markdown", "content": content}
+    if size:
+        element["text_size"] = size
+    if element_id:
+        element["element_id"] = element_id
+    return element
+
+
+def _hr() -> dict[str, Any]:
+    return {"tag": "hr"}
+
+
+def _table(
+    element_id: str, columns: Sequence[tuple[str, str, str]], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``columns``: (key, header, kind) with kind "text", "num" (right-aligned text) or
+    "options". Numbers travel as preformatted text: the same "¥12,345.67" on every client and
+    in ``to_text``, and no float ever reaches the JSON."""
+    cols = []
+    for key, header, kind in columns:
+        col: dict[str, Any] = {
+            "name": key,
+            "display_name": header,
+            "data_type": "options" if kind == "options" else "text",
+            "width": "auto",
+        }
+        if kind == "num":
+            col["horizontal_align"] = "right"
+        cols.append(col)
+    return {
+        "tag": "table",
+        "element_id": element_id,
+        "page_size": PAGE_SIZE,
+        "row_height": "low",
+        "freeze_first_column": True,
+        "header_style": {"background_style": "grey", "bold": True, "text_color": "default"},
+        "columns": cols,
+        "rows": rows,
+    }
+
+
+def _option(status: str, lang: Lang) -> list[dict[str, str]]:
+    return [{"text": _status_word(status, lang), "color": STATUS_COLORS.get(status, "blue")}]
+
+
+def _button(label: str, *, url: str = "", value: dict[str, Any] | None = None, kind: str = ""):
+    behaviors: list[dict[str, Any]] = []
+    if url:
+        behaviors.append({"type": "open_url", "default_url": url})
+    if value is not None:
+        behaviors.append({"type": "callback", "value": value})
+    return {
+        "tag": "button",
+        "text": {"tag": "plain_text", "content": _clip(_one_line(label), 40) or "OK"},
+        "type": kind or "default",
+        "behaviors": behaviors,
+    }
+
+
+def _buttons(buttons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One button stands alone; several share a row (a flowing column_set, as in the doc)."""
+    if len(buttons) <= 1:
+        return buttons
+    return [
+        {
+            "tag": "column_set",
+            "flex_mode": "flow",
+            "horizontal_spacing": "8px",
+            "columns": [
+                {"tag": "column", "width": "auto", "elements": [button]} for button in buttons
+            ],
+        }
+    ]
+
+
+def _tiles(tiles: Sequence[tuple[str, str, Sequence[str]]]) -> list[dict[str, Any]]:
+    """Metric tiles, three to a row: label, big value, grey comparison lines."""
+    rows = []
+    for i in range(0, len(tiles), 3):
+        columns = []
+        for label, value, notes in tiles[i : i + 3]:
+            lines = [f"<font color='grey'>{label}</font>", f"**{value}**"]
+            lines += [f"<font color='grey'>{note}</font>" for note in notes]
+            columns.append(
+                {
+                    "tag": "column",
+                    "width": "weighted",
+                    "weight": 1,
+                    "background_style": "grey",
+                    "padding": "8px",
+                    "elements": [_markdown("\n".join(lines))],
+                }
+            )
+        rows.append(
+            {
+                "tag": "column_set",
+                "flex_mode": "trisect",
+                "horizontal_spacing": "8px",
+                "columns": columns,
+            }
+        )
+    return rows
+
+
+def _chart(title: str, points: Sequence[tuple[str, Decimal | None]]) -> dict[str, Any]:
+    """A VChart line of one value per day (the documented line-chart shape). ``label`` is an
+    extra data field: VChart ignores it, ``to_text`` prints it."""
+    values = []
+    for day, value in points:
+        d = _decimal(value)
+        number = float(d) if d is not None else 0.0
+        if not math.isfinite(number):  # beyond float range: JSON has no Infinity
+            number = 0.0
+        values.append({"day": day, "spend": round(number, 2), "label": money(value)})
+    return {
+        "tag": "chart",
+        "aspect_ratio": "2:1",
+        "chart_spec": {
+            "type": "line",
+            "title": {"text": title},
+            "data": {"values": values},
+            "xField": "day",
+            "yField": "spend",
+        },
+    }
+
+
+def _more_list(items: Sequence[str], limit: int, lang: Lang, sep: str) -> str:
+    shown = sep.join(items[:limit])
+    hidden = len(items) - min(len(items), limit)
+    if hidden:
+        shown += _t(lang, f" … and {hidden:,} more", f" 等，另有 {hidden:,} 个")
+    return shown
+
+
+# -- sizes and fitting --------------------------------------------------------------------------
+
+
+def card_size(card: Mapping[str, Any]) -> int:
+    """Bytes of the card as the sender serialises it (``json.dumps(…, ensure_ascii=False)``)."""
+    return len(json.dumps(card, ensure_ascii=False).encode("utf-8"))
+
+
+def _note_for(noun_en: str, noun_zh: str, command: str, lang: Lang) -> Callable[[int], str]:
+    def note(hidden: int) -> str:
+        return _t(
+            lang,
+            f"… and {hidden:,} more {noun_en}, see `{command}`",
+            f"…… 另有 {hidden:,} 个{noun_zh}未列出，完整列表见 `{command}`",
+        )
+
+    return note
+
+
+def _card_lang(card: Mapping[str, Any]) -> Lang:
+    title = str(((card.get("header") or {}).get("title") or {}).get("content", ""))
+    return "zh" if any("\u3400" <= ch <= "\u9fff" for ch in title) else "en"
+
+
+_NOTE_ID = re.compile(r"^m_(\w{1,10})_(\d+)$")
+
+
+def fit(card: Card, limit: int = CARD_LIMIT, *, note: Callable[[int], str] | None = None) -> Card:
+    """The card, guaranteed to serialise to at most ``limit`` bytes.
+
+    Cuts in order of least loss: table rows (the same number kept in every table, with a note
+    "… and N more accounts, see `adsync summary`" after each cut table), then long markdown,
+    then charts; as a last resort a short card with the title, a notice and the buttons. The
+    input is not modified; a card that already fits comes back as is.
+    """
+    if card_size(card) <= limit:
+        return card
+    note = note or _note_for("accounts", "账户", "adsync summary", _card_lang(card))
+    out = _copy(card)
+    body = out.get("body")
+    elements = body.get("elements") if isinstance(body, dict) else None
+    if isinstance(elements, list):
+        _cut_tables(out, elements, limit, note)
+        if card_size(out) <= limit:
+            return out
+        _cut_markdown(out, elements, limit)
+        if card_size(out) <= limit:
+            return out
+        elements[:] = [e for e in elements if not (isinstance(e, dict) and e.get("tag") == "chart")]
+        if card_size(out) <= limit:
+            return out
+    return _last_resort(card, limit)
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of the card's structure; table rows are only ever replaced, never edited,
+    so each row dict is shared (copying 500 rows dominated the cost of fitting)."""
+    if isinstance(value, dict):
+        return {
+            k: list(v) if k == "rows" and isinstance(v, list) else _copy(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _cut_tables(card: Card, elements: list[Any], limit: int, note: Callable[[int], str]) -> None:
+    tables = [e for e in elements if isinstance(e, dict) and e.get("tag") == "table"]
+    tables = [t for t in tables if isinstance(t.get("rows"), list) and t["rows"]]
+    if not tables:
+        return
+    full = {id(t): list(t["rows"]) for t in tables}
+    base = {id(t): _hidden_before(elements, t, i) for i, t in enumerate(tables)}
+
+    def apply(keep: int) -> None:
+        for i, table in enumerate(tables):
+            rows = full[id(table)]
+            table["rows"] = rows[:keep]
+            hidden = base[id(table)] + len(rows) - len(table["rows"])
+            _set_note(elements, table, i, hidden, note)
+
+    # The largest common cap that fits: every table keeps the same number of leading rows.
+    # No more rows than the smallest row's size allows can fit, which keeps the serialisations
+    # inside the search small (500 rows of 300 bytes are cut to ~100 before the first dump).
+    smallest = min(
+        len(json.dumps(r, ensure_ascii=False).encode()) for t in tables for r in t["rows"]
+    )
+    hi = min(max(len(rows) for rows in full.values()) - 1, limit // max(smallest, 1))
+    lo, best = 0, -1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        apply(mid)
+        if card_size(card) <= limit:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    apply(max(best, 0))
+    if best <= 0:  # a table with no rows says nothing the note doesn't: drop it
+        empty = {id(t) for t in tables if not t["rows"]}
+        elements[:] = [e for e in elements if id(e) not in empty]
+
+
+def _table_key(table: dict[str, Any], index: int) -> str:
+    key = re.sub(r"\W", "", str(table.get("element_id") or ""))[:10]
+    return key or f"t{index}"
+
+
+def _hidden_before(elements: list[Any], table: dict[str, Any], index: int) -> int:
+    """Rows an earlier ``fit`` already cut from this table (its note's element_id says)."""
+    at = next(i for i, e in enumerate(elements) if e is table)
+    if at + 1 < len(elements) and isinstance(elements[at + 1], dict):
+        m = _NOTE_ID.match(str(elements[at + 1].get("element_id", "")))
+        if m and m.group(1) == _table_key(table, index):
+            return int(m.group(2))
+    return 0
+
+
+def _set_note(
+    elements: list[Any], table: dict[str, Any], index: int, hidden: int, note: Callable[[int], str]
+) -> None:
+    at = next(i for i, e in enumerate(elements) if e is table)
+    key = _table_key(table, index)
+    following = elements[at + 1] if at + 1 < len(elements) else None
+    has_note = isinstance(following, dict) and bool(
+        (m := _NOTE_ID.match(str(following.get("element_id", "")))) and m.group(1) == key
+    )
+    if hidden <= 0:
+        if has_note:
+            del elements[at + 1]
+        return
+    element = _markdown(note(hidden), size="notation", element_id=f"m_{key}_{hidden}")
+    if has_note:
+        elements[at + 1] = element
+    else:
+        elements.insert(at + 1, element)
+
+
+_PARTIAL_ENTITY = re.compile(r"&#?\w*$")
+
+
+def _cut_markdown(card: Card, elements: list[Any], limit: int) -> None:
+    blocks = [e for e in _walk(elements) if e.get("tag") == "markdown"]
+    while card_size(card) > limit:
+        longest = max(blocks, key=lambda e: len(str(e.get("content", ""))), default=None)
+        text = str(longest.get("content", "")) if longest else ""
+        if longest is None or len(text) <= 200:
+            return
+        cut = text[: len(text) // 2]
+        if "\n" in cut[len(cut) // 2 :]:
+            cut = cut[: cut.rfind("\n")]
+        longest["content"] = _PARTIAL_ENTITY.sub("", cut) + "\n…"
+
+
+def _last_resort(card: Mapping[str, Any], limit: int) -> Card:
+    lang = _card_lang(card)
+    header = card.get("header") if isinstance(card.get("header"), dict) else {}
+    title = str((header.get("title") or {}).get("content", "adsync"))
+    template = str(header.get("template", "blue"))
+    notice = _markdown(
+        _t(
+            lang,
+            "This answer is too large for a chat card. Run the same command in a terminal "
+            "(`adsync …`) for all of it.",
+            "内容太多，卡片放不下。请在终端运行对应的 `adsync …` 命令查看完整结果。",
+        )
+    )
+    buttons = [e for e in _walk(_elements_of(card)) if e.get("tag") == "button"]
+    small = _card(_clip(title, 100), template, [notice, *_buttons(buttons[:MAX_BUTTONS])])
+    if card_size(small) <= limit:
+        return small
+    small = _card(_clip(title, 100), template, [notice])
+    if card_size(small) <= limit:
+        return small
+    return _card("adsync", template, [])  # only a limit below ~300 bytes gets here
+
+
+def _elements_of(card: Mapping[str, Any]) -> list[Any]:
+    body = card.get("body")
+    elements = body.get("elements") if isinstance(body, dict) else None
+    return elements if isinstance(elements, list) else []
+
+
+def _walk(elements: Iterable[Any]) -> Iterable[dict[str, Any]]:
+    """Every component, depth first, through column_set → column → elements."""
+    for element in elements:
+        if not isinstance(element, dict):
+            continue
+        yield element
+        for column in element.get("columns") or ():
+            if isinstance(column, dict) and column.get("tag") == "column":
+                yield column
+                yield from _walk(column.get("elements") or ())
+
+
+# -- sync ---------------------------------------------------------------------------------------
+
+
+def sync_card(result: RunResult, lang: str) -> Card:
+    """One sync run: status colour, totals, per-account table (failures first, with reasons),
+    warnings, and the buttons that fix what failed."""
+    lg = _lang(lang)
+    dates = _span(result.start, result.end)
+    word = _status_word(result.status, lg)
+    title = _t(lg, f"Sync {dates} · {word}", f"同步 {dates} · {word}")
+    template = SYNC_TEMPLATES.get(result.status, "blue")
+    subtitle_parts = []
+    if result.run_id is not None:
+        subtitle_parts.append(_t(lg, f"run {result.run_id}", f"第 {result.run_id} 次运行"))
+    if result.trigger:
+        subtitle_parts.append(_trigger_word(result.trigger, lg))
+    subtitle = " · ".join(subtitle_parts)
+    if result.status == "busy":
+        return fit(_busy_card(result, lg, title, subtitle), note=_sync_note(lg))
+
+    elements: list[dict[str, Any]] = []
+    if result.error:
+        elements.append(_markdown(_error_block(result, lg)))
+    failed = [a for a in result.accounts if a.status == "failed"]
+    total = len(result.accounts)
+    ok = total - len(failed)
+    if total:
+        elements.append(_markdown(_sync_totals(result, ok, total, lg)))
+    elif not result.error:
+        elements.append(
+            _markdown(
+                _t(
+                    lg,
+                    "**No accounts in scope**, so nothing was synced. Check `adsync accounts` "
+                    "and ADSYNC_ACCOUNTS, or authorize the accounts again.",
+                    "**没有可同步的账户**，什么也没有同步。请检查 `adsync accounts` 和 "
+                    "ADSYNC_ACCOUNTS，或重新授权账户。",
+                )
+            )
+        )
+    if total:
+        elements.append(_sync_table(result.accounts, lg))
+    if result.warnings:
+        elements.append(_markdown(_warnings(result.warnings, lg)))
+    buttons = []
+    if result.auth_url:
+        label = _t(lg, "Authorize again", "重新授权")
+        buttons.append(_button(label, url=result.auth_url, kind="primary_filled"))
+    if failed:
+        value: dict[str, Any] = {
+            "action": "sync_retry",
+            "start": result.start.isoformat(),
+            "end": result.end.isoformat(),
+            "accounts": [a.account_id for a in failed],
+            "lang": lg,
+        }
+        if result.run_id is not None:
+            value["run_id"] = result.run_id
+        label = _t(
+            lg, f"Retry {len(failed):,} failed accounts", f"重试失败的 {len(failed):,} 个账户"
+        )
+        buttons.append(_button(label, value=value, kind="primary" if not buttons else "default"))
+    if buttons:
+        elements.append(_hr())
+        elements.extend(_buttons(buttons))
+    preview = _t(
+        lg,
+        f"{title}: {ok}/{total} accounts, {count(result.rows)} rows",
+        f"{title}：{ok}/{total} 个账户，{count(result.rows)} 行",
+    )
+    card = _card(title, template, elements, subtitle=subtitle, summary=preview)
+    return fit(card, note=_sync_note(lg))
+
+
+def _sync_note(lang: Lang) -> Callable[[int], str]:
+    # `adsync accounts` lists every account with its last outcome and reason.
+    return _note_for("accounts", "账户", "adsync accounts", lang)
+
+
+def _busy_card(result: RunResult, lang: Lang, title: str, subtitle: str) -> Card:
+    lines = [
+        _t(
+            lang,
+            "Another sync of these dates is running, so this one did not start. "
+            "Its result will be posted when it finishes.",
+            "这些日期正在同步中，本次没有重复启动。那次同步完成后会发出结果。",
+        )
+    ]
+    if result.error:
+        lines.append(_md(result.error))
+    if result.hint:
+        lines.append("→ " + _md(result.hint))
+    card = _card(title, SYNC_TEMPLATES["busy"], [_markdown("\n".join(lines))], subtitle=subtitle)
+    card["config"]["summary"] = {"content": _clip(title, 100)}
+    return card
+
+
+def _error_block(result: RunResult, lang: Lang) -> str:
+    lines = [f"**✗ {_md(result.error)}**"]
+    if result.auth_url:
+        lines.append(
+            _t(
+                lang,
+                "The Ocean Engine authorization has to be renewed by a person: press "
+                "**Authorize again**, tick every account, and finish; then retry.",
+                "巨量引擎授权需要人工续期：点击**重新授权**，勾选全部账户并完成，然后重试。",
+            )
+        )
+    elif result.hint:
+        lines.append("→ " + _md(result.hint))
+    return "\n".join(lines)
+
+
+def _sync_totals(result: RunResult, ok: int, total: int, lang: Lang) -> str:
+    no_data = sum(1 for a in result.accounts if a.status == "no_data")
+    accounts = _t(lang, f"**Accounts** {ok:,}/{total:,} synced", f"**账户** {ok:,}/{total:,} 成功")
+    if no_data:
+        accounts += _t(lang, f" ({no_data:,} with no data)", f"（{no_data:,} 个无数据）")
+    lines = [
+        accounts
+        + _t(lang, f" · **Rows** {count(result.rows)}", f" · **行数** {count(result.rows)}")
+    ]
+    lines.append(
+        _t(
+            lang,
+            f"**Bitable** {count(result.created)} created · {count(result.updated)} updated · "
+            f"{count(result.unchanged)} unchanged · {count(result.deleted)} duplicates removed",
+            f"**多维表格** 新增 {count(result.created)} · 更新 {count(result.updated)} · "
+            f"未变 {count(result.unchanged)} · 删除重复 {count(result.deleted)}",
+        )
+    )
+    lines.append(
+        _t(
+            lang,
+            f"**Time** {_seconds(result.seconds, lang)} · {count(result.api_calls)} Ocean Engine "
+            f"calls · {count(result.feishu_calls)} Feishu calls",
+            f"**耗时** {_seconds(result.seconds, lang)} · 巨量引擎调用 {count(result.api_calls)} 次 · "
+            f"飞书调用 {count(result.feishu_calls)} 次",
+        )
+    )
+    if ok and not result.rows and not result.error:
+        lines.append(
+            _t(
+                lang,
+                "No account returned data for these dates.",
+                "这些日期所有账户都没有数据。",
+            )
+        )
+    return "\n".join(lines)
+
+
+def _sync_table(accounts: Sequence[AccountResult], lang: Lang) -> dict[str, Any]:
+    ordered = sorted(accounts, key=lambda a: a.status != "failed")  # stable: failures first
+    with_reasons = any(a.reason for a in ordered)
+    columns = [
+        ("account", _t(lang, "Account", "账户"), "text"),
+        ("status", _t(lang, "Status", "状态"), "options"),
+        ("rows", _t(lang, "Rows", "行数"), "num"),
+    ]
+    if with_reasons:
+        columns.append(("reason", _t(lang, "Reason", "原因"), "text"))
+    rows = []
+    for a in ordered:
+        row: dict[str, Any] = {
+            "account": _cell(a.name or a.account_id),
+            "status": _option(a.status, lang),
+            "rows": count(a.rows),
+        }
+        if with_reasons:
+            row["reason"] = _cell(_reason(a.reason), REASON_CHARS) if a.reason else ""
+        rows.append(row)
+    return _table("accounts", columns, rows)
+
+
+def _warnings(warnings: Sequence[str], lang: Lang) -> str:
+    lines = [f"⚠️ {_md(w)}" for w in warnings[:MAX_LIST]]
+    hidden = len(warnings) - len(lines)
+    if hidden > 0:
+        lines.append(_t(lang, f"… and {hidden:,} more warnings", f"…… 另有 {hidden:,} 条提醒"))
+    return "\n".join(lines)
+
+
+# -- token --------------------------------------------------------------------------------------
+
+
+def token_card(
+    status: TokenStatus, lang: str, auth_url: str | None = None, *, tz: TzLike = None
+) -> Card:
+    """The Ocean Engine authorization as a traffic light, with lifetimes and what to do."""
+    lg = _lang(lang)
+    zone = _zone(tz)
+    template = HEALTH_TEMPLATES.get(status.health, "red")
+    title = _t(lg, "Ocean Engine authorization", "巨量引擎授权")
+    subtitle = _t(lg, f"app {status.app_id}", f"应用 {status.app_id}") if status.app_id else ""
+    headline = _token_headline(status, lg)
+    lines = [headline]
+    if status.authorized:
+        lines += _token_lines(status, lg, zone)
+    elements: list[dict[str, Any]] = [_markdown("\n".join(lines))]
+    buttons = []
+    if status.health != "ok" and auth_url:
+        label = _t(lg, "Authorize again", "重新授权")
+        buttons.append(_button(label, url=auth_url, kind="primary_filled"))
+    if status.authorized and status.health != "reauthorize":
+        # A dead chain cannot be refreshed; offering it would only produce a second failure.
+        value = {"action": "token_refresh", "lang": lg}
+        buttons.append(_button(_t(lg, "Refresh now", "立即刷新"), value=value))
+    if buttons:
+        elements.append(_hr())
+        elements.extend(_buttons(buttons))
+    preview = f"{title}: {_health_word(status.health, lg)}"
+    return fit(
+        _card(title, template, elements, subtitle=subtitle, summary=preview),
+        note=_note_for("accounts", "账户", "adsync token status", lg),
+    )
+
+
+def _health_word(health: str, lang: Lang) -> str:
+    words = {
+        "ok": ("healthy", "正常"),
+        "expiring": ("needs attention", "需要关注"),
+        "reauthorize": ("authorize again", "需要重新授权"),
+    }
+    en, zh = words.get(health, (health, health))
+    return _t(lang, en, zh)
+
+
+def _token_headline(status: TokenStatus, lang: Lang) -> str:
+    if not status.authorized:
+        return _t(
+            lang,
+            "🔴 **Not authorized yet.** Someone with the Ocean Engine account has to authorize "
+            "adsync once: send `auth`.",
+            "🔴 **尚未授权。** 需要有巨量引擎账号的同事授权一次：发送“授权”。",
+        )
+    if status.health == "ok":
+        return _t(
+            lang,
+            "🟢 **Healthy.** The tokens renew themselves; nothing to do.",
+            "🟢 **正常。** token 会自动续期，无需操作。",
+        )
+    failed_last = status.last_failure_at is not None and (
+        status.last_refresh_at is None or status.last_failure_at > status.last_refresh_at
+    )
+    if status.health == "expiring":
+        if failed_last:
+            reason = _md(status.last_failure_reason or "", REASON_CHARS)
+            return _t(
+                lang,
+                f"🟠 **The last refresh failed**: {reason}. It is retried automatically; "
+                "press **Refresh now** to try at once.",
+                f"🟠 **上次刷新失败**：{reason}。系统会自动重试，也可以点击**立即刷新**。",
+            )
+        return _t(
+            lang,
+            "🟠 **The refresh token expires soon.** A refresh renews it (automatic, or press "
+            "**Refresh now**).",
+            "🟠 **refresh token 即将过期。** 刷新一次即可续期（会自动刷新，也可以点击**立即刷新**）。",
+        )
+    reason = _md(status.dead_reason or status.message or "", REASON_CHARS)
+    return _t(
+        lang,
+        f"🔴 **Authorize again.** {reason}\nSyncs stop until someone authorizes adsync again.",
+        f"🔴 **需要重新授权。** {reason}\n重新授权之前同步会停止。",
+    )
+
+
+def _lifetime(label: str, left_s: int | None, at: object, lang: Lang, zone: tzinfo) -> str:
+    """ "**Access token** 5h 12m left · until …" / "… 剩余 5小时12分 · … 到期"."""
+    when = _when(at, zone)
+    if left_s is not None and left_s < 0:
+        span = duration(-left_s, lang)
+        return _t(
+            lang, f"{label} expired {span} ago · at {when}", f"{label} 已过期 {span} · {when}"
+        )
+    span = duration(left_s, lang)
+    return _t(lang, f"{label} {span} left · until {when}", f"{label} 剩余 {span} · {when} 到期")
+
+
+def _token_lines(status: TokenStatus, lang: Lang, zone: tzinfo) -> list[str]:
+    access = _t(lang, "**Access token**", "**access token**")
+    if status.access_prefix:
+        access += f" {_md(status.access_prefix, 16)}"  # masked: tells two tokens apart, no more
+    lines = [
+        _lifetime(access, status.access_left_s, status.access_expires_at, lang, zone),
+        _lifetime(
+            _t(lang, "**Refresh token**", "**refresh token**"),
+            status.refresh_left_s,
+            status.refresh_expires_at,
+            lang,
+            zone,
+        ),
+        _t(lang, "**Last refresh** ", "**上次刷新** ") + _when(status.last_refresh_at, zone),
+    ]
+    if status.last_failure_at is not None:
+        lines.append(
+            _t(lang, "**Last failure** ", "**上次失败** ")
+            + _when(status.last_failure_at, zone)
+            + (
+                f" · {_md(status.last_failure_reason, REASON_CHARS)}"
+                if status.last_failure_reason
+                else ""
+            )
+        )
+    granted = len(status.account_ids)
+    lines.append(_t(lang, f"**Accounts** {granted:,} granted", f"**账户** 已授权 {granted:,} 个"))
+    zone_name = _md(_zone_name(zone), 40)
+    lines.append(_markdown_note(_t(lang, f"Times in {zone_name}", f"时间为 {zone_name}")))
+    return lines
+
+
+def _markdown_note(text: str) -> str:
+    return f"<font color='grey'>{text}</font>"
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+
+def summary_card(
+    summary: Summary,
+    lang: str,
+    *,
+    failures: Sequence[AccountResult] = (),
+    average: Totals | None = None,
+) -> Card:
+    """The daily report: totals with change vs the previous period (and vs ``average``, the
+    7-day average for the same span, when given), the trend chart, per-account figures, silent
+    accounts and accounts that failed to sync."""
+    lg = _lang(lang)
+    period = _span(summary.start, summary.end)
+    one_day = summary.start == summary.end
+    title = (
+        _t(lg, f"Ad report · {period}", f"广告日报 · {period}")
+        if one_day
+        else _t(lg, f"Ad summary · {period}", f"广告汇总 · {period}")
+    )
+    days = (summary.end - summary.start).days + 1
+    subtitle = (
+        _t(lg, "vs the day before", "对比前一天")
+        if one_day
+        else _t(lg, f"vs the previous {days} days", f"对比前 {days} 天")
+    )
+    empty = not summary.totals.rows
+    template = "orange" if failures or empty else "blue"
+    elements: list[dict[str, Any]] = _tiles(_summary_tiles(summary, average, lg, one_day))
+    if empty:
+        elements.append(
+            _markdown(
+                _t(
+                    lg,
+                    f"⚠️ **No data for {period}.** If that is unexpected, sync it: `sync {period}`.",
+                    f"⚠️ **{period} 没有数据。** 如果不正常，请同步：“同步 {period}”。",
+                )
+            )
+        )
+    if failures:
+        elements.append(
+            _markdown(
+                _t(
+                    lg,
+                    f"**✗ {len(failures):,} accounts failed to sync**; the figures above miss them.",
+                    f"**✗ {len(failures):,} 个账户同步失败**，以上数字不包含它们。",
+                )
+            )
+        )
+        elements.append(_failures_table(failures, lg))
+    points = [(p.day.strftime("%m-%d"), p.cost) for p in summary.trend[-CHART_POINTS:]]
+    if points:
+        chart_title = _t(lg, f"Spend, last {len(points)} days", f"近 {len(points)} 天消耗")
+        elements.append(_chart(chart_title, points))
+    if summary.accounts:
+        elements.append(_hr())
+        elements.append(_summary_table(summary.accounts, lg))
+    if summary.silent_accounts:
+        names = [_md(a.name or a.id, NAME_CHARS) for a in summary.silent_accounts]
+        listed = _more_list(names, MAX_NAMES, lg, _t(lg, ", ", "、"))
+        elements.append(
+            _markdown(
+                _t(
+                    lg,
+                    f"**Silent accounts** ({len(names):,}, in scope but no rows): {listed}",
+                    f"**无数据账户**（{len(names):,} 个，在范围内但没有数据）：{listed}",
+                )
+            )
+        )
+    preview = _t(
+        lg,
+        f"{title}: spend {money(summary.totals.cost)}, {count(summary.totals.convert_cnt)} conversions",
+        f"{title}：消耗 {money(summary.totals.cost)}，转化 {count(summary.totals.convert_cnt)}",
+    )
+    card = _card(title, template, elements, subtitle=subtitle, summary=preview)
+    return fit(card, note=_note_for("accounts", "账户", "adsync summary", lg))
+
+
+def _summary_tiles(
+    summary: Summary, average: Totals | None, lang: Lang, one_day: bool
+) -> list[tuple[str, str, list[str]]]:
+    now, before = summary.totals, summary.previous
+    prev_word = _t(
+        lang, "vs prev day" if one_day else "vs prev period", "较前一天" if one_day else "较上期"
+    )
+    avg_word = _t(lang, "vs 7-day avg", "较 7 日均值")
+
+    def notes(pick: Callable[[Totals], object]) -> list[str]:
+        out = [f"{prev_word} {pct(_change(pick(now), pick(before)))}"]
+        if average is not None:
+            out.append(f"{avg_word} {pct(_change(pick(now), pick(average)))}")
+        return out
+
+    return [
+        (_t(lang, "Spend", "消耗"), money(now.cost), notes(lambda t: t.cost)),
+        (_t(lang, "Conversions", "转化数"), count(now.convert_cnt), notes(lambda t: t.convert_cnt)),
+        (
+            _t(lang, "Cost / conversion", "转化成本"),
+            money(now.conversion_cost),
+            notes(lambda t: t.conversion_cost),
+        ),
+        (_t(lang, "Group-buy leads", "团购线索"), count(now.clue_cnt), notes(lambda t: t.clue_cnt)),
+        (_t(lang, "Impressions", "展示数"), count(now.show_cnt), notes(lambda t: t.show_cnt)),
+        (_t(lang, "Clicks", "点击数"), count(now.click_cnt), notes(lambda t: t.click_cnt)),
+    ]
+
+
+def _summary_table(accounts: Sequence[AccountSummary], lang: Lang) -> dict[str, Any]:
+    columns = [
+        ("account", _t(lang, "Account", "账户"), "text"),
+        ("spend", _t(lang, "Spend", "消耗"), "num"),
+        ("change", _t(lang, "Change", "环比"), "num"),
+        ("conv", _t(lang, "Conv.", "转化"), "num"),
+        ("cpa", _t(lang, "Cost/conv.", "转化成本"), "num"),
+    ]
+    rows = [
+        {
+            "account": _cell(a.name or a.account_id),
+            "spend": money(a.totals.cost),
+            "change": pct(_change(a.totals.cost, a.previous.cost)),
+            "conv": count(a.totals.convert_cnt),
+            "cpa": money(a.totals.conversion_cost),
+        }
+        for a in accounts
+    ]
+    return _table("accounts", columns, rows)
+
+
+def _failures_table(failures: Sequence[AccountResult], lang: Lang) -> dict[str, Any]:
+    columns = [
+        ("account", _t(lang, "Account", "账户"), "text"),
+        ("reason", _t(lang, "Reason", "原因"), "text"),
+    ]
+    rows = [
+        {
+            "account": _cell(a.name or a.account_id),
+            "reason": _cell(_reason(a.reason) or "—", REASON_CHARS),
+        }
+        for a in failures
+    ]
+    return _table("failures", columns, rows)
+
+
+# -- verify, history, accounts ------------------------------------------------------------------
+
+
+def verify_card(result: VerifyResult, lang: str) -> Card:
+    """The Bitable reconciled against the local copy: what differs, and how to repair it."""
+    lg = _lang(lang)
+    period = _span(result.start, result.end)
+    if result.fixed:
+        template, verdict = "green", _t(lg, "repaired", "已修复")
+    elif result.clean:
+        template, verdict = "green", _t(lg, "matches", "一致")
+    else:
+        template, verdict = "orange", _t(lg, "differences found", "发现差异")
+    title = _t(lg, f"Bitable check {period} · {verdict}", f"多维表格校验 {period} · {verdict}")
+    lines = [
+        _t(
+            lg,
+            f"**Local copy** {count(result.local_rows)} rows · **Bitable** {count(result.table_rows)} rows",
+            f"**本地数据** {count(result.local_rows)} 行 · **多维表格** {count(result.table_rows)} 行",
+        ),
+        _t(
+            lg,
+            f"Missing {count(len(result.missing))} · duplicated {count(len(result.duplicated))} · "
+            f"different {count(len(result.different))} · extra {count(len(result.extra))} (left alone)",
+            f"缺失 {count(len(result.missing))} · 重复 {count(len(result.duplicated))} · "
+            f"不一致 {count(len(result.different))} · 多余 {count(len(result.extra))}（不处理）",
+        ),
+    ]
+    samples = [
+        (_t(lg, "Missing", "缺失"), result.missing),
+        (_t(lg, "Duplicated", "重复"), result.duplicated),
+        (_t(lg, "Different", "不一致"), result.different),
+    ]
+    for label, keys in samples:
+        if keys:
+            shown = _more_list([_md(k, 80) for k in keys], 5, lg, _t(lg, ", ", "、"))
+            lines.append(f"**{label}**: {shown}")
+    if result.fixed:
+        lines.append(
+            _t(
+                lg,
+                "Repaired: the Bitable now matches the local copy.",
+                "已修复：多维表格与本地数据一致。",
+            )
+        )
+    elif result.clean:
+        lines.append(_t(lg, "The Bitable matches the local copy.", "多维表格与本地数据一致。"))
+    else:
+        lines.append(
+            _t(
+                lg,
+                f"An admin can repair it: send `verify {period} fix`.",
+                f"管理员可以修复：发送“校验 {period} 修复”。",
+            )
+        )
+    card = _card(title, template, [_markdown("\n".join(lines))], summary=title)
+    return fit(card, note=_note_for("keys", "键", "adsync verify", lg))
+
+
+def history_card(runs: Sequence[Mapping[str, Any]], lang: str, *, tz: TzLike = None) -> Card:
+    """Recent runs from the ledger (rows of ``adsync.sync.runner.recent_runs``)."""
+    lg = _lang(lang)
+    zone = _zone(tz)
+    title = _t(lg, "Recent syncs", "最近同步记录")
+    if not runs:
+        text = _t(
+            lg,
+            "No syncs yet. Send `sync yesterday` to run one.",
+            "还没有同步记录。发送“同步 昨天”开始。",
+        )
+        return fit(_card(title, "blue", [_markdown(text)]), note=_history_note(lg))
+    columns = [
+        ("run", _t(lg, "Run", "编号"), "num"),
+        ("started", _t(lg, "Started", "开始时间"), "text"),
+        ("trigger", _t(lg, "Trigger", "来源"), "text"),
+        ("dates", _t(lg, "Dates", "日期"), "text"),
+        ("status", _t(lg, "Status", "状态"), "options"),
+        ("rows", _t(lg, "Created/updated/same", "新增/更新/未变"), "num"),
+        ("error", _t(lg, "Error", "错误"), "text"),
+    ]
+    rows = []
+    for r in runs:
+        status = str(r.get("status") or "")
+        rows.append(
+            {
+                "run": str(r.get("id", "")),
+                "started": _when(r.get("started_at"), zone),
+                "trigger": _cell(_trigger_word(str(r.get("trigger") or ""), lg), 24),
+                "dates": _span(r.get("date_from"), r.get("date_to")),
+                "status": _option(status, lg),
+                "rows": f"{count(r.get('rows_created') or 0)}/{count(r.get('rows_updated') or 0)}/"
+                f"{count(r.get('rows_unchanged') or 0)}",
+                "error": _cell(r.get("error") or "", REASON_CHARS),
+            }
+        )
+    latest = str(runs[0].get("status") or "")
+    template = {"failed": "orange", "partial": "orange"}.get(latest, "blue")
+    subtitle = _t(
+        lg,
+        f"last {len(runs):,} runs · times in {_zone_name(zone)}",
+        f"最近 {len(runs):,} 次 · 时间为 {_zone_name(zone)}",
+    )
+    card = _card(title, template, [_table("runs", columns, rows)], subtitle=subtitle, summary=title)
+    return fit(card, note=_history_note(lg))
+
+
+def _history_note(lang: Lang) -> Callable[[int], str]:
+    return _note_for("runs", "记录", "adsync history", lang)
+
+
+AccountRow = tuple[str, str, datetime | None, str | None, str | None]
+
+
+def accounts_card(accounts: Sequence[AccountRow], lang: str, *, tz: TzLike = None) -> Card:
+    """Accounts in scope: (id, name, last_synced_at, last_outcome, last_reason) each."""
+    lg = _lang(lang)
+    zone = _zone(tz)
+    title = _t(lg, "Ad accounts", "广告账户")
+    if not accounts:
+        text = _t(
+            lg,
+            "No accounts in scope. Authorize the accounts (send `auth`) or set ADSYNC_ACCOUNTS.",
+            "没有可同步的账户。请授权账户（发送“授权”）或设置 ADSYNC_ACCOUNTS。",
+        )
+        return fit(_card(title, "orange", [_markdown(text)]), note=_accounts_note(lg))
+    failed = sum(1 for a in accounts if a[3] == "failed")
+    never = sum(1 for a in accounts if not a[3])
+    columns = [
+        ("account", _t(lg, "Account", "账户"), "text"),
+        ("id", "ID", "text"),
+        ("synced", _t(lg, "Last synced", "上次同步"), "text"),
+        ("outcome", _t(lg, "Last outcome", "上次结果"), "options"),
+        ("reason", _t(lg, "Reason", "原因"), "text"),
+    ]
+    ordered = sorted(accounts, key=lambda a: a[3] != "failed")
+    rows = []
+    for account_id, name, synced_at, outcome, reason in ordered:
+        rows.append(
+            {
+                "account": _cell(name or account_id),
+                "id": _cell(account_id, 32),
+                "synced": _when(synced_at, zone),
+                "outcome": _option(outcome, lg) if outcome else [{"text": "—", "color": "blue"}],
+                "reason": _cell(_reason(reason), REASON_CHARS),
+            }
+        )
+    subtitle = _t(
+        lg,
+        f"{len(accounts):,} in scope · {failed:,} failed last time · {never:,} never synced",
+        f"共 {len(accounts):,} 个 · 上次失败 {failed:,} 个 · 从未同步 {never:,} 个",
+    )
+    template = "orange" if failed else "blue"
+    card = _card(
+        title, template, [_table("accounts", columns, rows)], subtitle=subtitle, summary=title
+    )
+    return fit(card, note=_accounts_note(lg))
+
+
+def _accounts_note(lang: Lang) -> Callable[[int], str]:
+    return _note_for("accounts", "账户", "adsync accounts", lang)
+
+
+# -- alerts and plain answers -------------------------------------------------------------------
+
+
+def alert_card(
+    title: str,
+    lines: Sequence[str],
+    *,
+    severity: str = "error",
+    buttons: Sequence[tuple[str, str]] = (),
+    lang: str = "en",
+) -> Card:
+    """An alert for the report chat: red error, orange warning, green "all clear" (``ok``).
+    ``buttons`` are (label, url) links, e.g. the authorization page."""
+    lg = _lang(lang)
+    template = TEMPLATES.get(severity, "red")
+    shown = [_md(line) for line in lines[:MAX_LIST]]
+    hidden = len(lines) - len(shown)
+    if hidden > 0:
+        shown.append(_t(lg, f"… and {hidden:,} more", f"…… 另有 {hidden:,} 条"))
+    elements: list[dict[str, Any]] = [_markdown("\n".join(shown))] if shown else []
+    links = [
+        _button(label, url=url, kind="primary" if i == 0 else "default")
+        for i, (label, url) in enumerate(b for b in buttons if b[1])
+        if i < MAX_BUTTONS
+    ]
+    if links:
+        elements.extend(_buttons(links))
+    preview = title + (f": {_one_line(lines[0])}" if lines else "")
+    return fit(_card(title, template, elements, summary=preview), note=_plain_note(lg))
+
+
+def working_card(text: str, lang: str) -> Card:
+    """Posted at once for a long command, then PATCHed into the answer (update_multi)."""
+    lg = _lang(lang)
+    elements = [
+        _markdown(_md(text, TEXT_CHARS, multiline=True)),
+        _markdown(
+            _t(lg, "This card updates itself when done.", "完成后这张卡片会自动更新。"),
+            size="notation",
+        ),
+    ]
+    title = _t(lg, "⏳ Working on it…", "⏳ 正在处理…")
+    return fit(_card(title, "wathet", elements, summary=title), note=_plain_note(lg))
+
+
+def message_card(title: str, text: str, lang: str, severity: str = "info") -> Card:
+    """A plain answer: help, usage errors, denials. ``severity``: info|ok|warning|error."""
+    lg = _lang(lang)
+    template = TEMPLATES.get(severity, "blue")
+    body = _md(text, TEXT_CHARS, multiline=True)
+    return fit(
+        _card(title, template, [_markdown(body)] if body else [], summary=title),
+        note=_plain_note(lg),
+    )
+
+
+def _plain_note(lang: Lang) -> Callable[[int], str]:
+    return _note_for("rows", "行", "adsync", lang)
+
+
+# -- plain text for the terminal ----------------------------------------------------------------
+
+_MARKERS = {"green": "✓", "orange": "!", "red": "✗", "yellow": "!", "carmine": "✗"}
+RULE = "─" * 40
+TEXT_CELL = 48  # widest table cell in the terminal, in cells
+
+
+def to_text(card: Mapping[str, Any]) -> str:
+    """Any card as readable plain text: the title line, markdown without markup, tables as
+    aligned columns (CJK counts two cells), buttons as "[label] → url", charts as bars."""
+    header = card.get("header") if isinstance(card.get("header"), dict) else {}
+    title = str((header.get("title") or {}).get("content", ""))
+    marker = _MARKERS.get(str(header.get("template", "")), "•")
+    lines = [f"{marker} {title}".rstrip()]
+    subtitle = (header.get("subtitle") or {}).get("content")
+    if subtitle:
+        lines.append(f"  {subtitle}")
+    body = _render_elements(_elements_of(card))
+    if body:
+        lines.append(RULE)
+        lines.extend(body)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _render_elements(elements: Iterable[Any]) -> list[str]:
+    out: list[str] = []
+    for element in elements:
+        if isinstance(element, dict):
+            out.extend(_render(element))
+    return out
+
+
+def _render(element: Mapping[str, Any]) -> list[str]:
+    tag = element.get("tag")
+    if tag == "markdown":
+        return _plain(str(element.get("content", ""))).split("\n")
+    if tag in ("div", "plain_text"):
+        text = element.get("text") if tag == "div" else element
+        return _plain(str((text or {}).get("content", ""))).split("\n")
+    if tag == "hr":
+        return [RULE]
+    if tag == "table":
+        return _render_table(element)
+    if tag == "button":
+        return [_render_button(element)]
+    if tag == "chart":
+        return _render_chart(element.get("chart_spec") or {})
+    if tag == "column_set":
+        return _render_columns(element)
+    if tag == "column":
+        return _render_elements(element.get("elements") or ())
+    return []
+
+
+def _render_button(button: Mapping[str, Any]) -> str:
+    label = str((button.get("text") or {}).get("content", ""))
+    for behavior in button.get("behaviors") or ():
+        if isinstance(behavior, dict) and behavior.get("type") == "open_url":
+            return f"[{label}] → {behavior.get('default_url', '')}"
+    return f"[{label}]"
+
+
+def _render_columns(column_set: Mapping[str, Any]) -> list[str]:
+    columns = [c for c in column_set.get("columns") or () if isinstance(c, dict)]
+    blocks = [_render_elements(c.get("elements") or ()) for c in columns]
+    blocks = [b for b in blocks if b]
+    only_buttons = all(
+        all(isinstance(e, dict) and e.get("tag") == "button" for e in c.get("elements") or ())
+        for c in columns
+    )
+    if only_buttons or len(blocks) <= 1:
+        return [line for block in blocks for line in block]
+    widths = [max(_cells(line) for line in block) for block in blocks]
+    if sum(widths) + 3 * (len(widths) - 1) > 100:  # too wide for a terminal: stack them
+        return [line for block in blocks for line in (*block, "")][:-1]
+    height = max(len(b) for b in blocks)
+    rows = []
+    for i in range(height):
+        parts = [_pad(b[i] if i < len(b) else "", w) for b, w in zip(blocks, widths, strict=True)]
+        rows.append("   ".join(parts).rstrip())
+    return rows
+
+
+def _render_table(table: Mapping[str, Any]) -> list[str]:
+    columns = [c for c in table.get("columns") or () if isinstance(c, dict)]
+    if not columns:
+        return []
+    grid = [[_clip(str(c.get("display_name", c.get("name", ""))), TEXT_CELL) for c in columns]]
+    for row in table.get("rows") or ():
+        if isinstance(row, dict):
+            last = len(columns) - 1
+            grid.append(
+                [
+                    _table_cell(row.get(c.get("name")), c, clip=i < last)
+                    for i, c in enumerate(columns)
+                ]
+            )
+    widths = [max(_cells(r[i]) for r in grid) for i in range(len(columns))]
+    right = [c.get("horizontal_align") == "right" for c in columns]
+    out = []
+    for row in grid:
+        parts = [
+            _pad(cell, widths[i], right=right[i] and row is not grid[0])
+            for i, cell in enumerate(row)
+        ]
+        out.append("  ".join(parts).rstrip())
+    if len(grid) == 1:
+        out.append("  (—)")
+    return out
+
+
+def _table_cell(value: Any, column: Mapping[str, Any], *, clip: bool = True) -> str:
+    if value is None:
+        text = ""
+    elif isinstance(value, list):
+        text = ", ".join(str(v.get("text", "")) if isinstance(v, dict) else str(v) for v in value)
+    elif isinstance(value, dict):
+        text = str(value.get("text", ""))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = f"{value:,}"
+    else:
+        text = str(value)
+    if column.get("data_type") in ("lark_md", "markdown"):
+        text = _plain(text)
+    text = _one_line(text)
+    return _cell_clip(text, TEXT_CELL) if clip else text
+
+
+def _render_chart(spec: Mapping[str, Any]) -> list[str]:
+    title = str((spec.get("title") or {}).get("text", ""))
+    data = spec.get("data")
+    values = data.get("values") if isinstance(data, dict) else None
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        values = data[0].get("values")
+    x_field, y_field = spec.get("xField"), spec.get("yField")
+    if not isinstance(values, list) or not isinstance(y_field, str):
+        return [title] if title else []
+    points = []
+    for v in values:
+        if not isinstance(v, dict):
+            continue
+        y = v.get(y_field)
+        number = float(y) if isinstance(y, (int, float)) and math.isfinite(y) else 0.0
+        label = v.get("label") if isinstance(v.get("label"), str) else f"{number:,.2f}"
+        points.append((str(v.get(x_field, "")) if isinstance(x_field, str) else "", number, label))
+    if not points:
+        return [title] if title else []
+    top = max((p[1] for p in points), default=0.0)
+    head = f"{title}  {_sparkline([p[1] for p in points])}".strip()
+    width = max(_cells(p[0]) for p in points)
+    lines = [head]
+    for x, y, label in points:
+        lines.append(f"  {_pad(x, width)}  {_bar(y, top, 20)}  {label}".rstrip())
+    return lines
+
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def _sparkline(values: Sequence[float]) -> str:
+    low, high = min(values), max(values)
+    if high <= low:
+        return _SPARKS[0] * len(values)
+    scale = (len(_SPARKS) - 1) / (high - low)
+    return "".join(_SPARKS[round((v - low) * scale)] for v in values)
+
+
+def _bar(value: float, top: float, width: int) -> str:
+    if top <= 0 or value <= 0:
+        return " " * width
+    eighths = round(value / top * width * 8)
+    full, part = divmod(eighths, 8)
+    bar = "█" * full + (_EIGHTHS[part] if part else "")
+    return bar + " " * (width - _cells(bar))
+
+
+_MD_STRIP = [
+    (re.compile(r"<br\s*/?>", re.I), "\n"),
+    (re.compile(r"<hr\s*/?>", re.I), "\n" + RULE + "\n"),
+    (re.compile(r"<text_tag\b[^>]*>(.*?)</text_tag>", re.I | re.S), r"[\1]"),
+    (re.compile(r"<at\b[^>]*\bid=['\"]?all['\"]?[^>]*>\s*</at>", re.I), "@all"),
+    (re.compile(r"<at\b[^>]*>(.*?)</at>", re.I | re.S), r"@\1"),
+    (re.compile(r"<link\b[^>]*\burl='([^']*)'[^>]*>(.*?)</link>", re.I | re.S), r"\2 (\1)"),
+    (re.compile(r"<a\b[^>]*\bhref='([^']*)'[^>]*>(.*?)</a>", re.I | re.S), r"\2 (\1)"),
+    (re.compile(r"</?[a-z_]+\b[^>]*>", re.I), ""),  # font, number_tag, … (user "<" is escaped)
+    (re.compile(r"\[([^\]]*)\]\(([^)]*)\)"), r"\1 (\2)"),
+    (re.compile(r"\*+|~~|`"), ""),  # every literal "*" is markup: user text is escaped
+    (re.compile(r"(?m)^#{1,6}\s+|^>\s?"), ""),
+]
+
+
+def _plain(markdown: str) -> str:
+    """Markdown → text. Markup goes first; escaped user text (entities) is decoded last, so
+    a name containing "**" is printed, not stripped."""
+    text = markdown
+    for pattern, repl in _MD_STRIP:
+        text = pattern.sub(repl, text)
+    text = html.unescape(text).replace("\u2002", " ").replace("\xa0", " ").replace("\u2003", " ")
+    return text.strip("\n")
+
+
+def _cells(text: str) -> int:
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def _cell_clip(text: str, width: int) -> str:
+    if _cells(text) <= width:
+        return text
+    out, used = [], 0
+    for ch in text:
+        w = _cells(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…"
+
+
+def _pad(text: str, width: int, *, right: bool = False) -> str:
+    gap = " " * max(width - _cells(text), 0)
+    return gap + text if right else text + gap

@@ -849,15 +849,14 @@ def test_every_card_kind_is_accepted_by_the_feishu_sandbox_over_http() -> None:
     import lark_oapi as lark
     import requests
     from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody
-    from lark_oapi.core.token.manager import TokenManager
-
     from adsync.sandbox.feishu import FeishuSandbox
     from adsync.sandbox.server import SandboxServer
+    from adsync.sync.feishu import TOKEN_CACHE
 
     app_id, chat = "cli_sandbox_app", "oc_sandbox_reports"
-    # lark-oapi caches tenant tokens per app_id for the whole process; one minted by another
-    # test's sandbox would be refused by this one.
-    TokenManager.cache.cache.pop(f"self_tenant_token:{app_id}", None)
+    # lark-oapi caches tenant tokens per app_id for the whole process (adsync installs its own
+    # cache); one minted by another test's sandbox would be refused by this one.
+    TOKEN_CACHE.drop(f"self_tenant_token:{app_id}")
     big = summary(accounts=500)
     kinds: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         *((name, (lambda c=card: c)) for name, card in every_card("zh")),
@@ -870,6 +869,7 @@ def test_every_card_kind_is_accepted_by_the_feishu_sandbox_over_http() -> None:
             .app_id(app_id)
             .app_secret("sandbox-feishu-secret")
             .domain(server.url)
+            .cache(TOKEN_CACHE)
             .log_level(lark.LogLevel.ERROR)
             .build()
         )

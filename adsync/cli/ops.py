@@ -55,7 +55,101 @@ def doctor_checks(ctx: Context) -> list[Check]:
         return checks
     checks.append(_check("Ocean Engine reachable", lambda: _reachable(ctx)))
     checks.append(_check("token", lambda: _token(ctx)))
+    checks.extend(_feishu_checks(ctx))
     return checks
+
+
+def _feishu_checks(ctx: Context) -> list[Check]:
+    """Feishu app, Bitable reachable and writable, fields, report chats, alert webhook."""
+    settings = ctx.settings
+    app = _check(
+        "Feishu app",
+        lambda: settings.require("FEISHU_APP_ID", "FEISHU_APP_SECRET")
+        or f"app {settings.feishu_app_id} at {settings.feishu_domain}",
+    )
+    table = _check(
+        "Bitable configured",
+        lambda: settings.require("FEISHU_BITABLE_APP_TOKEN", "FEISHU_BITABLE_TABLE_ID")
+        or f"table {settings.feishu_bitable_table_id}",
+    )
+    checks = [app, table]
+    if app.ok and table.ok:
+        from adsync.sync.bitable import BitableSink  # imports lark-oapi: only when configured
+
+        sink = BitableSink(settings)
+        fields = _check("Bitable fields", lambda: _fields(sink))
+        checks.append(fields)
+        if fields.ok:
+            checks.append(_check("Bitable writable", lambda: _writable(sink)))
+    checks.append(
+        _check(
+            "report chats",
+            lambda: settings.require("FEISHU_REPORT_CHAT_IDS")
+            or f"{len(settings.feishu_report_chat_ids)} chat(s) get the daily report and alerts",
+        )
+    )
+    if settings.feishu_alert_webhook_url is None:
+        checks.append(
+            Check(
+                "alert webhook",
+                True,
+                "not set (optional): alerts go through the bot only",
+            )
+        )
+    else:
+        checks.append(Check("alert webhook", True, "set: alerts fall back to it if the bot fails"))
+    return checks
+
+
+def _fields(sink: object) -> str:
+    layout = sink.prepare(create_missing=False)  # type: ignore[attr-defined]
+    text_typed = [c.field_name for c in layout.columns if c.text_typed]
+    detail = f"{len(layout.columns)} of 15 fields present"
+    if layout.missing:
+        detail += f"; {len(layout.missing)} will be created by the first sync"
+    if text_typed:
+        detail += f"; text-typed (legacy layout): {', '.join(text_typed)}"
+    return detail
+
+
+def _writable(sink: object) -> str:
+    """Create one empty record and delete it again: the app may write to this table."""
+    from lark_oapi.api.bitable.v1 import (
+        AppTableRecord,
+        BatchCreateAppTableRecordRequest,
+        BatchCreateAppTableRecordRequestBody,
+        BatchDeleteAppTableRecordRequest,
+        BatchDeleteAppTableRecordRequestBody,
+    )
+
+    caller = sink.caller  # type: ignore[attr-defined]
+    settings = sink.settings  # type: ignore[attr-defined]
+    app_token, table_id = settings.feishu_bitable_app_token, settings.feishu_bitable_table_id
+    records = caller.client.bitable.v1.app_table_record
+    created = caller.call(
+        "write probe",
+        records.batch_create,
+        BatchCreateAppTableRecordRequest.builder()
+        .app_token(app_token)
+        .table_id(table_id)
+        .request_body(
+            BatchCreateAppTableRecordRequestBody.builder()
+            .records([AppTableRecord.builder().fields({}).build()])
+            .build()
+        )
+        .build(),
+    )
+    record_id = created.data.records[0].record_id
+    caller.call(
+        "delete the write probe",
+        records.batch_delete,
+        BatchDeleteAppTableRecordRequest.builder()
+        .app_token(app_token)
+        .table_id(table_id)
+        .request_body(BatchDeleteAppTableRecordRequestBody.builder().records([record_id]).build())
+        .build(),
+    )
+    return "a probe record was written and removed"
 
 
 def _reachable(ctx: Context) -> str:

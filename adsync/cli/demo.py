@@ -81,12 +81,19 @@ def demo(ctx: Context) -> int:
             yesterday = today - timedelta(days=1)
             result = Runner(services).run(yesterday, yesterday, trigger="demo", requested_by="demo")
             render(demo_ctx, result)
+            week = Runner(services).run(
+                yesterday - timedelta(days=7), yesterday - timedelta(days=1), trigger="demo"
+            )
             say("")
-            say("▸ again       the same day once more: an upsert, so nothing is written")
-            again = Runner(services).run(yesterday, yesterday, trigger="demo")
-            say(
-                f"              {again.created} created, {again.updated} updated, "
-                f"{again.unchanged} unchanged, {again.deleted} duplicates removed"
+            say(f"▸ backfill    the 7 days before, for the summary's trend: {week.rows} rows")
+            say("")
+            say("▸ chat        the same commands people type in the Feishu group (`adsync chat`)")
+            say("")
+            from adsync.bot.actions import Actions
+            from adsync.bot.console import Console
+
+            Console(Actions(services), ctx.out).run(
+                ["help", "sync yesterday", "summary", "token 状态"], interactive=False
             )
             services.close()
     finally:

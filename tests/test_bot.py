@@ -14,6 +14,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
 from adsync.sandbox import events as ev
@@ -346,3 +348,49 @@ def test_the_watchdog_restarts_a_dead_connection(
         time.sleep(0.02)
     assert conn.restarts == 1 and HungClient.started >= 1
     bot.actions.services.close()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.text(max_size=200).map(lambda t: json.dumps({"encrypt": t}).encode()),
+    )
+)
+def test_arbitrary_bodies_never_get_a_500(server: BotServer, body: bytes) -> None:
+    response = requests.post(server.url + "/feishu/events", data=body, timeout=5)
+    assert response.status_code < 500, (body[:80], response.status_code, response.text[:200])
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    event=st.dictionaries(
+        st.sampled_from(["schema", "header", "event", "type", "uuid", "token", "challenge"]),
+        json_values,
+        max_size=5,
+    )
+)
+def test_signed_and_encrypted_nonsense_never_gets_a_500(
+    server: BotServer, event: dict[str, Any]
+) -> None:
+    """Correctly sealed (so it passes the signature) but structurally anything."""
+    response = server.post_event(event)
+    assert response.status_code < 500, (event, response.status_code, response.text[:200])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -180,6 +179,8 @@ class TokenManager:
 
     def authorization_url(self, requested_by: str = "") -> str:
         """A link a person opens to authorize; its ``state`` is remembered for the callback."""
+        import secrets  # here, not at the top: `adsync token status` never needs it
+
         self.settings.require("OCEANENGINE_APP_ID", "OCEANENGINE_REDIRECT_URI")
         state = secrets.token_urlsafe(16)
         now = self.now()

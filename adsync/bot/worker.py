@@ -18,12 +18,20 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from adsync.bot import cards
 from adsync.bot.actions import Actions, Caller
-from adsync.bot.commands import CommandError, check_access, is_admin, parse
+from adsync.bot.commands import (
+    CommandError,
+    Sync,
+    TokenRefresh,
+    check_access,
+    help_text,
+    is_admin,
+    parse,
+)
 from adsync.bot.messenger import Messenger, Posted, message_uuid
 from adsync.sync.store import Store
 
@@ -137,10 +145,6 @@ class Bot:
             return _toast("info", "已在处理" if lang == "zh" else "Already on it")
         action = value.get("action")
         if action == "sync_retry":
-            from datetime import date
-
-            from adsync.bot.commands import Sync
-
             try:
                 start = date.fromisoformat(str(value["start"]))
                 end = date.fromisoformat(str(value["end"]))
@@ -149,8 +153,6 @@ class Bot:
                 return _toast("error", "Bad button value")
             command = Sync(start, end, None, lang=lang)
         elif action == "token_refresh":
-            from adsync.bot.commands import TokenRefresh
-
             command, accounts = TokenRefresh(lang=lang), []
         else:
             return _toast("info", "OK")
@@ -173,8 +175,6 @@ class Bot:
             return
 
         def welcome() -> None:
-            from adsync.bot.commands import help_text
-
             card = cards.message_card("adsync", help_text("zh", may_change=False), "zh", "info")
             self.messenger.send(chat_id, card, message_uuid("welcome", chat_id))
 
@@ -186,10 +186,8 @@ class Bot:
     # -- jobs (background) --------------------------------------------------------------------
 
     def _run_message(self, incoming: Incoming) -> None:
-        today = self.actions.today()
-        lang = "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in incoming.text) else "en"
         try:
-            command = parse(incoming.text, today)
+            command = parse(incoming.text, self.actions.today())
         except CommandError as exc:
             title = "没看懂" if exc.lang == "zh" else "Not sure what you mean"
             card = cards.message_card(title, str(exc), exc.lang, "info")
@@ -233,8 +231,6 @@ class Bot:
     def _run_card_action(
         self, command: Any, accounts: list[str], caller: Caller, message_id: str
     ) -> None:
-        from adsync.bot.commands import Sync
-
         if isinstance(command, Sync):
             result = self.actions.sync(
                 command.start, command.end, accounts or None, caller, trigger="retry"
@@ -262,18 +258,12 @@ class Bot:
 
     def _claim(self, event_id: str, message_id: str) -> bool:
         """First delivery wins, across retries, restarts and instances."""
-        keys = [
-            k
-            for k in (
-                f"evt:{event_id}" if event_id else "",
-                f"msg:{message_id}" if message_id else "",
-            )
-            if k
-        ]
-        if not keys:
-            return True
-        fresh = [self.store.claim(k, DEDUP_TTL) for k in keys]
-        return all(fresh)
+        keys = [f"evt:{event_id}"] if event_id else []
+        if message_id:
+            keys.append(f"msg:{message_id}")
+        # Both keys in one statement: the claim is the only database work on the way to the
+        # acknowledgement, so it is one round trip, not one (or two) per key.
+        return self.store.claim_all(keys, DEDUP_TTL)
 
 
 def _toast(kind: str, content: str) -> dict[str, Any]:

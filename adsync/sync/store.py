@@ -3,7 +3,9 @@ everything else builds on.
 
 SQLite (the default, under ``ADSYNC_DATA_DIR``) runs in WAL mode with a busy timeout, and every
 transaction is opened by us (``BEGIN`` / ``BEGIN IMMEDIATE``) rather than by the sqlite3 module,
-so an exclusive section really is exclusive across processes. PostgreSQL uses row locks
+so an exclusive section really is exclusive across processes. Within one process, transactions
+take turns on a lock first (see ``Store._turn``), so threads queue instead of polling SQLite's
+busy handler. PostgreSQL uses row locks
 (``SELECT ... FOR UPDATE``). A process killed inside a transaction leaves nothing behind: the
 database rolls it back and releases its locks.
 """
@@ -14,7 +16,8 @@ import contextlib
 import os
 import socket
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -48,6 +52,7 @@ from sqlalchemy.types import TypeDecorator
 from adsync.sync.errors import StoreError
 
 SCHEMA_VERSION = 1
+SQLITE_BUSY_SECONDS = 60  # how long a writer waits for the database before giving up
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -265,6 +270,16 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url_for_humans = _describe(url)
         self.dialect = make_url(url).get_backend_name()
+        # SQLite has one writer at a time, and a connection that finds the database locked
+        # sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms) and looks again; with a dozen
+        # threads of one process writing (webhook claims, chat lanes, a sync), those sleeps,
+        # not the writes, made the waits. Threads of this process queue on this lock instead and
+        # start the moment the previous one commits; the busy timeout still arbitrates between
+        # processes. Reentrant: a thread's nested transaction behaves as it did without it.
+        self._turn_lock: threading.RLock | None = (
+            threading.RLock() if self.dialect == "sqlite" else None
+        )
+        self._claim_statements: dict[int, Any] = {}
         try:
             self.engine = self._create_engine(url)
             self.migrate()
@@ -288,7 +303,7 @@ class Store:
             database = make_url(url).database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": 60})
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
             return engine
@@ -319,9 +334,26 @@ class Store:
             return conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
 
     @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """On SQLite, this process's turn to open a transaction (see ``__init__``)."""
+        if self._turn_lock is None:
+            yield
+            return
+        if not self._turn_lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+            raise StoreError(
+                f"database {self.url_for_humans} is locked: another thread of this process "
+                f"held it for {SQLITE_BUSY_SECONDS} s",
+                hint="a transaction is stuck; restart the process",
+            )
+        try:
+            yield
+        finally:
+            self._turn_lock.release()
+
+    @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
         """A plain transaction: committed on success, rolled back on error."""
-        with self.engine.begin() as conn:
+        with self._turn(), self.engine.begin() as conn:
             yield conn
 
     @contextlib.contextmanager
@@ -329,7 +361,7 @@ class Store:
         """A transaction that holds the database's write lock from its first statement (SQLite
         ``BEGIN IMMEDIATE``). On PostgreSQL it is a plain transaction: lock the rows you need
         with ``FOR UPDATE``."""
-        with self.engine.connect() as conn:
+        with self._turn(), self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
@@ -403,22 +435,43 @@ class Store:
 
     def claim(self, key: str, ttl: timedelta) -> bool:
         """True the first time ``key`` is claimed within ``ttl`` (across processes)."""
-        now = utcnow()
-        try:
-            with self.begin() as conn:
-                conn.execute(insert(dedup).values(key=key, created_at=now, expires_at=now + ttl))
+        return self.claim_all([key], ttl)
+
+    def claim_all(self, keys: Sequence[str], ttl: timedelta) -> bool:
+        """True if this call claimed every one of ``keys``: each was new, or its claim had
+        expired. Keys that were free are taken even when another was held (as separate claims
+        would), so a retry under a new event id of a known message is remembered as well.
+
+        One upsert, one transaction, one round trip: a key is inserted, or its row taken over
+        if expired; a live claim is left alone and not counted, so the count of rows written
+        says whether all were ours. (It was two transactions a key, the second only after an
+        IntegrityError.) Concurrent claims of a key on PostgreSQL wait for each other at the
+        unique index and then see the winner's row; SQLite has one writer at a time."""
+        wanted = sorted(set(keys))  # one row per key, and one lock order on PostgreSQL
+        if not wanted:
             return True
-        except IntegrityError:
-            pass
+        now = utcnow()
+        params: dict[str, Any] = {"now": now, "until": now + ttl}
+        params.update({f"key{i}": k for i, k in enumerate(wanted)})
         with self.begin() as conn:
-            # An expired claim may be taken again.
-            return bool(
-                conn.execute(
-                    update(dedup)
-                    .where(dedup.c.key == key, dedup.c.expires_at < now)
-                    .values(created_at=now, expires_at=now + ttl)
-                ).rowcount
+            return conn.execute(self._claim_statement(len(wanted)), params).rowcount == len(wanted)
+
+    def _claim_statement(self, n: int) -> Any:
+        """The upsert for ``n`` keys, as SQL text (the same on SQLite and PostgreSQL), built once
+        per ``n``. Text is compiled once and cached; SQLAlchemy compiles a multi-row
+        ``insert().values([...])`` on every call, which cost more than the database work."""
+        stmt = self._claim_statements.get(n)
+        if stmt is None:
+            rows = ", ".join(f"(:key{i}, :now, :until)" for i in range(n))
+            stmt = text(
+                f"INSERT INTO dedup (key, created_at, expires_at) VALUES {rows} "
+                "ON CONFLICT (key) DO UPDATE SET created_at = excluded.created_at, "
+                "expires_at = excluded.expires_at WHERE dedup.expires_at < :now"
+            ).bindparams(
+                bindparam("now", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime())
             )
+            self._claim_statements[n] = stmt
+        return stmt
 
     def purge_expired(self) -> int:
         now = utcnow()

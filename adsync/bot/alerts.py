@@ -4,8 +4,8 @@
   cannot reach (app credentials broken, bot removed: 230002, Feishu down) gets it through the
   custom-bot webhook ``FEISHU_ALERT_WEBHOOK_URL`` instead, signed as the platform checks it.
 * ``Notifier.alert`` sends one problem at most once per 6 hours, across processes (a
-  conditional update in the database decides who sends), and ``resolve`` sends a single
-  "all clear" once the problem is gone.
+  conditional update in the database decides who sends; a send nobody received does not
+  count), and ``resolve`` sends a single "all clear" once the problem is gone.
 """
 
 from __future__ import annotations
@@ -135,12 +135,24 @@ class Notifier:
         severity: str = "error",
     ) -> bool:
         """Send this problem unless it was sent in the last 6 hours; True if sent."""
-        if not self._claim_send(problem, " | ".join(lines)[:1000]):
+        now = self.now()
+        if not self._claim_send(problem, " | ".join(lines)[:1000], now):
             return False
         card = cards.alert_card(title, lines, severity=severity, buttons=buttons, lang="zh")
-        slot = int(self.now().timestamp() // REPEAT_AFTER.total_seconds())
-        self.broadcast(card, f"alert:{problem}:{slot}")
-        return True
+        # The uuid names this claim, not a 6-hour slot: a problem that comes back after its
+        # all clear must post again, and the platform drops a repeated uuid for an hour.
+        delivered = self.broadcast(card, f"alert:{problem}:{now.isoformat()}")
+        if any(d.via != "failed" for d in delivered):
+            return True
+        # Nobody heard it (bot and webhook both failed): give the claim back, or the problem
+        # would stay silent for 6 hours after Feishu recovers.
+        with self.store.begin() as conn:
+            conn.execute(
+                update(alerts)
+                .where(alerts.c.problem == problem, alerts.c.last_sent == now)
+                .values(last_sent=None)
+            )
+        return False
 
     def resolve(self, problem: str, title: str, lines: Sequence[str] = ()) -> bool:
         """Send one "all clear" if ``problem`` was open; True if sent."""
@@ -164,9 +176,8 @@ class Notifier:
             rows = conn.execute(select(alerts.c.problem).where(alerts.c.cleared_at.is_(None)))
             return [r.problem for r in rows]
 
-    def _claim_send(self, problem: str, detail: str) -> bool:
+    def _claim_send(self, problem: str, detail: str, now: datetime) -> bool:
         """Atomically: record the problem, and decide whether this process sends it now."""
-        now = self.now()
         try:
             with self.store.begin() as conn:
                 conn.execute(

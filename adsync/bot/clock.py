@@ -27,9 +27,9 @@ from adsync.bot import cards
 from adsync.bot.alerts import Notifier
 from adsync.bot.messenger import Messenger
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
-from adsync.sync.oceanengine import OceanEngineError, TokenRevoked
+from adsync.sync.oceanengine import OceanEngineError
 from adsync.sync.reports import resolve_accounts
-from adsync.sync.runner import Runner, RunResult
+from adsync.sync.runner import FAILED, AccountResult, Runner, RunResult
 from adsync.sync.services import Services
 from adsync.sync.store import actor, notifications
 from adsync.sync.summary import anomalies, seven_day_average, summarize
@@ -114,12 +114,18 @@ class Clock:
             result = Runner(self.services).run(
                 start, end, account_ids=record["failed"], trigger="retry", requested_by="clock"
             )
-            still = [a.account_id for a in result.failed]
+            failures = result.failed
+            if not result.accounts:
+                # The retry never reached the accounts (one left the scope, another run held
+                # the dates): they are still missing — not "recovered".
+                reason = result.error or result.status
+                failures = [AccountResult(i, "", FAILED, reason) for i in record["failed"]]
+            still = [a.account_id for a in failures]
             record.update(retries=done + 1, failed=still)
             self._save(key, record)
-            self._refresh_reports(end, record, result)
+            self._refresh_reports(end, record, failures)
             if still and done + 1 == len(plan):
-                lines = [f"{a.label}: {a.reason}" for a in result.failed]
+                lines = [f"{a.label}: {a.reason}" for a in failures]
                 lines.append(
                     f"已重试 {done + 1} 次 · retried {done + 1} times; `sync` again when fixed"
                 )
@@ -131,24 +137,13 @@ class Clock:
             return result
 
     def token_watchdog(self) -> None:
-        """Every 30 minutes: refresh inside the margin; alert on trouble, all clear after."""
+        """Every 30 minutes: refresh inside the margin, prove the token works with a cheap call,
+        alert on trouble (each problem at most once per 6 h), all clear after."""
         tokens = self.services.tokens
-        link = self._auth_link()
-        buttons = [("去授权 · Authorize", link)] if link else []
         try:
             tokens.refresh_if_due()
         except AuthorizationNeeded as exc:
-            self.notifier.alert(
-                "token:reauthorize",
-                "需要重新授权 · re-authorization needed",
-                [
-                    exc.message,
-                    "打开链接重新授权，勾选全部账户 · open the link and tick every account",
-                ],
-                buttons=[("去授权 · Authorize", exc.auth_url or link)]
-                if (exc.auth_url or link)
-                else [],
-            )
+            self._authorization_alert(exc)
             return
         except OceanEngineError as exc:
             self.notifier.alert(
@@ -159,29 +154,23 @@ class Clock:
             )
             return
         self.notifier.resolve("token:refresh_failed", "Token 刷新恢复 · token refresh works again")
-        self.notifier.resolve("token:reauthorize", "授权已恢复 · authorization restored")
         try:
             self.services.api().get("/open_api/2/user/info/", {})
-        except TokenRevoked as exc:
+        except AuthorizationNeeded as exc:
+            # The chain was usable a moment ago (refresh_if_due said so); now the platform
+            # refuses the token, and the refresh that followed: the grant was revoked.
             self.notifier.alert(
                 "token:revoked",
                 "Token 被拒绝 · the token was refused",
                 [exc.message, "the authorization was probably revoked: authorize again"],
-                buttons=buttons,
-            )
-            return
-        except AuthorizationNeeded as exc:
-            self.notifier.alert(
-                "token:reauthorize",
-                "需要重新授权 · re-authorization needed",
-                [exc.message],
-                buttons=buttons,
+                buttons=self._auth_buttons(exc.auth_url),
             )
             return
         except OceanEngineError:
-            pass  # the platform is having trouble; the sync's own alerts will say so
-        else:
-            self.notifier.resolve("token:revoked", "Token 已恢复 · the token works again")
+            return  # the platform is having trouble; the sync's own alerts will say so
+        # Only a token the platform accepted proves the authorization is back.
+        self.notifier.resolve("token:reauthorize", "授权已恢复 · authorization restored")
+        self.notifier.resolve("token:revoked", "Token 已恢复 · the token works again")
         status = tokens.status()
         if status.refresh_left_s is not None and status.refresh_left_s < 3 * 86400:
             self.notifier.alert(
@@ -191,13 +180,36 @@ class Clock:
                     f"refresh token expires in {status.refresh_left_s // 3600} h",
                     "a refresh renews it; if refreshing fails, authorize again",
                 ],
-                buttons=buttons,
+                buttons=self._auth_buttons(),
                 severity="warning",
             )
         else:
             self.notifier.resolve(
                 "token:refresh_expiring", "授权有效期已恢复 · authorization renewed"
             )
+
+    def _authorization_alert(self, exc: AuthorizationNeeded) -> None:
+        """The chain cannot give a token without a person. A revocation already announced
+        stays that one problem (repeated under its own name every 6 h), not a second one."""
+        buttons = self._auth_buttons(exc.auth_url)
+        if "token:revoked" in self.notifier.open_problems():
+            self.notifier.alert(
+                "token:revoked",
+                "Token 被拒绝 · the token was refused",
+                [exc.message, "the authorization was probably revoked: authorize again"],
+                buttons=buttons,
+            )
+            return
+        self.notifier.alert(
+            "token:reauthorize",
+            "需要重新授权 · re-authorization needed",
+            [exc.message, "打开链接重新授权，勾选全部账户 · open the link and tick every account"],
+            buttons=buttons,
+        )
+
+    def _auth_buttons(self, url: str = "") -> list[tuple[str, str]]:
+        link = url or self._auth_link()
+        return [("去授权 · Authorize", link)] if link else []
 
     def settle(self) -> RunResult | None:
         """Re-sync yesterday once its numbers are final (after 10:00); speak only if the totals
@@ -213,7 +225,14 @@ class Clock:
             moved = _moved_pct(before.cost, after.cost)
             conv_moved = _moved_pct(before.convert_cnt, after.convert_cnt)
             threshold = self.settings.settle_threshold_pct
-            if max(abs(moved), abs(conv_moved)) > threshold:
+            spoke = max(abs(moved), abs(conv_moved)) > threshold
+            # Recorded before speaking: the lease alone would let a second process (or a
+            # second call) settle again once this one let go of it.
+            self._save(
+                f"settle:{today}",
+                {"run_id": result.run_id, "status": result.status, "moved_pct": moved},
+            )
+            if spoke:
                 lines = [
                     f"{yesterday} 消耗 ¥{before.cost:,.2f} → ¥{after.cost:,.2f} ({moved:+.1f}%)",
                     f"转化 {before.convert_cnt} → {after.convert_cnt} ({conv_moved:+.1f}%)",
@@ -242,7 +261,9 @@ class Clock:
         posted = self.notifier.broadcast(card, f"report:{day}")
         return {d.chat_id: d.message_id for d in posted if d.message_id}
 
-    def _refresh_reports(self, day: date, record: dict[str, Any], result: RunResult) -> None:
+    def _refresh_reports(
+        self, day: date, record: dict[str, Any], failures: list[AccountResult]
+    ) -> None:
         """After a retry, the morning's report cards show the new numbers."""
         messenger = self.notifier.messenger
         if messenger is None:
@@ -251,7 +272,7 @@ class Clock:
         card = cards.summary_card(
             summary,
             "zh",
-            failures=result.failed,
+            failures=failures,
             average=seven_day_average(self.services.store, day),
         )
         for message_id in (record.get("reports") or {}).values():
@@ -262,12 +283,7 @@ class Clock:
 
     def _alerts_after(self, result: RunResult, day: date) -> None:
         if result.auth_url:
-            self.notifier.alert(
-                "token:reauthorize",
-                "需要重新授权 · re-authorization needed",
-                [result.error],
-                buttons=[("去授权 · Authorize", result.auth_url)],
-            )
+            self._authorization_alert(AuthorizationNeeded(result.error, auth_url=result.auth_url))
         elif result.status == "failed":
             self.notifier.alert(
                 f"sync:failed:{self.today()}",
@@ -336,6 +352,9 @@ class _Held:
     def __init__(self, clock: Clock, name: str, done_key: str | None = None) -> None:
         self.clock = clock
         self.name = name
+        # Per thread: the catch-up job and the 07:00 job may overlap on the scheduler's
+        # threads, and a holder that is "already ours" would let both in.
+        self.holder = f"{clock.holder}:{threading.get_ident()}"
         self.done_key = done_key
         self.mine = False
         self._stop = threading.Event()
@@ -344,7 +363,7 @@ class _Held:
         store = self.clock.services.store
         if self.done_key and self.clock._load(self.done_key) is not None:
             return False
-        self.mine = store.acquire_lease(self.name, self.clock.holder, JOB_LEASE)
+        self.mine = store.acquire_lease(self.name, self.holder, JOB_LEASE)
         if not self.mine:
             log.info("%s is being run by %s", self.name, store.lease_holder(self.name))
             return False
@@ -356,12 +375,12 @@ class _Held:
 
     def _renew(self) -> None:
         while not self._stop.wait(JOB_LEASE.total_seconds() / 3):
-            self.clock.services.store.renew_lease(self.name, self.clock.holder, JOB_LEASE)
+            self.clock.services.store.renew_lease(self.name, self.holder, JOB_LEASE)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self.mine:
-            self.clock.services.store.release_lease(self.name, self.clock.holder)
+            self.clock.services.store.release_lease(self.name, self.holder)
 
 
 def _moved_pct(before: Any, after: Any) -> float:

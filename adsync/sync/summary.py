@@ -246,13 +246,17 @@ def anomalies(
 
     * an account that spent the day before and shows nothing (went_silent);
     * spend up or down more than ``spend_change_pct`` % against its 7-day average
-      (spend_jump / spend_drop; the average of the 7 days before ``day``, days with no
-      rows counting as 0, only when that average is above 0);
+      (spend_jump / spend_drop; the average over the 7 days before ``day`` that the local
+      copy holds — a day the account had no rows while others did counts as 0, a day with no
+      rows at all was never synced and is left out — only when that average is above 0);
     * conversions at 0 while spend continued (no_conversions: spend on ``day`` and on the
       day before, and conversions on neither);
     * zero rows in total where the day before had rows (no_rows, account_id "*").
     """
     cells = account_days(store, day - timedelta(days=7), day)
+    # The days before that the copy holds: right after installing it holds only the lookback
+    # days, and counting the rest as zero spend would say "spend jumped" for every account.
+    known = {d for (_aid, d) in cells if d < day}
     names = {a.id: a.name for a in scope}
     found: list[Anomaly] = []
     before = day - timedelta(days=1)
@@ -277,8 +281,8 @@ def anomalies(
                 )
             )
             continue
-        week = [cells.get((account.id, day - timedelta(days=n)), Totals()).cost for n in range(1, 8)]
-        average = sum(week, Decimal(0)) / 7
+        week = [cells.get((account.id, d), Totals()).cost for d in known]
+        average = sum(week, Decimal(0)) / len(known) if known else Decimal(0)
         if average > 0 and today_t.rows:
             moved = float((today_t.cost - average) / average * 100)
             if abs(moved) > spend_change_pct:
@@ -312,8 +316,12 @@ def anomalies(
 
 
 def seven_day_average(store: Store, day: date) -> Totals:
-    """Per-day average of the 7 days before ``day`` (days without rows count as 0)."""
+    """Per-day average of the 7 days before ``day`` that the local copy holds (a day with no
+    rows at all was never synced: unknown, not zero — see ``anomalies``)."""
     days = daily_totals(store, day - timedelta(days=7), day - timedelta(days=1))
+    known = len(days)
+    if not known:
+        return Totals()
     total = Totals()
     for t in days.values():
         total.cost += t.cost
@@ -323,10 +331,10 @@ def seven_day_average(store: Store, day: date) -> Totals:
         total.clue_cnt += t.clue_cnt
         total.rows += t.rows
     return Totals(
-        cost=(total.cost / 7).quantize(CENT),
-        show_cnt=round(total.show_cnt / 7),
-        click_cnt=round(total.click_cnt / 7),
-        convert_cnt=round(total.convert_cnt / 7),
-        clue_cnt=round(total.clue_cnt / 7),
-        rows=round(total.rows / 7),
+        cost=(total.cost / known).quantize(CENT),
+        show_cnt=round(total.show_cnt / known),
+        click_cnt=round(total.click_cnt / known),
+        convert_cnt=round(total.convert_cnt / known),
+        clue_cnt=round(total.clue_cnt / known),
+        rows=round(total.rows / known),
     )

@@ -457,6 +457,31 @@ def test_plausible_magnitudes_and_one_empty_account(oe: OE) -> None:
     assert all(1_000_000_000_000_000 <= a["local_account_id"] < 10**16 for a in accounts)
 
 
+def test_dense_world_has_every_promotion_every_day(oe: OE) -> None:
+    # The load-test world: no empty account, no pauses, no starts or ends inside the window.
+    oe.reset(accounts=6, promotions_per_account=5, dense=True)
+    start, end = "2025-02-12", "2026-02-11"  # the oldest day a report may ask for .. yesterday
+    accounts = oe.truth(start=start, end=end)["accounts"]
+    assert len(accounts) == 6
+    for account in accounts:
+        days: dict[str, set[int]] = {}
+        for r in account["rows"]:
+            days.setdefault(r["stat_time_day"], set()).add(r["promotion_id"])
+        assert len(days) == 365 and all(len(ids) == 5 for ids in days.values())
+        assert len(account["rows"]) == 365 * 5
+    tokens = oe.authorize()
+    resp = oe.report(
+        tokens["access_token"],
+        local_account_id=accounts[1]["local_account_id"],
+        start_date="2026-02-08",
+        end_date="2026-02-11",
+        page_size=10,
+    )
+    assert resp["data"]["page_info"]["total_number"] == 20
+    r = requests.post(oe.base + "/_sandbox/oceanengine/reset", json={"dense": "yes"}, timeout=5)
+    assert r.status_code == 400 and "dense" in r.text
+
+
 def test_same_seed_same_data_other_seed_other_data(oe: OE) -> None:
     truth = oe.truth(start="2026-01-01", end="2026-02-11")
     server, thread, url = _serve(seed=1)

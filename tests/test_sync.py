@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from adsync.sync.leases import holding
-from adsync.sync.runner import Runner
+from adsync.sync.runner import Progress, Runner
 from adsync.sync.store import report_rows, runs
 
 from .conftest import Sandbox
@@ -241,6 +241,33 @@ def test_a_revoked_authorization_fails_the_run_with_the_link(
     assert result.status == "failed" and result.exit_code == 3
     assert result.auth_url.startswith(sandbox.url + "/audit/oauth.html")
     assert table_records(sandbox) == []
+
+
+def test_accounts_fetched_before_the_authorization_died_are_synced(
+    authorized: Any, sandbox: Sandbox
+) -> None:
+    # Rows are written while the fetch goes on; when the grant is revoked mid-run, what was
+    # fetched before is written and saved all the same, and the run still asks for the link.
+    start, end = _window(3)
+    everything = truth(sandbox, start, end)
+    sandbox.faults(oceanengine={"latency_ms": 150})  # the first answer comes while others wait
+    revoked: list[bool] = []
+
+    def revoke_after_the_first_account(p: Progress) -> None:
+        if p.last is not None and not revoked:
+            revoked.append(True)
+            sandbox.post("/_sandbox/oceanengine/revoke")
+
+    result = Runner(authorized, progress=revoke_after_the_first_account).run(start, end)
+    assert result.status == "failed" and result.auth_url
+    ok = {a.account_id for a in result.accounts if a.status == "ok"}
+    assert ok and any(a.status == "failed" for a in result.accounts)
+    expected = {k for k, row in everything.items() if row["account_id"] in ok}
+    records = table_records(sandbox)
+    assert {r["同步键"] for r in records} == expected and len(records) == len(expected)
+    assert result.created == len(expected)
+    with authorized.store.engine.connect() as conn:
+        assert {r.sync_key for r in conn.execute(select(report_rows))} == expected
 
 
 def test_zero_accounts_is_a_failure_never_a_success(services: Any, sandbox: Sandbox) -> None:

@@ -11,6 +11,8 @@ What it simulates (see /work/shared/reference/oceanengine.md for the sources):
 
 Report numbers are a pure function of (seed, account, promotion, date), so any range can be
 asked for in any order and the answer never changes unless a control route says so (``adjust``).
+The reset option ``dense: true`` makes a regular world for load tests: every account has exactly
+``promotions_per_account`` promotions, each with a row on every day a report can reach.
 Every envelope is HTTP 200 with a business ``code``; injected HTTP faults look like a gateway.
 
 Control routes live under ``/_sandbox/oceanengine/``; they never reveal a token.
@@ -111,6 +113,9 @@ class Options:
     promotions_per_account: int = 3
     seed: int = 1
     today: date | None = None
+    # Load-test world: no empty account, exactly promotions_per_account promotions per account,
+    # all created before the 365-day report window, never ended, never paused for a day.
+    dense: bool = False
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], default_seed: int) -> Options:
@@ -138,6 +143,10 @@ class Options:
             values["secret"] = raw["secret"]
         if raw.get("today") is not None:
             values["today"] = _parse_date_option(raw["today"])
+        if "dense" in raw:
+            if not isinstance(raw["dense"], bool):
+                raise ValueError("dense must be true or false")
+            values["dense"] = raw["dense"]
         return cls(**values)
 
 
@@ -328,22 +337,30 @@ def _make_promotion(
     )
 
 
-def build_account(seed: int, index: int, anchor: date, average: int, empty: bool) -> Account:
+def build_account(
+    seed: int, index: int, anchor: date, average: int, empty: bool, dense: bool = False
+) -> Account:
     """Account ``index`` of the world: its id, name and promotion schedule relative to
-    ``anchor`` (the sandbox's "today" at reset, so history stays put while the clock runs)."""
+    ``anchor`` (the sandbox's "today" at reset, so history stays put while the clock runs).
+    ``dense``: exactly ``average`` promotions, all running on every day a report can reach."""
     r = _rng(seed, "account", index)
     account_id = 1_700_000_000_000_000 + r.randrange(160_000_000_000_000)  # 16 digits
-    count = 0 if empty or average == 0 else r.randint(0, 2 * average)
+    if dense:
+        count = 0 if empty else average
+    else:
+        count = 0 if empty or average == 0 else r.randint(0, 2 * average)
     if index == 0 and not empty and average:
         count = max(count, 1)  # account 0 always has data, so a one-account demo shows rows
     promotions: list[Promotion] = []
     for j in range(count):
         age = r.randint(20, 90) if j == 0 else r.randint(2, 120)
+        if dense:
+            age += MAX_SPAN_DAYS  # created before the oldest day a report may ask for
         created = anchor - timedelta(days=age)
         shared = promotions[-1] if promotions and r.random() < 0.2 else None
         if shared is not None:
             created = max(created, shared.start)  # a project exists before its promotions
-        running = j == 0 or r.random() < 0.55
+        running = dense or j == 0 or r.random() < 0.55
         end = None if running else created + timedelta(days=r.randint(5, 60))
         promotions.append(_make_promotion(r, created, end, shared))
     return Account(account_id, _account_name(index), tuple(promotions))
@@ -355,9 +372,11 @@ def build_world(options: Options, anchor: date) -> list[Account]:
     empty_index = 1 + _hash(options.seed, "empty") % max(1, options.accounts - 1)
     accounts: list[Account] = []
     for i in range(options.accounts):
-        empty = options.accounts >= 2 and i == empty_index
+        empty = options.accounts >= 2 and i == empty_index and not options.dense
         accounts.append(
-            build_account(options.seed, i, anchor, options.promotions_per_account, empty)
+            build_account(
+                options.seed, i, anchor, options.promotions_per_account, empty, options.dense
+            )
         )
     return _check_unique_ids(accounts)
 
@@ -392,6 +411,7 @@ class Ledger:
 
     seed: int
     adjustments: dict[tuple[int, date], float] = field(default_factory=dict)
+    dense: bool = False  # never paused: every live promotion has a row every day
 
     def full_day(self, account_id: int, p: Promotion, day: date) -> Counts | None:
         """The settled numbers of a whole day; None when the promotion has no row that day."""
@@ -399,9 +419,9 @@ class Ledger:
             return None
         r = _rng(self.seed, "day", account_id, p.promotion_id, day.isoformat())
         roll = r.random()
-        if roll < 0.07:
+        if roll < 0.07 and not self.dense:
             return None  # paused for the day: no row at all
-        if roll < 0.10:
+        if 0.07 <= roll < 0.10:
             counts = Counts()  # live but did not deliver: an all-zero row, as in the sample
         else:
             cost = p.base_cost_cents * r.uniform(0.45, 1.45)
@@ -899,7 +919,7 @@ class OceanEngineSandbox:
             options=options,
             anchor=anchor,
             accounts=build_world(options, anchor),
-            ledger=Ledger(options.seed),
+            ledger=Ledger(options.seed, dense=options.dense),
         )
 
     def _now(self) -> float:
@@ -1202,6 +1222,7 @@ class OceanEngineSandbox:
                     s.anchor,
                     s.options.promotions_per_account,
                     False,
+                    s.options.dense,
                 )
                 s.accounts = _check_unique_ids([*s.accounts, account])
                 if s.grant is not None:

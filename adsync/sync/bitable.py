@@ -3,9 +3,11 @@
 One row per (date, local account, promotion) and exactly one (DESIGN.md). ``upsert`` reads the
 rows stored for the dates in question, diffs them against the source (``plan``: create, update,
 delete pre-existing duplicates, leave everything else alone) and writes the difference in
-chunks, serially, with a pause between writes. Every call goes through ``FeishuCaller`` (token
-refusal, backoff on transient codes); creates and updates carry a deterministic
-``client_token`` so a chunk the caller retries after a lost answer is applied once.
+chunks, serially, with a pause between writes. ``stream`` does the same with rows that arrive
+in parts (a run feeds each account as it is fetched), so the writes overlap the fetch. Every
+call goes through ``FeishuCaller`` (token refusal, backoff on transient codes); creates and
+updates carry a deterministic ``client_token`` so a chunk the caller retries after a lost
+answer is applied once.
 
 Existing tables with another layout are mapped by ``ADSYNC_BITABLE_FIELDS``; a column that is
 text in the table while the contract says number or date (the legacy layout) is written and
@@ -449,17 +451,21 @@ class BitableSink:
         account_names: Mapping[str, str] | None = None,
     ) -> UpsertResult:
         """Read the dates, diff, check capacity, write. Keys not in ``rows`` are left alone."""
-        started, calls = time.monotonic(), self.caller.calls
-        self._layout()
         # Rows dated outside ``dates`` would otherwise be created next to their stored twin.
         days = sorted(set(dates) | {r.stat_date for r in rows})
-        plan = self.plan(rows, self.read(days, account_names))
-        warnings = self._check_capacity(plan) if plan.creates else []
-        result = self.apply(plan, run_tag, synced_at)
-        result.warnings[:0] = warnings
-        result.api_calls = self.caller.calls - calls
-        result.seconds = round(time.monotonic() - started, 3)
-        return result
+        stream = self.stream(days, run_tag, synced_at, account_names)
+        stream.add(rows)
+        return stream.finish()
+
+    def stream(
+        self,
+        dates: Sequence[date],
+        run_tag: str,
+        synced_at: datetime,
+        account_names: Mapping[str, str] | None = None,
+    ) -> UpsertStream:
+        """An upsert of ``dates`` whose rows are given in parts (see ``UpsertStream``)."""
+        return UpsertStream(self, dates, run_tag, synced_at, account_names)
 
     def apply(self, plan: Plan, run_tag: str, synced_at: datetime) -> UpsertResult:
         """Deletes, then updates, then creates; serial, chunked, spaced by ``write_gap``."""
@@ -493,17 +499,22 @@ class BitableSink:
         )
         return result
 
-    def _check_capacity(self, plan: Plan) -> list[str]:
-        total = self.count()
-        after = total - len(plan.deletes) + len(plan.creates)
+    def _check_capacity(self, total: int, deletes: int, creates: int, written: int = 0) -> None:
+        """Refuse, before writing them, rows that would take the table past its limit."""
+        after = total - deletes + creates
         if after > self.max_rows:
+            kept = f"the {written:,} rows written before stay, " if written else ""
             raise CapacityError(
                 f"{self.where} has {total:,} rows and this sync would add "
                 f"{after - total:,} more ({after:,} in all), above the limit of "
-                f"{self.max_rows:,} rows per table; nothing was written",
+                f"{self.max_rows:,} rows per table; {kept}nothing {'more ' if written else ''}"
+                "was written",
                 hint="create a new table in the Base and set FEISHU_BITABLE_TABLE_ID to it, "
                 "or archive old rows, then sync again",
             )
+
+    def _capacity_warnings(self, total: int, deletes: int, creates: int) -> list[str]:
+        after = total - deletes + creates
         if after >= WARN_AT * self.max_rows:
             share = 100 * after / self.max_rows
             return [
@@ -572,9 +583,12 @@ class BitableSink:
         request.body = {"records": records}
         self._write("batch_update", self._api.app_table_record.batch_update, request)
 
-    def _create_all(self, rows: Sequence[ReportRow], run_tag: str, synced_at: datetime) -> int:
+    def _create_all(
+        self, rows: Sequence[ReportRow], run_tag: str, synced_at: datetime, first: int = 0
+    ) -> int:
+        """``first``: the index of the first chunk, for its client_token label."""
         layout = self._layout()
-        for index, chunk in enumerate(chunks(list(rows), WRITE_CHUNK)):
+        for index, chunk in enumerate(chunks(list(rows), WRITE_CHUNK), start=first):
             records = [self._encode(row, synced_at, layout, False) for row in chunk]
             body = BatchCreateAppTableRecordRequestBody.builder().records(
                 [AppTableRecord.builder().fields(r).build() for r in records]
@@ -688,6 +702,127 @@ class BitableSink:
             return self._call(op, fn, request)
         finally:
             self._last_write = time.monotonic()
+
+
+class UpsertStream:
+    """An upsert whose rows arrive in parts, one account at a time while the others are still
+    being fetched: the table's serial, spaced writes then overlap the rate-limited fetch
+    instead of following it.
+
+    It reads the dates once, up front; each ``add`` diffs its rows against that read and sends
+    every chunk that is full; ``finish`` sends the rest. Capacity is checked for everything
+    planned so far before any of a part is written: the part that would overflow the table
+    raises CapacityError and nothing of it, nor anything still pending, is written (``upsert``
+    gives one part: nothing at all). A key that comes again in a later part is ignored.
+    """
+
+    def __init__(
+        self,
+        sink: BitableSink,
+        dates: Sequence[date],
+        run_tag: str,
+        synced_at: datetime,
+        account_names: Mapping[str, str] | None = None,
+    ) -> None:
+        self.sink, self.run_tag, self.synced_at = sink, run_tag, synced_at
+        self._started, self._calls = time.monotonic(), sink.caller.calls
+        sink._layout()
+        self.dates = frozenset(dates)
+        # Counted before the read: records another writer adds after this point show in the
+        # count at the end, which is how ``finish`` tells whether to look for duplicates.
+        self.total_before = sink.count()
+        self._stored: dict[str, list[StoredRecord]] = {}
+        for record in sink.read(sorted(self.dates), account_names):
+            self._stored.setdefault(record.key, []).append(record)
+        self.result = UpsertResult()
+        self._seen: set[str] = set()
+        self._deletes: list[str] = []
+        self._updates: list[Update] = []
+        self._creates: list[ReportRow] = []
+        self._created: list[ReportRow] = []
+        self._scope: set[date] = set()
+        self._planned_deletes = self._planned_creates = 0
+        self._chunk = 0  # write chunks sent: labels their client_tokens
+
+    def add(self, rows: Sequence[ReportRow]) -> None:
+        outside = sorted({r.stat_date for r in rows} - self.dates)
+        if outside:  # unread dates: their stored twins would be missed and duplicated
+            raise ValueError(f"rows dated {outside[0]} are outside the dates this upsert read")
+        fresh = [r for r in rows if r.sync_key not in self._seen]
+        keys = {r.sync_key for r in fresh}
+        plan = self.sink.plan(fresh, [rec for k in keys for rec in self._stored.get(k, ())])
+        if plan.creates:
+            written = self.result.created + self.result.updated + self.result.deleted
+            self.sink._check_capacity(
+                self.total_before,
+                self._planned_deletes + len(plan.deletes),
+                self._planned_creates + len(plan.creates),
+                written,
+            )
+        self._seen |= keys
+        self._planned_deletes += len(plan.deletes)
+        self._planned_creates += len(plan.creates)
+        self.result.unchanged += plan.unchanged
+        self._scope.update(plan.scope)
+        self._deletes += plan.deletes
+        self._updates += plan.updates
+        self._creates += plan.creates
+        self._send(final=False)
+
+    def finish(self) -> UpsertResult:
+        """Send what is left; look for concurrent duplicates if the table's count says another
+        writer added records meanwhile."""
+        self._send(final=True)
+        sink, result = self.sink, self.result
+        if self._planned_creates:
+            result.warnings += sink._capacity_warnings(
+                self.total_before, self._planned_deletes, self._planned_creates
+            )
+        if self._created:
+            # Nobody else added a record since the count before the read: none of ours can
+            # have a twin, and reading every created date again (a search page per 500 rows)
+            # would find nothing. Any difference, whatever its cause, means look.
+            expected = self.total_before - result.deleted + result.created
+            if sink.count() != expected:
+                collapsed = sink._collapse(self._created, self.run_tag, self.synced_at)
+                if collapsed:
+                    result.deleted += collapsed
+                    result.warnings.append(
+                        f"{collapsed} duplicate row(s) written at the same time by another "
+                        f"sync were removed from {sink.where}"
+                    )
+        result.api_calls = sink.caller.calls - self._calls
+        result.seconds = round(time.monotonic() - self._started, 3)
+        log.info(
+            "%s: created %d, updated %d, unchanged %d, deleted %d (%d calls)",
+            sink.where,
+            result.created,
+            result.updated,
+            result.unchanged,
+            result.deleted,
+            result.api_calls,
+        )
+        return result
+
+    def _send(self, final: bool) -> None:
+        """Deletes, then updates, then creates, each in full chunks (and the rest if ``final``)."""
+        sink, scope = self.sink, sorted(self._scope)
+        while self._deletes and (final or len(self._deletes) >= DELETE_CHUNK):
+            chunk, self._deletes = self._deletes[:DELETE_CHUNK], self._deletes[DELETE_CHUNK:]
+            self.result.deleted += sink._delete_all(chunk, scope)
+        while self._updates and (final or len(self._updates) >= WRITE_CHUNK):
+            chunk_u, self._updates = self._updates[:WRITE_CHUNK], self._updates[WRITE_CHUNK:]
+            op = f"update:{self._chunk}"
+            updated, vanished = sink._update_all(chunk_u, self.run_tag, self.synced_at, scope, op)
+            self._chunk += 1
+            self.result.updated += updated
+            self._creates += vanished  # a record deleted under us: write it anew
+        while self._creates and (final or len(self._creates) >= WRITE_CHUNK):
+            chunk_c, self._creates = self._creates[:WRITE_CHUNK], self._creates[WRITE_CHUNK:]
+            sink._create_all(chunk_c, self.run_tag, self.synced_at, first=self._chunk)
+            self._chunk += 1
+            self.result.created += len(chunk_c)
+            self._created += chunk_c
 
 
 # -- pure helpers -------------------------------------------------------------------------------
@@ -860,4 +995,5 @@ __all__ = [
     "StoredRecord",
     "Update",
     "UpsertResult",
+    "UpsertStream",
 ]

@@ -275,6 +275,9 @@ def test_zero_accounts_is_a_failure_never_a_success(services: Any, sandbox: Sand
     result = Runner(services).run(*_window(1))
     assert result.status == "failed" and result.exit_code == 1
     assert "no accounts" in result.error
+    with services.store.engine.connect() as conn:  # the morning that could not start is history
+        run = conn.execute(select(runs).where(runs.c.id == result.run_id)).one()
+    assert run.status == "failed" and "no accounts" in run.error
 
 
 def test_an_overlapping_run_answers_already_running(authorized: Any, sandbox: Sandbox) -> None:

@@ -149,12 +149,15 @@ class Runner:
         says what failed."""
         started = time.monotonic()
         result = RunResult(start, end, trigger)
+        account_filter = ",".join(account_ids)[:32] if account_ids else None
+        # The ledger first: a run that cannot even start (no accounts) is history too.
+        result.run_id = self._open_ledger(result, account_filter, requested_by)
         try:
             scope = self._scope(account_ids)
         except AdsyncError as exc:
-            return self._fail(result, exc, started)
-        account_filter = ",".join(account_ids)[:32] if account_ids else None
-        result.run_id = self._open_ledger(result, account_filter, requested_by)
+            self._fail(result, exc, started)
+            self._close_ledger(result)
+            return result
         holder = f"{actor()}:run{result.run_id}:{threading.get_ident()}"
         table = f"{self.settings.feishu_bitable_app_token}:{self.settings.feishu_bitable_table_id}"
         day_leases = [f"sync:{table}:{d.isoformat()}" for d in dates_between(start, end)]

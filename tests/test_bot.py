@@ -394,3 +394,24 @@ def test_signed_and_encrypted_nonsense_never_gets_a_500(
     """Correctly sealed (so it passes the signature) but structurally anything."""
     response = server.post_event(event)
     assert response.status_code < 500, (event, response.status_code, response.text[:200])
+
+
+def test_lanes_start_their_jobs_after_the_acknowledgements_in_flight() -> None:
+    """Under a burst, acknowledgements (3 s deadline) go before queued commands (none); the
+    cap keeps the lanes moving when requests never pause."""
+    from adsync.bot.worker import ChatLanes
+
+    lanes = ChatLanes(max_workers=2, ack_priority=30.0)
+    started = threading.Event()
+    with lanes.acknowledging():
+        lanes.submit("oc_a", started.set)
+        assert not started.wait(0.3)
+    assert started.wait(10), "the job starts once the acknowledgement is out"
+    capped = ChatLanes(max_workers=1, ack_priority=0.2)
+    ran = threading.Event()
+    with capped.acknowledging():
+        capped.submit("oc_a", ran.set)
+        assert ran.wait(10), "a request that never ends does not hold the lanes for good"
+    assert lanes.wait_idle(10) and capped.wait_idle(10)
+    lanes.shutdown()
+    capped.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,6 +57,40 @@ def test_claims_are_once_per_key(db_url: str) -> None:
     assert store.claim("msg:om_2", timedelta(seconds=-1))
     assert store.claim("msg:om_2", timedelta(hours=8))  # the expired claim is taken again
     store.dispose()
+
+
+def test_a_claim_of_several_keys_wins_only_if_every_key_was_free(db_url: str) -> None:
+    store = Store(db_url)
+    ttl = timedelta(hours=8)
+    assert store.claim_all(["evt:e1", "msg:om_1"], ttl)
+    assert not store.claim_all(["evt:e1", "msg:om_1"], ttl)  # the platform's retry
+    assert not store.claim_all(["evt:e2", "msg:om_1"], ttl)  # same message, new event id
+    assert not store.claim("evt:e2", ttl)  # ... and that event id is remembered as well
+    assert store.claim_all(["evt:e3", "msg:om_3"], timedelta(seconds=-1))
+    assert store.claim_all(["evt:e3", "msg:om_3"], ttl)  # both expired: taken again
+    assert store.claim_all([], ttl)
+    store.dispose()
+
+
+def test_concurrent_claims_of_one_delivery_have_one_winner(db_url: str) -> None:
+    """Threads (as gunicorn's) and separate stores (as processes) claim the same message at
+    once, under different event ids: exactly one may run it."""
+    stores = [Store(db_url) for _ in range(3)]
+    barrier = threading.Barrier(12)
+    won: list[bool] = []
+
+    def claim(i: int) -> None:
+        barrier.wait(timeout=30)
+        won.append(stores[i % 3].claim_all([f"evt:e{i}", "msg:om_same"], timedelta(hours=8)))
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(won) == [False] * 11 + [True]
+    for s in stores:
+        s.dispose()
 
 
 def test_unreadable_sqlite_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -150,7 +150,9 @@ def create_app(settings: Settings | None = None, bot: Bot | None = None) -> Flas
             return _refuse(400, "the body is not JSON")
         if not isinstance(body, dict):
             return _refuse(400, "the body is not a JSON object")
-        answer = dispatcher.do(parse_req())
+        # Queued commands wait while requests are being acknowledged (see ChatLanes).
+        with bot.lanes.acknowledging():
+            answer = dispatcher.do(parse_req())
         if answer.status_code == 200:
             return Response(answer.content, 200, content_type="application/json; charset=utf-8")
         reason = _reason(answer.content)

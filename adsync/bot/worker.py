@@ -10,12 +10,13 @@ other chats go on in parallel.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -42,13 +43,45 @@ STALE_AFTER_MS = 30 * 60 * 1000
 
 
 class ChatLanes:
-    """A thread pool where jobs of one lane (chat) run one at a time, in order."""
+    """A thread pool where jobs of one lane (chat) run one at a time, in order.
 
-    def __init__(self, max_workers: int = 4) -> None:
+    Acknowledgements first: while webhook requests are being answered (``acknowledging``), a
+    lane does not start its next job, for up to ``ack_priority`` seconds. Everything in the
+    process shares one GIL, so under a burst of deliveries the commands queued by the first
+    ones (cards, replies) would otherwise take CPU from the requests still waiting for their
+    200, which have a 3 s deadline; the commands have none and start a moment later. The cap
+    keeps the lanes moving under a stream of requests that never pauses."""
+
+    def __init__(self, max_workers: int = 4, ack_priority: float = 1.0) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="chat")
         self._lock = threading.Lock()
         self._queues: dict[str, deque[Callable[[], None]]] = {}
         self._idle = threading.Condition(self._lock)
+        self._ack_priority = ack_priority
+        self._acks = 0
+        self._acks_done = threading.Condition(threading.Lock())
+
+    @contextlib.contextmanager
+    def acknowledging(self) -> Iterator[None]:
+        """Around the handling of one webhook request."""
+        with self._acks_done:
+            self._acks += 1
+        try:
+            yield
+        finally:
+            with self._acks_done:
+                self._acks -= 1
+                if not self._acks:
+                    self._acks_done.notify_all()
+
+    def _after_acks(self) -> None:
+        deadline = time.monotonic() + self._ack_priority
+        with self._acks_done:
+            while self._acks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._acks_done.wait(left)
 
     def submit(self, lane: str, job: Callable[[], None]) -> None:
         with self._lock:
@@ -68,6 +101,7 @@ class ChatLanes:
                     self._idle.notify_all()
                     return
                 job = queue[0]
+            self._after_acks()
             try:
                 job()
             except Exception:  # noqa: BLE001 - a failed job must not stall its lane

@@ -107,10 +107,10 @@ def test_token_status_before_authorization_says_what_to_do(env: dict[str, str]) 
 
 
 def test_doctor_reports_each_failing_check_with_its_fix(
-    sandbox: Sandbox, env: dict[str, str]
+    sandbox: Sandbox, env: dict[str, str], cli: Any
 ) -> None:
     env = {k: v for k, v in env.items() if k != "OCEANENGINE_REDIRECT_URI"}
-    result = run_cli(["doctor", "--json"], env)
+    result = cli(["doctor", "--json"], env)
     doc: dict[str, Any] = json.loads(result.stdout)
     by_name = {c["name"]: c for c in doc["checks"]}
     assert not by_name["redirect URI"]["ok"]
@@ -120,15 +120,15 @@ def test_doctor_reports_each_failing_check_with_its_fix(
     assert result.returncode == 3
 
 
-def test_doctor_passes_when_all_is_well(sandbox: Sandbox, env: dict[str, str]) -> None:
-    assert run_cli(["auth", "code", sandbox.auth_code()], env).returncode == 0
-    result = run_cli(["doctor"], env)
+def test_doctor_passes_when_all_is_well(sandbox: Sandbox, env: dict[str, str], cli: Any) -> None:
+    assert cli(["auth", "code", sandbox.auth_code()], env).returncode == 0
+    result = cli(["doctor"], env)
     assert result.returncode == 0, result.stdout
     assert "all checks passed" in result.stdout
 
 
-def test_unreachable_ocean_engine_is_named_in_doctor(env: dict[str, str]) -> None:
-    result = run_cli(["doctor"], {**env, "OCEANENGINE_API_BASE": "http://127.0.0.1:9"})
+def test_unreachable_ocean_engine_is_named_in_doctor(env: dict[str, str], cli: Any) -> None:
+    result = cli(["doctor"], {**env, "OCEANENGINE_API_BASE": "http://127.0.0.1:9"})
     assert result.returncode != 0
     assert "✗ Ocean Engine reachable" in result.stdout and "OCEANENGINE_API_BASE" in result.stdout
 

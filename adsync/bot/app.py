@@ -95,7 +95,7 @@ class EventHandlers:
                 mentioned=bool(msg.mentions),
             )
             outcome = self.bot.on_message(incoming)
-            log.info("message %s: %s", incoming.message_id, outcome)
+            log.debug("message %s: %s", incoming.message_id, outcome)
         except Exception:  # noqa: BLE001 - a 500 here would make Feishu retry for hours
             log.exception("could not take a message event")
 

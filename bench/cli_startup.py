@@ -61,7 +61,9 @@ def main() -> int:
     for name, (wall, rss) in med.items():
         print(f"{name:<22}{wall:>9.3f}{wall / base_wall:>9.3f}{rss:>10.1f}{rss / base_rss:>10.3f}")
     worst = max(med["adsync --help"][0], med["adsync token status"][0]) / base_wall
-    print(f"target <= 0.100x of the import's time: {'met' if worst <= 0.1 else 'NOT met'} ({worst:.3f}x)")
+    print(
+        f"target <= 0.100x of the import's time: {'met' if worst <= 0.1 else 'NOT met'} ({worst:.3f}x)"
+    )
     return 0 if worst <= 0.1 else 1
 
 

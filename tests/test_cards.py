@@ -849,6 +849,7 @@ def test_every_card_kind_is_accepted_by_the_feishu_sandbox_over_http() -> None:
     import lark_oapi as lark
     import requests
     from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody
+
     from adsync.sandbox.feishu import FeishuSandbox
     from adsync.sandbox.server import SandboxServer
     from adsync.sync.feishu import TOKEN_CACHE

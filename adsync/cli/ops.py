@@ -64,13 +64,17 @@ def _feishu_checks(ctx: Context) -> list[Check]:
     settings = ctx.settings
     app = _check(
         "Feishu app",
-        lambda: settings.require("FEISHU_APP_ID", "FEISHU_APP_SECRET")
-        or f"app {settings.feishu_app_id} at {settings.feishu_domain}",
+        lambda: (
+            settings.require("FEISHU_APP_ID", "FEISHU_APP_SECRET")
+            or f"app {settings.feishu_app_id} at {settings.feishu_domain}"
+        ),
     )
     table = _check(
         "Bitable configured",
-        lambda: settings.require("FEISHU_BITABLE_APP_TOKEN", "FEISHU_BITABLE_TABLE_ID")
-        or f"table {settings.feishu_bitable_table_id}",
+        lambda: (
+            settings.require("FEISHU_BITABLE_APP_TOKEN", "FEISHU_BITABLE_TABLE_ID")
+            or f"table {settings.feishu_bitable_table_id}"
+        ),
     )
     checks = [app, table]
     if app.ok and table.ok:
@@ -84,8 +88,10 @@ def _feishu_checks(ctx: Context) -> list[Check]:
     checks.append(
         _check(
             "report chats",
-            lambda: settings.require("FEISHU_REPORT_CHAT_IDS")
-            or f"{len(settings.feishu_report_chat_ids)} chat(s) get the daily report and alerts",
+            lambda: (
+                settings.require("FEISHU_REPORT_CHAT_IDS")
+                or f"{len(settings.feishu_report_chat_ids)} chat(s) get the daily report and alerts"
+            ),
         )
     )
     if settings.feishu_alert_webhook_url is None:

@@ -9,6 +9,7 @@ where that is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -30,19 +31,37 @@ OE_SECRET = "sandbox-oe-secret"
 FEISHU_APP_ID = "cli_sandbox_app"
 FEISHU_SECRET = "sandbox-feishu-secret"
 
-_REPORTS: list[str] = []
+REPORT_FILE = "ADSYNC_TEST_REPORT_FILE"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One file for the figures tests measure, shared by pytest-xdist's worker processes
+    # (they inherit this environment) and read back by the controller at the end.
+    if not hasattr(config, "workerinput") and REPORT_FILE not in os.environ:
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="adsync-test-report-", suffix=".txt")
+        os.close(fd)
+        os.environ[REPORT_FILE] = path
 
 
 def report(line: str) -> None:
     """A figure worth seeing in the test summary (e.g. how often the chain survived)."""
-    _REPORTS.append(line)
+    with open(os.environ[REPORT_FILE], "a", encoding="utf-8") as out:
+        out.write(line.replace("\n", " ") + "\n")
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _REPORTS:
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    path = os.environ.get(REPORT_FILE, "")
+    lines = Path(path).read_text(encoding="utf-8").splitlines() if Path(path).is_file() else []
+    if lines:
         terminalreporter.section("adsync measurements")
-        for line in _REPORTS:
+        for line in lines:
             terminalreporter.write_line(line)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 # -- the sandbox --------------------------------------------------------------------------------

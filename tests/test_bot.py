@@ -415,3 +415,116 @@ def test_lanes_start_their_jobs_after_the_acknowledgements_in_flight() -> None:
     assert lanes.wait_idle(10) and capped.wait_idle(10)
     lanes.shutdown()
     capped.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_adsync_serve_runs_the_app_under_gunicorn_with_the_clock(
+    bot_env: dict[str, str], authorized: Any, sandbox: Sandbox, tmp_path: Any
+) -> None:
+    """The real `adsync serve`: gunicorn, the app factory, the scheduler in-process. The clock
+    catches up on today's daily run at start (its 07:00 has passed or not: both are checked)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import select
+
+    from adsync.sync.store import runs
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adsync", "serve", "--port", str(port)],
+        env={"PATH": os.environ.get("PATH", ""), **bot_env},
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "adsync serve did not come up"
+            time.sleep(0.1)
+        event = say(sandbox, "token status")
+        assert ev.deliver(url + "/feishu/events", ev.seal(event, ENCRYPT_KEY)).status_code == 200
+        deadline = time.monotonic() + 30
+        while not messages(sandbox):
+            assert time.monotonic() < deadline, "no answer from the served bot"
+            time.sleep(0.1)
+        due_passed = datetime.now(ZoneInfo("Asia/Shanghai")).hour >= 7
+        if due_passed:  # the catch-up ran the daily job in the served process
+            deadline = time.monotonic() + 60
+            while True:
+                with authorized.store.engine.connect() as conn:
+                    found = conn.execute(select(runs).where(runs.c.trigger == "schedule")).all()
+                if found and found[0].status != "running":
+                    break
+                assert time.monotonic() < deadline, "the clock did not catch up"
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+
+
+def test_adsync_clock_catches_up_and_stops_on_sigterm(
+    env: dict[str, str], authorized: Any, sandbox: Sandbox, tmp_path: Any
+) -> None:
+    """The Procfile's clock process: `adsync clock` in a UTC process. With today's 07:00 in
+    Asia/Shanghai already past, it runs the daily job at once; with it still ahead, it waits.
+    SIGTERM stops it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import select
+
+    from adsync.sync.store import runs
+
+    due_passed = datetime.now(ZoneInfo("Asia/Shanghai")).hour >= 7
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adsync", "clock"],
+        env={"PATH": os.environ.get("PATH", ""), "TZ": "UTC", **env},
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while due_passed:
+            with authorized.store.engine.connect() as conn:
+                found = conn.execute(select(runs).where(runs.c.trigger == "schedule")).all()
+            if found and found[0].status != "running":
+                assert found[0].status == "ok"
+                break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the clock did not catch up"
+            time.sleep(0.2)
+        report_posted = [m for m in messages(sandbox) if m["msg_type"] == "interactive"]
+        assert bool(report_posted) == due_passed
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0, out[-2000:]
+    assert "clock stopped" in out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -463,8 +464,12 @@ def run_clock(services: Services) -> None:
         settings.settle_at.strftime("%H:%M"),
         settings.timezone,
     )
+    # A platform stopping the process (SIGTERM) lets a running job's transaction end cleanly;
+    # an interrupted sync is simply repeated by the next run (every write is an upsert).
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
     with contextlib.suppress(KeyboardInterrupt, SystemExit):
         scheduler.start()
+    log.info("clock stopped")
 
 
 __all__ = ["Clock", "build_clock", "build_scheduler", "run_clock", "start_background_clock"]

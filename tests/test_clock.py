@@ -1020,3 +1020,17 @@ def test_zero_rows_where_the_day_before_had_rows_is_an_alert(
     assert f"0 rows on {yesterday}" in silent
     [card] = reports(sandbox)
     assert card.template == "orange" and "没有数据" in card.text
+
+
+def test_a_failed_settle_re_sync_is_an_alert(authorized: Any, sandbox: Sandbox) -> None:
+    """At 10:30 yesterday is synced again; if that fails, the group hears about it once."""
+    from adsync.bot.clock import build_clock
+    from adsync.bot.messenger import Messenger
+
+    sandbox.post("/_sandbox/oceanengine/revoke")
+    clock = build_clock(authorized, Messenger(authorized.settings))
+    result = clock.settle()
+    assert result is not None and result.status == "failed"
+    posted = sandbox.get("/_sandbox/feishu/messages", chat_id="oc_sandbox_reports")["messages"]
+    assert ["结算同步失败" in json.dumps(m, ensure_ascii=False) for m in posted] == [True]
+    assert clock.settle() is None  # once a day

@@ -246,6 +246,14 @@ class Clock:
                     lang="zh",
                 )
                 self.notifier.broadcast(card, f"settle:{today}")
+            if result.status in ("failed", "partial"):
+                # Yesterday may still hold this morning's (not yet final) numbers: say so.
+                lines = [result.error] if result.error else []
+                lines += [f"{a.label}: {a.reason}" for a in result.failed[:10]]
+                lines.append("yesterday's rows keep the morning's numbers; run `sync` again")
+                self.notifier.alert(
+                    f"settle:failed:{today}", "结算同步失败 · the settle re-sync failed", lines
+                )
             return result
 
     # -- report and alerts after the daily run ------------------------------------------------

@@ -110,7 +110,7 @@ def test_transient_failures_beyond_the_retries_raise_and_are_recorded(
     old = _row(authorized)
     with pytest.raises(TransientError):
         authorized.tokens.refresh(reason="test")
-    assert sandbox.faults()["oceanengine"]["injected"] == 5  # one try and four retries
+    assert sandbox.faults()["oceanengine"]["injected"] == 4  # one try and three retries
     assert _row(authorized).access_token == old.access_token  # the chain is untouched
     status = authorized.tokens.status()
     assert status.health == "expiring" and "50000" in (status.last_failure_reason or "")

@@ -11,11 +11,13 @@ from adsync.sync.store import Store
 from adsync.sync.tokens import TokenManager
 
 
-def _client(settings: Settings, limiter: RateLimiter) -> OceanEngineClient:
+def _client(
+    settings: Settings, limiter: RateLimiter, attempts: int = RetryPolicy.attempts
+) -> OceanEngineClient:
     return OceanEngineClient(
         settings.oceanengine_api_base,
         timeout=settings.http_timeout,
-        retry=RetryPolicy(base=settings.retry_base_delay),
+        retry=RetryPolicy(attempts=attempts, base=settings.retry_base_delay),
         limiter=limiter,
         pool_size=settings.concurrency + 2,
     )
@@ -43,5 +45,7 @@ class Services:
 def open_services(settings: Settings) -> Services:
     store = Store(settings.db_url)
     limiter = RateLimiter(settings.rate_limit)
-    tokens = TokenManager(settings, store, _client(settings, limiter))
+    # Token calls: a refresh and three retries. Each retry of a refresh whose answer was lost
+    # risks presenting a refresh token the platform already rotated; more would not help.
+    tokens = TokenManager(settings, store, _client(settings, limiter, attempts=4))
     return Services(settings, store, limiter, tokens)

@@ -61,14 +61,18 @@ class ReportRow:
 
     @property
     def conversion_cost(self) -> Decimal | None:
-        """Cost per conversion to the cent; None (an empty cell) without conversions."""
-        if not self.convert_cnt:
-            return None
-        return (self.cost / self.convert_cnt).quantize(CENT, rounding=ROUND_HALF_UP)
+        return cost_per(self.cost, self.convert_cnt)
 
     @property
     def cost_cents(self) -> int:
         return int(self.cost * 100)
+
+
+def cost_per(cost: Decimal, count: int) -> Decimal | None:
+    """Cost per conversion to the cent (half up); None — an empty cell — without conversions."""
+    if not count:
+        return None
+    return (cost / count).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def sync_key(stat_date: date, account_id: str, promotion_id: str) -> str:

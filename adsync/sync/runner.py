@@ -20,19 +20,18 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from adsync.sync import localcopy
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.leases import Busy, holding
 from adsync.sync.oceanengine import TransientError
 from adsync.sync.reports import Account, ReportRow, dates_between, fetch_rows, resolve_accounts
 from adsync.sync.services import Services
-from adsync.sync.store import accounts, actor, report_rows, run_accounts, runs, utcnow
+from adsync.sync.store import accounts, actor, run_accounts, runs, utcnow
 
 if TYPE_CHECKING:
     from adsync.sync.bitable import BitableSink, UpsertResult
@@ -207,7 +206,7 @@ class Runner:
                 self._progress(Progress(len(scope), len(scope), result.rows, stage="write"))
             # Saved while the writer sends its last chunks. Accounts fetched before an
             # authorization died are kept too: every account the result calls ok is synced.
-            self._save_local_copy(good_rows, result.run_id)
+            localcopy.save(self.store, good_rows, result.run_id)
             writer.finish()
         finally:
             writer.close()
@@ -329,23 +328,6 @@ class Runner:
         return result
 
     # -- the local copy and the ledger --------------------------------------------------------
-
-    def _save_local_copy(self, rows: Sequence[ReportRow], run_id: int | None) -> None:
-        if not rows:
-            return
-        now = utcnow()
-        dialect_insert = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
-        stmt = dialect_insert(report_rows)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[report_rows.c.sync_key],
-            set_={
-                c.name: stmt.excluded[c.name] for c in report_rows.columns if c.name != "sync_key"
-            },
-        )
-        # One statement, many parameter sets: compiled once (and cached). A multi-VALUES
-        # statement per 500 rows cost a fresh compile each, about 8 s for 16,000 rows.
-        with self.store.begin() as conn:
-            conn.execute(stmt, [_local_values(r, now, run_id) for r in rows])
 
     def _open_ledger(self, result: RunResult, account_filter: str | None, requested_by: str) -> int:
         with self.store.begin() as conn:
@@ -488,26 +470,6 @@ class _Writer:
                     self._upsert = stream.finish()
         except BaseException as exc:  # noqa: BLE001 - raised again by finish(), in the run
             self._error = exc
-
-
-def _local_values(row: ReportRow, now: datetime, run_id: int | None) -> dict[str, Any]:
-    return {
-        "sync_key": row.sync_key,
-        "stat_date": row.stat_date,
-        "account_id": row.account_id,
-        "account_name": row.account_name,
-        "project_id": row.project_id,
-        "project_name": row.project_name,
-        "promotion_id": row.promotion_id,
-        "promotion_name": row.promotion_name,
-        "cost_cents": row.cost_cents,
-        "show_cnt": row.show_cnt,
-        "click_cnt": row.click_cnt,
-        "convert_cnt": row.convert_cnt,
-        "clue_cnt": row.clue_cnt,
-        "synced_at": now,
-        "run_id": run_id,
-    }
 
 
 def recent_runs(services: Services, limit: int = 10) -> list[dict[str, Any]]:

@@ -7,15 +7,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
 
-from adsync.sync.reports import Account, ReportRow
+from adsync.sync import localcopy
+from adsync.sync.reports import CENT, Account, ReportRow, cost_per
 from adsync.sync.store import Store, report_rows
-
-CENT = Decimal("0.01")
 
 
 @dataclass
@@ -37,9 +36,7 @@ class Totals:
 
     @property
     def conversion_cost(self) -> Decimal | None:
-        if not self.convert_cnt:
-            return None
-        return (self.cost / self.convert_cnt).quantize(CENT, rounding=ROUND_HALF_UP)
+        return cost_per(self.cost, self.convert_cnt)
 
     @property
     def ctr(self) -> float | None:
@@ -136,37 +133,11 @@ class Summary:
         }
 
 
-def load_rows(store: Store, start: date, end: date) -> list[ReportRow]:
-    with store.engine.connect() as conn:
-        found = conn.execute(
-            select(report_rows).where(
-                report_rows.c.stat_date >= start, report_rows.c.stat_date <= end
-            )
-        ).all()
-    return [
-        ReportRow(
-            stat_date=r.stat_date,
-            account_id=r.account_id,
-            account_name=r.account_name,
-            project_id=r.project_id,
-            project_name=r.project_name,
-            promotion_id=r.promotion_id,
-            promotion_name=r.promotion_name,
-            cost=(Decimal(r.cost_cents) / 100).quantize(CENT),
-            show_cnt=r.show_cnt,
-            click_cnt=r.click_cnt,
-            convert_cnt=r.convert_cnt,
-            clue_cnt=r.clue_cnt,
-        )
-        for r in found
-    ]
-
-
 def summarize(store: Store, start: date, end: date, scope: Sequence[Account] = ()) -> Summary:
     days = (end - start).days + 1
     prev_start, prev_end = start - timedelta(days=days), start - timedelta(days=1)
     trend_start = min(end - timedelta(days=6), prev_start)
-    rows = load_rows(store, trend_start, end)
+    rows = localcopy.load(store, trend_start, end)
     totals, previous = Totals(), Totals()
     per_account: dict[str, tuple[Totals, Totals]] = defaultdict(lambda: (Totals(), Totals()))
     names: dict[str, str] = {a.id: a.name for a in scope}
@@ -200,14 +171,14 @@ def summarize(store: Store, start: date, end: date, scope: Sequence[Account] = (
 def daily_totals(store: Store, start: date, end: date) -> dict[date, Totals]:
     """Per-day totals (used by alerts: 7-day averages, zero-row days)."""
     out: dict[date, Totals] = defaultdict(Totals)
-    for row in load_rows(store, start, end):
+    for row in localcopy.load(store, start, end):
         out[row.stat_date].add(row)
     return dict(out)
 
 
 def account_days(store: Store, start: date, end: date) -> dict[tuple[str, date], Totals]:
     out: dict[tuple[str, date], Totals] = defaultdict(Totals)
-    for row in load_rows(store, start, end):
+    for row in localcopy.load(store, start, end):
         out[(row.account_id, row.stat_date)].add(row)
     return dict(out)
 

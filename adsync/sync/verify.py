@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from adsync.sync import localcopy
 from adsync.sync.leases import holding
 from adsync.sync.reports import dates_between
 from adsync.sync.services import Services
 from adsync.sync.store import actor, utcnow
-from adsync.sync.summary import load_rows
 
 
 @dataclass
@@ -53,7 +53,7 @@ def verify(services: Services, start: date, end: date, fix: bool = False) -> Ver
     from adsync.sync.bitable import BitableSink
 
     settings = services.settings
-    local = load_rows(services.store, start, end)
+    local = localcopy.load(services.store, start, end)
     sink = BitableSink(settings)
     sink.prepare(create_missing=fix)
     names = {r.account_name: r.account_id for r in local if r.account_name}

@@ -44,7 +44,10 @@ def main() -> int:
         ("import lark_oapi", [py, "-c", "import lark_oapi"]),
         ("adsync --help", [py, "-m", "adsync", "--help"]),
         ("adsync token status", [py, "-m", "adsync", "token", "status"]),
+        # References: what no Python command can go under, and what storage alone costs
+        # (token status reads the database through SQLAlchemy, as every command does).
         ("python -c pass", [py, "-c", "pass"]),
+        ("import sqlalchemy", [py, "-c", "import sqlalchemy"]),
     ]
     # Interleave the cases round by round so machine noise hits them alike.
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in cases}

@@ -310,6 +310,11 @@ class Store:
         return create_engine(url, pool_pre_ping=True)
 
     def migrate(self) -> None:
+        # Every process opens the store; nearly always the schema is current. Look first, with
+        # a plain read, so a read-only command (`adsync token status`) takes no write lock.
+        with contextlib.suppress(SQLAlchemyError):
+            if self.schema_version() == SCHEMA_VERSION:
+                return
         with self.exclusive() as conn:
             if self.dialect == "postgresql":
                 # Serialise concurrent first starts; keyed by schema so test schemas don't collide.

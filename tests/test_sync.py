@@ -362,6 +362,51 @@ def test_cli_sync_summary_accounts_records_fields(
     assert "7-day spend" in text.stdout
 
 
+def test_summary_figures_equal_the_platform_per_account_day_and_period(
+    authorized: Any, sandbox: Sandbox, env: dict[str, str], cli: Any
+) -> None:
+    """The summary (summed by the database from the local copy) against the platform's own
+    rows: totals, every account, the period before and each day of the 7-day trend."""
+    yesterday = today() - timedelta(days=1)
+    start, end = yesterday - timedelta(days=1), yesterday  # a 2-day period, 2 days before it
+    first = yesterday - timedelta(days=7)
+    synced = cli(["sync", f"{first}..{end}", "--json"], env)
+    assert synced.returncode == 0, synced.stderr
+    rows = truth(sandbox, first, end).values()
+
+    def cost(keep: Any) -> Decimal:
+        return sum((Decimal(str(v["stat_cost"])) for v in rows if keep(v)), Decimal(0)).quantize(
+            Decimal("0.01")
+        )
+
+    def day_of(v: dict[str, Any]) -> date:
+        return date.fromisoformat(str(v["stat_time_day"])[:10])
+
+    summary = json.loads(cli(["summary", f"{start}..{end}", "--json"], env).stdout)
+    assert Decimal(summary["totals"]["cost"]) == cost(lambda v: start <= day_of(v) <= end)
+    assert summary["totals"]["rows"] == sum(1 for v in rows if start <= day_of(v) <= end)
+    before = (start - timedelta(days=2), start - timedelta(days=1))
+    assert Decimal(summary["previous"]["cost"]) == cost(
+        lambda v: before[0] <= day_of(v) <= before[1]
+    )
+    assert summary["accounts"], "no accounts in the summary"
+    for account in summary["accounts"]:
+        mine = account["account_id"]
+        assert Decimal(account["totals"]["cost"]) == cost(
+            lambda v, a=mine: v["account_id"] == a and start <= day_of(v) <= end
+        )
+        assert account["totals"]["convert_cnt"] == sum(
+            v["convert_cnt"] for v in rows if v["account_id"] == mine and start <= day_of(v) <= end
+        )
+        assert account["name"], "every account is named"
+    assert [p["day"] for p in summary["trend"]] == [
+        str(end - timedelta(days=n)) for n in range(6, -1, -1)
+    ]
+    for point in summary["trend"]:
+        day = date.fromisoformat(point["day"])
+        assert Decimal(point["cost"]) == cost(lambda v, d=day: day_of(v) == d)
+
+
 @pytest.mark.parametrize("layout", ["legacy"])
 def test_a_legacy_text_typed_table_is_mapped(
     authorized: Any, sandbox: Sandbox, env: dict[str, str], layout: str, cli: Any

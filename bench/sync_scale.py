@@ -48,7 +48,6 @@ import logging
 import math
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +61,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
+from sandbox_process import SandboxProcess
 
 ACCOUNTS = 200
 PROMOTIONS = 20
@@ -100,32 +100,8 @@ DATA_PATHS = ["/open_api/v3.0/local/report", "/bitable/"]
 # -- the sandbox process ---------------------------------------------------------------------
 
 
-class Sandbox:
-    """The sandbox in a child process of ours, driven over its control API."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adsync.sandbox.server", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # its first line: {"sandbox": url}
-        if not line:
-            raise RuntimeError("the sandbox did not start")
-        self.url: str = json.loads(line)["sandbox"]
-        self.http = requests.Session()
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self.http.post(self.url + path, json=body, timeout=60)
-        response.raise_for_status()
-        return response.json()
-
-    def get(self, path: str, **params: Any) -> Any:
-        response = self.http.get(self.url + path, params=params, timeout=300)
-        response.raise_for_status()
-        return response.json()
+class Sandbox(SandboxProcess):
+    """The sandbox process, with this bench's fault settings and call counts."""
 
     def faults(self, error_rate: float = 0.0, seed: int = 0) -> None:
         if not error_rate:
@@ -146,13 +122,6 @@ class Sandbox:
     def calls(self) -> dict[str, Counter]:
         stats = self.get("/_sandbox/stats")
         return {p: Counter(stats[p]["calls"]) for p in ("oceanengine", "feishu")}
-
-    def close(self) -> None:
-        self.proc.terminate()  # the process this object started, by its handle
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 class Counter(dict[str, int]):

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import selectors
 import shlex
@@ -79,6 +78,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
+from sandbox_process import SandboxProcess
 
 DELIVERIES = 200
 CHATS = 8
@@ -189,36 +189,13 @@ def floor_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> li
 # -- the sandbox process ---------------------------------------------------------------------
 
 
-class Sandbox:
-    """The sandbox in a child process of ours, driven over its control API."""
+class Sandbox(SandboxProcess):
+    """The sandbox process, at the lowest CPU priority: it simulates Feishu's and Ocean
+    Engine's servers, whose CPU is not ours in production, so it must not take the two cores
+    from the server under test."""
 
     def __init__(self) -> None:
-        # The sandbox stands in for Feishu's and Ocean Engine's servers, whose CPU is not ours
-        # in production: it runs at the lowest priority so that simulating the platforms does
-        # not take the two cores from the server under test.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adsync.sandbox.server", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            preexec_fn=lambda: os.nice(19),
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # its first line: {"sandbox": url}
-        if not line:
-            raise RuntimeError("the sandbox did not start")
-        self.url: str = json.loads(line)["sandbox"]
-        self.http = requests.Session()
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self.http.post(self.url + path, json=body, timeout=60)
-        response.raise_for_status()
-        return response.json()
-
-    def get(self, path: str, **params: Any) -> Any:
-        response = self.http.get(self.url + path, params=params, timeout=60)
-        response.raise_for_status()
-        return response.json()
+        super().__init__(niceness=19, timeout=60)
 
     def replies(self, chat_ids: list[str]) -> dict[str, int]:
         """Bot replies per user message id, in ``chat_ids``."""
@@ -228,13 +205,6 @@ class Sandbox:
                 if m["via"] != "user" and m["parent_id"]:
                     counts[m["parent_id"]] = counts.get(m["parent_id"], 0) + 1
         return counts
-
-    def close(self) -> None:
-        self.proc.terminate()  # the process this object started, by its handle
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 # -- the database ----------------------------------------------------------------------------

@@ -48,6 +48,24 @@ def table_records(sandbox: Sandbox, app: str = APP, table: str = TABLE) -> list[
     return [r["fields"] for r in sandbox.get(f"/_sandbox/feishu/tables/{app}/{table}")["records"]]
 
 
+def refill_table(sandbox: Sandbox, snapshot: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Replace the table's records with ``rows``, keeping the fields of ``snapshot``: what a
+    person editing the Bitable by hand (or the replaced scripts) can leave behind."""
+    fields = [
+        {k: f[k] for k in ("field_name", "type", "property") if f.get(k) is not None}
+        for f in snapshot["fields"]
+    ]
+    sandbox.post(
+        "/_sandbox/feishu/tables",
+        {
+            "app_token": APP,
+            "table_id": TABLE,
+            "fields": fields,
+            "records": [{"fields": r} for r in rows],
+        },
+    )
+
+
 def assert_table_is_truth(sandbox: Sandbox, start: date, end: date) -> int:
     expected = truth(sandbox, start, end)
     records = table_records(sandbox)
@@ -204,18 +222,7 @@ def test_preexisting_duplicates_collapse_to_one_row(authorized: Any, sandbox: Sa
     records = [r["fields"] for r in snapshot["records"]]
     # What the replaced scripts left behind: the same day written again (twice, for some rows).
     doubled = records + records[:5] + records[:2]
-    sandbox.post(
-        "/_sandbox/feishu/tables",
-        {
-            "app_token": APP,
-            "table_id": TABLE,
-            "fields": [
-                {k: f[k] for k in ("field_name", "type", "property") if f.get(k) is not None}
-                for f in snapshot["fields"]
-            ],
-            "records": [{"fields": r} for r in doubled],
-        },
-    )
+    refill_table(sandbox, snapshot, doubled)
     result = Runner(authorized).run(start, end)
     assert result.status == "ok"
     assert result.deleted == len(records[:5]) + len(records[:2]) == 7
@@ -309,18 +316,7 @@ def test_verify_finds_and_fixes_what_differs(
     damaged = [dict(r) for r in records[1:]]  # one row missing
     damaged[0]["消耗(元)"] = 1.0  # one row different
     damaged.append(dict(records[2]))  # one row duplicated
-    sandbox.post(
-        "/_sandbox/feishu/tables",
-        {
-            "app_token": APP,
-            "table_id": TABLE,
-            "fields": [
-                {k: f[k] for k in ("field_name", "type", "property") if f.get(k) is not None}
-                for f in snapshot["fields"]
-            ],
-            "records": [{"fields": r} for r in damaged],
-        },
-    )
+    refill_table(sandbox, snapshot, damaged)
     report = cli(["verify", str(end), "--json"], env)
     assert report.returncode == 1, report.stderr
     doc = json.loads(report.stdout)

@@ -51,7 +51,7 @@ from sqlalchemy.types import TypeDecorator
 
 from adsync.sync.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # the highest step in MIGRATIONS
 SQLITE_BUSY_SECONDS = 60  # how long a writer waits for the database before giving up
 
 
@@ -253,7 +253,29 @@ def _v1(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
-# Each step is idempotent (create with checkfirst) so a half-applied step can simply rerun.
+def add_missing_columns(conn: Connection, table: Table) -> None:
+    """Add the columns of ``table`` that an older database lacks (nullable or with a server
+    default), for migration steps. A fresh database gets them from ``create_all`` in step 1,
+    so steps must tolerate finding their columns already there."""
+    from sqlalchemy import inspect
+
+    have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    for column in table.columns:
+        if column.name not in have:
+            kind = column.type.compile(dialect=conn.dialect)
+            default = ""
+            if column.server_default is not None:
+                default = f" DEFAULT {column.server_default.arg}"
+            conn.execute(
+                text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
+            )
+
+
+# Each step is idempotent (create with checkfirst, add_missing_columns) so a half-applied step
+# can simply rerun, and every step not yet recorded runs (not only those above the highest
+# recorded), so steps added on parallel branches all apply whatever order they landed in.
+# New tables need no step of their own beyond step 1's create_all; new columns on existing
+# tables do (add_missing_columns).
 MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
 
 
@@ -313,26 +335,35 @@ class Store:
         # Every process opens the store; nearly always the schema is current. Look first, with
         # a plain read, so a read-only command (`adsync token status`) takes no write lock.
         with contextlib.suppress(SQLAlchemyError):
-            if self.schema_version() == SCHEMA_VERSION:
+            if self.applied_steps() >= {version for version, _ in MIGRATIONS}:
+                if self.schema_version() > SCHEMA_VERSION:
+                    raise self._too_new(self.schema_version())
                 return
         with self.exclusive() as conn:
             if self.dialect == "postgresql":
                 # Serialise concurrent first starts; keyed by schema so test schemas don't collide.
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema()))"))
             schema_version.create(conn, checkfirst=True)
-            current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
-            if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"database {self.url_for_humans} has schema {current}, newer than this "
-                    f"adsync ({SCHEMA_VERSION})",
-                    hint="upgrade adsync, or point ADSYNC_DATABASE_URL elsewhere",
-                )
+            applied = set(conn.execute(select(schema_version.c.version)).scalars())
+            if applied and max(applied) > SCHEMA_VERSION:
+                raise self._too_new(max(applied))
             for version, step in MIGRATIONS:
-                if version > current:
+                if version not in applied:
                     step(conn)
                     conn.execute(
                         insert(schema_version).values(version=version, migrated_at=utcnow())
                     )
+
+    def _too_new(self, current: int) -> StoreError:
+        return StoreError(
+            f"database {self.url_for_humans} has schema {current}, newer than this "
+            f"adsync ({SCHEMA_VERSION})",
+            hint="upgrade adsync, or point ADSYNC_DATABASE_URL elsewhere",
+        )
+
+    def applied_steps(self) -> set[int]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(schema_version.c.version)).scalars())
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:

@@ -10,15 +10,15 @@ import pytest
 from sqlalchemy import insert
 
 from adsync.sync.errors import StoreError
-from adsync.sync.store import SCHEMA_VERSION, Store, schema_version, utcnow
+from adsync.sync.store import Store, schema_target, schema_version, utcnow
 
 
 def test_schema_is_created_and_reopening_is_a_no_op(db_url: str) -> None:
     store = Store(db_url)
-    assert store.schema_version() == SCHEMA_VERSION
+    assert store.schema_version() == schema_target()
     store.dispose()
     again = Store(db_url)
-    assert again.schema_version() == SCHEMA_VERSION
+    assert again.schema_version() == schema_target()
     assert "schema" in again.check()
     again.dispose()
 
@@ -27,7 +27,7 @@ def test_a_newer_schema_is_refused(db_url: str) -> None:
     store = Store(db_url)
     with store.begin() as conn:
         conn.execute(
-            insert(schema_version).values(version=SCHEMA_VERSION + 1, migrated_at=utcnow())
+            insert(schema_version).values(version=schema_target() + 1, migrated_at=utcnow())
         )
     store.dispose()
     with pytest.raises(StoreError) as err:

@@ -51,7 +51,6 @@ from sqlalchemy.types import TypeDecorator
 
 from adsync.sync.errors import StoreError
 
-SCHEMA_VERSION = 1  # the highest step in MIGRATIONS
 SQLITE_BUSY_SECONDS = 60  # how long a writer waits for the database before giving up
 
 
@@ -276,7 +275,13 @@ def add_missing_columns(conn: Connection, table: Table) -> None:
 # recorded), so steps added on parallel branches all apply whatever order they landed in.
 # New tables need no step of their own beyond step 1's create_all; new columns on existing
 # tables do (add_missing_columns).
+# Register a step right after its function: ``MIGRATIONS.append((N, _vN))``.
 MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
+
+
+def schema_target() -> int:
+    """The schema this adsync expects: its highest migration step."""
+    return max(version for version, _ in MIGRATIONS)
 
 
 def _describe(url: str) -> str:
@@ -336,7 +341,7 @@ class Store:
         # a plain read, so a read-only command (`adsync token status`) takes no write lock.
         with contextlib.suppress(SQLAlchemyError):
             if self.applied_steps() >= {version for version, _ in MIGRATIONS}:
-                if self.schema_version() > SCHEMA_VERSION:
+                if self.schema_version() > schema_target():
                     raise self._too_new(self.schema_version())
                 return
         with self.exclusive() as conn:
@@ -345,7 +350,7 @@ class Store:
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema()))"))
             schema_version.create(conn, checkfirst=True)
             applied = set(conn.execute(select(schema_version.c.version)).scalars())
-            if applied and max(applied) > SCHEMA_VERSION:
+            if applied and max(applied) > schema_target():
                 raise self._too_new(max(applied))
             for version, step in MIGRATIONS:
                 if version not in applied:
@@ -357,7 +362,7 @@ class Store:
     def _too_new(self, current: int) -> StoreError:
         return StoreError(
             f"database {self.url_for_humans} has schema {current}, newer than this "
-            f"adsync ({SCHEMA_VERSION})",
+            f"adsync ({schema_target()})",
             hint="upgrade adsync, or point ADSYNC_DATABASE_URL elsewhere",
         )
 

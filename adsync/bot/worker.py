@@ -240,9 +240,10 @@ class Bot:
         )
         if denial is not None:
             title = "没有权限" if lang == "zh" else "Not allowed"
+            people = denial.admins if denial.reason == "admin_only" else ()
             self._reply(
                 incoming.message_id,
-                cards.message_card(title, denial.message, lang, "warning"),
+                cards.message_card(title, denial.message, lang, "warning", people=people),
                 None,
             )
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from datetime import datetime
 from typing import TextIO
@@ -9,6 +10,7 @@ from typing import TextIO
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json, table
 from adsync.sync.dates import parse_when
+from adsync.sync.errors import AdsyncError
 from adsync.sync.runner import FAILED, Progress, Runner, RunResult
 
 STATUS_WORD = {"ok": "OK", "partial": "PARTIAL", "failed": "FAILED", "busy": "BUSY"}
@@ -60,6 +62,11 @@ def sync(ctx: Context) -> int:
         requested_by="cli",
         wait=0 if ctx.args.no_wait else 1800,
     )
+    if result.needs_authorization:
+        # The operator may authorize from here: a link bound to the CLI (never minted by the
+        # run itself, whose result also reaches chat cards).
+        with contextlib.suppress(AdsyncError):
+            result.auth_url = ctx.services.tokens.authorization_url(requested_by="cli")
     if ctx.json:
         print_json(result.to_json())
     else:

@@ -13,6 +13,7 @@ database rolls it back and releases its locks.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import sqlite3
@@ -50,6 +51,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
 from adsync.sync.errors import StoreError
+from adsync.sync.private import describe, private_dir, private_file
+
+log = logging.getLogger("adsync.store")
 
 SQLITE_BUSY_SECONDS = 60  # how long a writer waits for the database before giving up
 
@@ -99,6 +103,46 @@ tokens = Table(
     Column("dead_at", UTCDateTime),  # set when the platform says the chain is gone
     Column("dead_reason", Text),
     Column("updated_at", UTCDateTime, nullable=False),
+    # When the platform last accepted this chain: an authorization, a refresh, or a check
+    # (`adsync token status --check`, the watchdog's call). Added by migration step 2.
+    Column("confirmed_at", UTCDateTime),
+)
+
+# A refresh on the wire (PostgreSQL only; see ``adsync.sync.tokens``): written, in its own
+# transaction, while the refresher holds the token row's lock and before it asks the platform;
+# deleted in the transaction that stores the new pair. A row whose generation is still the
+# stored one while nobody holds that lock is a refresh whose answer was never saved.
+token_refreshes = Table(
+    "token_refreshes",
+    metadata,
+    Column("app_id", String(32), primary_key=True),
+    Column("generation", Integer, nullable=False),
+    Column("holder", String(160), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+)
+
+# An authorization that would drop accounts already granted, waiting for an admin to take it or
+# cancel it on the callback page (or `adsync auth code … --confirm`). It holds a live token
+# pair (the platform already replaced the previous grant), so it lives minutes, not days.
+pending_grants = Table(
+    "pending_grants",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the confirmation form's secret
+    Column("app_id", String(32), nullable=False),
+    Column("code_hash", String(64), nullable=False),  # sha256 of the auth_code
+    Column("requested_by", String(120), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime),
+    Column("decision", String(16)),  # taken | cancelled
+    Column("base_generation", Integer),  # the stored chain it would replace
+    Column("access_token", Text, nullable=False),
+    Column("refresh_token", Text, nullable=False),
+    Column("access_expires_at", UTCDateTime, nullable=False),
+    Column("refresh_expires_at", UTCDateTime, nullable=False),
+    Column("advertiser_ids", Text, nullable=False, default="[]"),
+    Column("names", Text, nullable=False, default="{}"),
+    Index("ix_pending_grants_code", "code_hash"),
 )
 
 token_history = Table(
@@ -279,6 +323,16 @@ def add_missing_columns(conn: Connection, table: Table) -> None:
 MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
 
 
+def _v2(conn: Connection) -> None:
+    """Token check-ins (``tokens.confirmed_at``), refreshes on the wire, pending grants."""
+    add_missing_columns(conn, tokens)
+    token_refreshes.create(conn, checkfirst=True)
+    pending_grants.create(conn, checkfirst=True)
+
+
+MIGRATIONS.append((2, _v2))
+
+
 def schema_target() -> int:
     """The schema this adsync expects: its highest migration step."""
     return max(version for version, _ in MIGRATIONS)
@@ -294,9 +348,11 @@ def _describe(url: str) -> str:
 class Store:
     """The database: an engine, a migrated schema, transactions and locks."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, data_dir: Path | None = None) -> None:
         self.url_for_humans = _describe(url)
         self.dialect = make_url(url).get_backend_name()
+        self.data_dir = data_dir
+        self.sqlite_path: Path | None = None  # the database file, for SQLite on disk
         # SQLite has one writer at a time, and a connection that finds the database locked
         # sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms) and looks again; with a dozen
         # threads of one process writing (webhook claims, chat lanes, a sync), those sleeps,
@@ -326,15 +382,29 @@ class Store:
         return StoreError(f"database {self.url_for_humans} {doing}: {detail}", hint=hint)
 
     def _create_engine(self, url: str) -> Engine:
+        # hide_parameters: a failed statement's text (which reaches logs, and once reached a
+        # chat card) never carries its values — the token pair of an UPDATE included.
+        repairs = []
+        if self.data_dir is not None:
+            repairs.append(private_dir(self.data_dir, create=False))
         if self.dialect == "sqlite":
             database = make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+            if database and database != ":memory:" and not database.startswith("file:"):
+                self.sqlite_path = Path(database)
+                repairs.append(private_dir(self.sqlite_path.parent))
+                repairs.append(private_file(self.sqlite_path, create=True))
+                for suffix in ("-wal", "-shm", "-journal"):
+                    repairs.append(private_file(Path(database + suffix)))
+            engine = create_engine(
+                url, connect_args={"timeout": SQLITE_BUSY_SECONDS}, hide_parameters=True
+            )
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
-            return engine
-        return create_engine(url, pool_pre_ping=True)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        if any(repairs):
+            log.warning("made owner-only (others could read them): %s", describe(repairs))
+        return engine
 
     def migrate(self) -> None:
         # Every process opens the store; nearly always the schema is current. Look first, with
@@ -519,6 +589,9 @@ class Store:
         with self.begin() as conn:
             n = conn.execute(delete(dedup).where(dedup.c.expires_at < now)).rowcount
             n += conn.execute(delete(oauth_states).where(oauth_states.c.expires_at < now)).rowcount
+            n += conn.execute(
+                delete(pending_grants).where(pending_grants.c.expires_at < now)
+            ).rowcount
         return n
 
 
@@ -540,8 +613,8 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-def open_store(url: str) -> Store:
-    return Store(url)
+def open_store(url: str, data_dir: Path | None = None) -> Store:
+    return Store(url, data_dir)
 
 
 __all__ = [
@@ -561,4 +634,6 @@ __all__ = [
     "oauth_states",
     "notifications",
     "alerts",
+    "token_refreshes",
+    "pending_grants",
 ]

@@ -152,6 +152,7 @@ class Clock:
             self._authorization_alert(exc)
             return
         except TokenNotSaved as exc:
+            log.error("%s", exc.message)
             self.notifier.alert(
                 "token:unsaved",
                 "Token 已刷新但未保存 · refreshed but not saved",

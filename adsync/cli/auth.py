@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from adsync.cli.context import Context
 from adsync.cli.fmt import duration, print_json, when
-from adsync.sync.errors import ConfigError
+from adsync.sync.errors import ConfigError, StoreError
 from adsync.sync.tokens import PENDING_LIFETIME, AuthResult, TokenStatus
 
 HEALTH_MARK = {
@@ -127,13 +128,40 @@ def _announce(ctx: Context, result: AuthResult) -> None:
 
 
 def token_status(ctx: Context) -> int:
-    tokens = ctx.services.tokens
+    try:
+        tokens = ctx.services.tokens
+    except StoreError as exc:
+        # The database is unreachable; a refreshed pair waiting on this machine is the one
+        # thing worth saying on top of that (it is the only live pair).
+        waiting = _waiting_rescue(ctx)
+        if waiting is None:
+            raise
+        if ctx.json:
+            print_json({"health": "unsaved", "message": exc.message, "rescue_file": str(waiting)})
+        else:
+            ctx.say(
+                f"Ocean Engine token (app {ctx.settings.oceanengine_app_id}): {HEALTH_MARK['unsaved']}"
+            )
+            ctx.say(f"  refreshed but not saved: the new pair is kept in {waiting} (owner-only)")
+            ctx.say(f"  and saved by the next adsync that reaches the database. {exc.message}")
+            ctx.say(f"  → {exc.hint}")
+        return 3
     status = tokens.check() if getattr(ctx.args, "check", False) else tokens.status()
     if ctx.json:
         print_json(status.to_json())
     else:
         render_status(ctx, status)
     return 3 if status.health in ("reauthorize", "unsaved") else 0
+
+
+def _waiting_rescue(ctx: Context) -> Path | None:
+    from adsync.sync import rescue
+
+    app_id = ctx.settings.oceanengine_app_id
+    if not app_id:
+        return None
+    path = rescue.rescue_path(rescue.directory(ctx.settings.db_url, ctx.settings.data_dir), app_id)
+    return path if path.is_file() else None
 
 
 def token_refresh(ctx: Context) -> int:

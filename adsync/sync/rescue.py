@@ -113,6 +113,16 @@ def fingerprint(database_description: str) -> str:
     return hashlib.sha256(database_description.encode()).hexdigest()[:16]
 
 
+def directory(db_url: str, data_dir: Path) -> Path:
+    """Next to a SQLite database file (every process using it sees it), else the data dir."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).parent
+    return data_dir
+
+
 def rescue_path(directory: Path, app_id: str) -> Path:
     return directory / f"token-rescue-{app_id}.json"
 

@@ -350,7 +350,6 @@ class TokenManager:
             else "it is kept only in this process's memory: if this process stops before the "
             "database is back, authorize again"
         )
-        log.error("refreshed but not saved: %s", where)
         return TokenNotSaved(
             f"Ocean Engine refreshed the token, but the database {self.store.url_for_humans} "
             f"did not take the new pair ({_short(exc)}); {where}",
@@ -458,9 +457,7 @@ class TokenManager:
             delay = min(delay * 2, rescue.BACKGROUND_MAX_DELAY)
 
     def _rescue_dir(self) -> Path:
-        if self.store.sqlite_path is not None:
-            return self.store.sqlite_path.parent
-        return self.settings.data_dir
+        return rescue.directory(self.settings.db_url, self.settings.data_dir)
 
     def _mark_on_the_wire(self, row: Row[Any]) -> None:
         """PostgreSQL: record, in its own transaction, that generation ``row.generation`` is

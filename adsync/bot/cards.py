@@ -288,7 +288,7 @@ def _cell(text: object, limit: int = NAME_CHARS) -> str:
     return _clip(_one_line(text), limit)
 
 
-_OPEN_ID = re.compile(r"^o[un]_[0-9A-Za-z]{1,64}$")
+_OPEN_ID = re.compile(r"^o[un]_[0-9A-Za-z_-]{1,64}$")
 
 
 def mentions(open_ids: Sequence[str]) -> str:

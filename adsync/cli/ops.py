@@ -56,7 +56,22 @@ def doctor_checks(ctx: Context) -> list[Check]:
     checks.append(_check("Ocean Engine reachable", lambda: _reachable(ctx)))
     checks.append(_check("token", lambda: _token(ctx)))
     checks.extend(_feishu_checks(ctx))
+    checks.append(_admins(ctx))
     return checks
+
+
+def _admins(ctx: Context) -> Check:
+    """Who may change things and authorize from chat (not a failure: a setting to decide)."""
+    admins = ctx.settings.admins
+    if admins:
+        return Check("admins", True, f"{len(admins)} admin(s) may sync, refresh and authorize")
+    return Check(
+        "admins",
+        True,
+        "ADSYNC_ADMINS is not set: everyone in the chats may sync and refresh, and chat hands "
+        "out no authorization links (only `adsync auth url` does) — set ADSYNC_ADMINS to the "
+        "admins' open_ids (ou_…)",
+    )
 
 
 def _feishu_checks(ctx: Context) -> list[Check]:

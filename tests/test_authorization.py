@@ -327,9 +327,12 @@ def test_auth_code_with_a_grant_that_drops_accounts_shows_the_diff_and_needs_con
     for dropped in granted[1:]:
         assert f"- {dropped}" in shown.stdout
     assert json.loads(stored(authorized).advertiser_ids) == granted
+    assert not told(sandbox)
     taken = cli(["auth", "code", code, "--confirm"], env)
     assert taken.returncode == 0 and "(6, confirmed)" in taken.stdout, taken.stdout + taken.stderr
     assert json.loads(stored(authorized).advertiser_ids) == granted[:1]
+    [said] = told(sandbox)  # the group hears it from the CLI too
+    assert "the operator (cli)" in said and "confirmed dropping 6" in said
 
 
 def test_token_status_check_asks_the_platform_and_says_when_the_chain_was_last_confirmed(

@@ -386,6 +386,8 @@ class TokenManager:
             conn.execute(insert(tokens).values(app_id=pair.app_id, generation=1, **pair.values))
             generation = 1
         else:
+            if row is not None and row.refresh_token == pair.refresh_token:
+                return True  # another process stored it a moment ago
             if row is None or row.generation != pair.base_generation:
                 return False
             generation = pair.base_generation + 1
@@ -1033,8 +1035,8 @@ class TokenManager:
             message = (
                 f"refreshed but not saved: authorize again — a token refresh at "
                 f"{lost.started_at:%Y-%m-%d %H:%M} UTC ({lost.holder}) never stored its answer, "
-                "so the stored pair is probably dead (unless that machine saves it; `adsync "
-                "token status --check` asks the platform)"
+                "so the stored pair is probably dead (unless that machine saves it; "
+                "`adsync token refresh` settles it: it works only if the stored pair is alive)"
             )
         elif row.dead_at is not None or refresh_left <= 0:
             health = "reauthorize"

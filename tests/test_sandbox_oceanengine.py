@@ -284,18 +284,18 @@ def test_revoke_kills_the_whole_grant(oe: OE) -> None:
 
 def test_advertiser_list_and_denied_accounts(oe: OE) -> None:
     tokens = oe.authorize()
-    denied = tokens["advertiser_ids"][1]
-    oe.post("/_sandbox/oceanengine/accounts", {"deny": [denied]})
-    listing = oe.get(
-        "/open_api/oauth2/advertiser/get/",
-        {"access_token": tokens["access_token"], "app_id": APP_ID, "secret": SECRET},
-    )
+    denied, invalid = tokens["advertiser_ids"][1], tokens["advertiser_ids"][2]
+    # deny: the report refuses the account (40002) while the grant still lists it as valid;
+    # invalidate: the relationship is gone (is_valid false), and the report refuses it too.
+    oe.post("/_sandbox/oceanengine/accounts", {"deny": [denied], "invalidate": [invalid]})
+    listing = oe.get("/open_api/oauth2/advertiser/get/", {"access_token": tokens["access_token"]})
     assert listing["code"] == 0
     rows = {row["account_id"]: row for row in listing["data"]["list"]}
     assert list(rows) == tokens["advertiser_ids"]
-    assert rows[denied]["is_valid"] is False
+    assert rows[denied]["is_valid"] is True and rows[invalid]["is_valid"] is False
     assert all(r["account_type"] == "ADVERTISER" and r["account_name"] for r in rows.values())
     assert oe.report(tokens["access_token"], local_account_id=denied)["code"] == 40002
+    assert oe.report(tokens["access_token"], local_account_id=invalid)["code"] == 40002
     grown = oe.post("/_sandbox/oceanengine/accounts", {"add": 2})
     assert len(grown["account_ids"]) == len(tokens["advertiser_ids"]) + 2
     new_account = grown["account_ids"][-1]

@@ -55,6 +55,8 @@ def doctor_checks(ctx: Context) -> list[Check]:
         return checks
     checks.append(_check("Ocean Engine reachable", lambda: _reachable(ctx)))
     checks.append(_check("token", lambda: _token(ctx)))
+    if checks[-1].ok:
+        checks.append(_check("accounts", lambda: _accounts(ctx)))
     checks.extend(_feishu_checks(ctx))
     return checks
 
@@ -192,6 +194,33 @@ def _token(ctx: Context) -> str:
         client.close()
     note = "" if status.health == "ok" else f" — {status.message}"
     return f"{status.health}: valid, {len(status.account_ids)} accounts granted{note}"
+
+
+def _accounts(ctx: Context) -> str:
+    """The account probe (`adsync accounts --check`): every account in scope answers a 1-day
+    report; granted accounts adsync cannot use are named with what to do."""
+    from datetime import datetime, timedelta
+
+    from adsync.sync.probe import check_accounts, summary_line
+
+    day = datetime.now(ctx.settings.tz).date() - timedelta(days=1)
+    check = check_accounts(ctx.services, day)
+    view = check.view
+    problems = [f"{r.account.label}: {r.error}" for r in check.failed]
+    fixes = list(dict.fromkeys(r.fix for r in check.failed))
+    for s in view.skipped:
+        problems.append(f"{s.label} [{s.account_type}] skipped: {s.note}")
+        fixes.append(s.fix)
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f" … and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise AdsyncError(
+            f"{summary_line(check)}; {shown}",
+            hint=" | ".join(dict.fromkeys(f for f in fixes if f))
+            + " (`adsync accounts --check` lists every one)",
+        )
+    return f"{summary_line(check)}; from {view.origin_text}"
 
 
 def doctor(ctx: Context) -> int:

@@ -56,6 +56,10 @@ def _scope_line(ctx: Context) -> None:
         ctx.say(f"→ {exc.message}")
         ctx.say(f"  {exc.hint}")
         return
+    if view.empty is not None:
+        ctx.say(f"→ {view.empty.message}")
+        ctx.say(f"  {view.empty.hint}")
+        return
     skipped = f"; {len(view.skipped)} skipped" if view.skipped else ""
     ctx.say(
         f"→ {len(view.accounts)} accounts in scope (from {view.origin_text}){skipped}: "

@@ -3,9 +3,10 @@ verify, history."""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json, table, when
@@ -58,9 +59,14 @@ def accounts(ctx: Context) -> int:
         doc["changes"] = changes
         if check is not None:
             doc["check"] = check.to_json()
+        if view.empty is not None:
+            doc["exit_code"] = view.empty.exit_code
         print_json(doc)
-        return check.exit_code if check is not None else 0
+        return _accounts_exit(view, check)
     _print_accounts(ctx, view, changes)
+    if view.empty is not None:  # the list says why; the error says what to do
+        print(f"error: {view.empty}", file=sys.stderr)
+        return view.empty.exit_code
     if check is None:
         return 0
     from adsync.sync.probe import summary_line
@@ -72,6 +78,12 @@ def accounts(ctx: Context) -> int:
         ctx.say(f"      fix: {r.fix}")
     ctx.say(("✓ " if not check.failed else "✗ ") + summary_line(check))
     return check.exit_code
+
+
+def _accounts_exit(view: AccountsView, check: Any) -> int:
+    if view.empty is not None:
+        return view.empty.exit_code  # 2: nothing in scope is a configuration problem
+    return check.exit_code if check is not None else 0
 
 
 def _print_accounts(ctx: Context, view: AccountsView, changes: list[str]) -> None:

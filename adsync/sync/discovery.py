@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, text, update
 
-from adsync.sync.errors import AuthorizationNeeded
+from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.oceanengine import OceanEngineAPI, OceanEngineError, PermanentError
 from adsync.sync.store import Store, accounts, utcnow
 
@@ -193,7 +193,7 @@ def discover(api: OceanEngineAPI) -> Discovery:
             result.skipped.append(
                 Skipped(
                     g,
-                    f"a {g.type} account is not a 本地推 account, and adsync cannot list the "
+                    f"{g.type} is not a 本地推 account, and adsync has no way to list the "
                     "本地推 accounts behind it",
                     SET_ACCOUNTS_FIX,
                 )
@@ -545,6 +545,7 @@ class AccountsView:
     vanished: list[OtherAccount] = field(default_factory=list)
     checked_at: datetime | None = None
     problems: list[str] = field(default_factory=list)
+    empty: AdsyncError | None = None  # why nothing is in scope, when nothing is
 
     @property
     def origin_text(self) -> str:
@@ -563,6 +564,7 @@ class AccountsView:
             "managers": [a.to_json() for a in self.managers],
             "vanished": [a.to_json() for a in self.vanished],
             "problems": list(self.problems),
+            **({"error": self.empty.message, "hint": self.empty.hint} if self.empty else {}),
         }
 
 
@@ -572,13 +574,20 @@ def _iso(value: datetime | None) -> str | None:
 
 def account_view(settings: Settings, store: Store, granted: tuple[str, ...]) -> AccountsView:
     """The stored list (no network): what is in scope and where it came from, what is skipped
-    and why, what vanished. Raises AccountsError when nothing is in scope."""
-    from adsync.sync.reports import resolve_accounts
+    and why, what vanished. With nothing in scope, ``empty`` says why (the skipped ones are
+    still listed); raises AccountsError only when there is nothing at all to show."""
+    from adsync.sync.reports import AccountsError, resolve_accounts
 
-    scope = resolve_accounts(settings, store, granted)
     with store.engine.connect() as conn:
         rows = {r.account_id: r for r in conn.execute(select(accounts))}
     discovered = any(r.scope is not None for r in rows.values())
+    empty: AccountsError | None = None
+    try:
+        scope = resolve_accounts(settings, store, granted)
+    except AccountsError as exc:
+        if settings.accounts or not discovered:
+            raise
+        scope, empty = [], exc
     origin = "config" if settings.accounts else "discovery" if discovered else "grant"
     listed = []
     for a in scope:
@@ -596,7 +605,7 @@ def account_view(settings: Settings, store: Store, granted: tuple[str, ...]) -> 
                 last_reason=r.last_reason if r is not None else None,
             )
         )
-    view = AccountsView(origin, listed)
+    view = AccountsView(origin, listed, empty=empty)
     if origin != "discovery":
         return view
     for r in sorted(rows.values(), key=lambda r: r.account_id):

@@ -145,6 +145,8 @@ def check_accounts(services: Services, day: date) -> AccountCheck:
         services.settings, services.store, services.tokens.granted_account_ids()
     )
     view.problems = refreshed.problems
+    if view.empty is not None:
+        raise view.empty
     scope = [Account(a.id, a.name) for a in view.accounts]
     changes = discovery.describe(refreshed.changes)
     return AccountCheck(day, view, probe(services, scope, day), changes)

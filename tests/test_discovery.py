@@ -197,6 +197,10 @@ def test_other_types_beside_local_accounts_are_listed_as_skipped_with_the_fix(
     doc = json.loads(cli(["accounts", "--json"], env).stdout)
     assert [s["id"] for s in doc["skipped"]] == [str(granted[2]["account_id"])]
     assert doc["skipped"][0]["fix"].startswith("set ADSYNC_ACCOUNTS")
+    doctor = json.loads(cli(["doctor", "--json"], env).stdout)
+    [step] = [c for c in doctor["checks"] if c["name"] == "accounts"]
+    assert not step["ok"] and "1 granted accounts skipped" in step["detail"]
+    assert "PLATFORM_ROLE_LOCAL_AGENT" in step["detail"] and "ADSYNC_ACCOUNTS" in step["fix"]
 
 
 def test_the_chat_accounts_card_shows_each_source_and_the_skipped_ones(

@@ -206,21 +206,27 @@ def _accounts(ctx: Context) -> str:
     day = datetime.now(ctx.settings.tz).date() - timedelta(days=1)
     check = check_accounts(ctx.services, day)
     view = check.view
-    problems = [f"{r.account.label}: {r.error}" for r in check.failed]
-    fixes = list(dict.fromkeys(r.fix for r in check.failed))
-    for s in view.skipped:
-        problems.append(f"{s.label} [{s.account_type}] skipped: {s.note}")
-        fixes.append(s.fix)
-    if problems:
-        shown = "; ".join(problems[:5]) + (
-            f" … and {len(problems) - 5} more" if len(problems) > 5 else ""
-        )
+    parts, fixes = [], []
+    if check.failed:
+        failures = [f"{r.account.label}: {r.error}" for r in check.failed]
+        parts.append(f"{summary_line(check)}: {_some(failures)}")
+        fixes += [r.fix for r in check.failed]
+    if view.skipped:
+        skipped = [f"{s.label} [{s.account_type}]: {s.note}" for s in view.skipped]
+        parts.append(f"{len(skipped)} granted accounts skipped: {_some(skipped)}")
+        fixes += [s.fix for s in view.skipped]
+    if parts:
         raise AdsyncError(
-            f"{summary_line(check)}; {shown}",
+            "; ".join(parts),
             hint=" | ".join(dict.fromkeys(f for f in fixes if f))
             + " (`adsync accounts --check` lists every one)",
         )
     return f"{summary_line(check)}; from {view.origin_text}"
+
+
+def _some(items: list[str], limit: int = 5) -> str:
+    more = f" … and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
 
 
 def doctor(ctx: Context) -> int:

@@ -155,7 +155,9 @@ def _id(value: Any) -> str:
     return text_ if text_.isascii() and text_.isdigit() else ""
 
 
-def grantee(item: dict[str, Any]) -> Grantee | None:
+def grantee(item: Any) -> Grantee | None:
+    if not isinstance(item, dict):
+        return None
     account_id = _id(item.get("account_id")) or _id(item.get("advertiser_id"))
     if not account_id:
         return None
@@ -246,8 +248,10 @@ def _organisation(api: OceanEngineAPI, g: Grantee, result: Discovery) -> Iterato
     params = {"account_id": g.id, "filter": {"account_type": "LOCAL"}}
     count = 0
     for item in _pages(api, CUSTOMER_CENTER_LIST, params, "accounts"):
-        child = _id((item or {}).get("account_id"))
-        kind = str((item or {}).get("account_type") or "LOCAL")
+        if not isinstance(item, dict):
+            continue
+        child = _id(item.get("account_id"))
+        kind = str(item.get("account_type") or "LOCAL")
         if not child or kind != "LOCAL":  # the filter asked for LOCAL; anything else is not ours
             continue
         count += 1
@@ -262,7 +266,7 @@ def _organisation(api: OceanEngineAPI, g: Grantee, result: Discovery) -> Iterato
 def _life(api: OceanEngineAPI, g: Grantee, result: Discovery) -> Iterator[Found]:
     # filtering left out: every local_account_role (DIRECT_ACCOUNT and VIRTUAL_ACCOUNT).
     for item in _pages(api, LIFE_ADVERTISER_LIST, {"life_account_id": g.id}, "adv_list"):
-        child = _id((item or {}).get("local_account_id"))
+        child = _id(item.get("local_account_id")) if isinstance(item, dict) else ""
         if child:
             yield Found(child, "", "life", g.id, g.name)
 
@@ -459,6 +463,13 @@ def refresh(services: Services) -> Refreshed:
         log.warning("the account list was not refreshed: %s", exc.message)
         out.problems.append(
             f"the account list could not be refreshed ({exc.message}); the last known list is used"
+        )
+        return out
+    except (TypeError, ValueError, AttributeError):  # an answer unlike the SDK's models
+        log.exception("the account list was not refreshed: unexpected answer")
+        out.problems.append(
+            "the account list could not be refreshed (Ocean Engine answered in an unexpected "
+            "shape; see the log); the last known list is used"
         )
         return out
     finally:

@@ -306,6 +306,9 @@ class TokenManager:
         except (OceanEngineError, AuthorizationNeeded) as exc:
             log.warning("could not list the granted accounts yet: %s", exc.message)
             return {}
+        except (TypeError, ValueError, AttributeError):  # an answer unlike the SDK's models
+            log.exception("could not list the granted accounts yet: unexpected answer")
+            return {}
         save(self.store, found)
         wanted = set(ids)
         return {g.id: g.name for g in found.grantees if g.id in wanted and g.name}

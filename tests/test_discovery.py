@@ -266,6 +266,13 @@ def test_an_account_that_vanishes_is_reported_once_not_failed_every_day(
     assert second.status == "ok" and second.account_changes == []
     [gone] = view(services).vanished
     assert gone.id == str(ids[1]) and gone.at is not None and "no longer lists it" in gone.note
+    # The organisation lists it again: said once, and synced again.
+    sandbox.post("/_sandbox/oceanengine/accounts", {"attach": [ids[1]], "to": org["account_id"]})
+    back = Runner(services).run(yesterday(), yesterday())
+    assert back.status == "ok" and str(ids[1]) in {a.account_id for a in back.accounts}
+    [said] = back.account_changes
+    assert said.startswith("account found again") and str(ids[1]) in said
+    assert view(services).vanished == []
 
 
 def test_a_failed_organisation_listing_keeps_its_accounts_and_says_so(

@@ -1484,6 +1484,15 @@ class OceanEngineSandbox:
                     raise ControlError("detach needs from: a manager account id")
                 gone = {_control_id(x) for x in _control_list(body["detach"], "detach")}
                 source.children = [c for c in source.children if c not in gone]
+            if "attach" in body:
+                target = s.managers.get(_control_id(body.get("to")))
+                if target is None:
+                    raise ControlError("attach needs to: a manager account id")
+                for x in _control_list(body["attach"], "attach"):
+                    if _control_id(x) not in known:
+                        raise ControlError(f"unknown account id {x}")
+                    if _control_id(x) not in target.children:
+                        target.children.append(_control_id(x))
             return self._grant_view_locked()
 
     def _ctl_adjust(self) -> dict[str, Any]:

@@ -138,6 +138,9 @@ DATE_OPERATORS = frozenset({"is", "isEmpty", "isNotEmpty", "isGreater", "isLess"
 TEXT_OPERATORS = frozenset({"is", "isNot", "contains", "doesNotContain", "isEmpty", "isNotEmpty"})
 NUMBER_OPERATORS = OPERATORS - {"contains", "doesNotContain"}
 
+# Records per call (reference §4.2, the batch_create/batch_update/batch_delete pages): 1,000 to
+# create or update, 500 to delete; one more is refused whole with 1254104. lark-oapi's request
+# builders carry no limit of their own.
 MAX_CREATE_UPDATE = 1000
 MAX_DELETE = 500
 MAX_SEARCH_PAGE = 500

@@ -152,6 +152,9 @@ IDEMPOTENCY_WINDOW_S = 24 * 3600
 TOKEN_REISSUE_BELOW_S = 30 * 60
 UUID_WINDOW_S = 3600
 UUID_MAX_LEN = 50
+# Message size limits are on the raw request body, as the create/reply pages word them:
+# "文本消息请求体最大不能超过 150 KB；卡片消息、富文本消息请求体最大不能超过 30 KB" (230025 above).
+# The card travels as a JSON string inside that body, so its escaped quotes count too.
 CARD_LIMIT_BYTES = 30 * 1024
 TEXT_LIMIT_BYTES = 150 * 1024
 CARD_EDITABLE_S = 14 * 24 * 3600
@@ -1604,7 +1607,14 @@ class FeishuSandbox:
             if duplicate is not None:
                 return duplicate
             message = self._store_message(
-                chat.chat_id, msg_type, content, "create", uuid, receive_id_type, receive_id
+                chat.chat_id,
+                msg_type,
+                content,
+                "create",
+                uuid,
+                receive_id_type,
+                receive_id,
+                len(request.get_data(cache=True)),
             )
             return message.as_api(self._opts.app_id)
 
@@ -1624,7 +1634,14 @@ class FeishuSandbox:
             duplicate = self._dedup(uuid)
             if duplicate is not None:
                 return duplicate
-            message = self._store_message(parent.chat_id, msg_type, content, "reply", uuid)
+            message = self._store_message(
+                parent.chat_id,
+                msg_type,
+                content,
+                "reply",
+                uuid,
+                body_bytes=len(request.get_data(cache=True)),
+            )
             message.parent_id = parent.message_id
             message.root_id = parent.root_id or parent.message_id
             if in_thread:
@@ -1661,8 +1678,13 @@ class FeishuSandbox:
         if problem:
             raise ApiError(230099, f"Failed to create card content: {problem}")
         content = json.dumps(card, ensure_ascii=False)
-        if len(content.encode()) > CARD_LIMIT_BYTES:
-            raise ApiError(230025, "The length of the message content reaches its limit")
+        size = len(request.get_data(cache=True))
+        if size > CARD_LIMIT_BYTES:
+            raise ApiError(
+                230025,
+                "The length of the message content reaches its limit "
+                f"(request body {size:,} bytes, at most {CARD_LIMIT_BYTES:,})",
+            )
         with self._lock:
             entry = self._card_tokens.get(token)
             fresh = entry is not None and self.clock() - entry.issued <= CARD_TOKEN_TTL_S
@@ -1688,10 +1710,14 @@ class FeishuSandbox:
             raise ApiError(230001, f"invalid msg_type {msg_type!r}")
         if not isinstance(content, str):
             raise ApiError(230001, "content must be a JSON string (json.dumps the object)")
-        size = len(content.encode())
+        size = len(request.get_data(cache=True))  # the raw body, as the platform measures it
         limit = TEXT_LIMIT_BYTES if msg_type == "text" else CARD_LIMIT_BYTES
         if size > limit:
-            raise ApiError(230025, "The length of the message content reaches its limit")
+            raise ApiError(
+                230025,
+                "The length of the message content reaches its limit "
+                f"(request body {size:,} bytes, at most {limit:,})",
+            )
         parsed = parse_json_or_none(content)
         if not isinstance(parsed, dict):
             raise ApiError(230001, "content is not a valid JSON object string")
@@ -1738,6 +1764,7 @@ class FeishuSandbox:
         uuid: str | None,
         receive_id_type: str = "chat_id",
         receive_id: str = "",
+        body_bytes: int | None = None,  # the raw request body that sent it (None: not an API call)
     ) -> Message:
         now = self._now_ms()
         message = Message(
@@ -1751,7 +1778,14 @@ class FeishuSandbox:
             receive_id_type=receive_id_type,
             receive_id=receive_id or chat_id,
             uuid=uuid,
-            versions=[{"content": parse_json_or_none(content), "at": now, "via": via}],
+            versions=[
+                {
+                    "content": parse_json_or_none(content),
+                    "at": now,
+                    "via": via,
+                    "body_bytes": body_bytes,
+                }
+            ],
         )
         self._messages[message.message_id] = message
         if uuid is not None:
@@ -1763,7 +1797,14 @@ class FeishuSandbox:
         now = self._now_ms()
         message.content = content
         message.update_time = now
-        message.versions.append({"content": parse_json_or_none(content), "at": now, "via": via})
+        message.versions.append(
+            {
+                "content": parse_json_or_none(content),
+                "at": now,
+                "via": via,
+                "body_bytes": len(request.get_data(cache=True)),  # what this update sent
+            }
+        )
         self._counters["messages_patched"] += 1
 
     # ========================================================================================
@@ -1792,6 +1833,7 @@ class FeishuSandbox:
             "card": body.get("card"),
             "timestamp": body.get("timestamp"),
             "received_at": self._now_ms(),
+            "body_bytes": len(raw),
         }
         with self._lock:
             hook.messages.append(entry)

@@ -60,6 +60,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask, Response, request
 
+from adsync.sandbox.cards import validate_card
 from adsync.sandbox.faults import Fault, FaultInjector
 
 # --------------------------------------------------------------------------------------------
@@ -581,39 +582,16 @@ def parse_json_or_none(text: str) -> Any:
 
 
 def card_problem(card: Any) -> str | None:
-    """Why a card JSON would be refused (None: acceptable). Mirrors the 1.0/2.0 rules."""
-    if not isinstance(card, dict):
-        return "card must be a JSON object"
-    if card.get("type") == "template":
-        data = card.get("data")
-        if not isinstance(data, dict) or not isinstance(data.get("template_id"), str):
-            return "template card needs data.template_id"
-        return None
-    schema = card.get("schema")
-    if schema == "2.0":
-        if "elements" in card:
-            return "schema 2.0: elements belong under body.elements"
-        body = card.get("body")
-        if not isinstance(body, dict) or not isinstance(body.get("elements"), list):
-            return "schema 2.0: body.elements must be a list"
-        elements = body["elements"]
-        config = card.get("config") or {}
-        if isinstance(config, dict) and config.get("update_multi") is False:
-            return "schema 2.0 cards are always shared: update_multi must be true"
-    elif schema is None:
-        elements = card.get("elements")
-        if elements is None and isinstance(card.get("i18n_elements"), dict):
-            return None
-        if not isinstance(elements, list):
-            return "card needs elements (1.0) or schema 2.0 with body.elements"
-    else:
-        return f"unknown card schema {schema!r}"
-    for element in elements:
-        if not isinstance(element, dict) or not isinstance(element.get("tag"), str):
-            return "every element needs a tag"
-        if schema == "2.0" and element["tag"] == "action":
-            return "schema 2.0 has no 'action' module; put buttons in elements"
-    return None
+    """Why a card JSON would be refused (None: acceptable); ``validate_card`` in
+    ``adsync.sandbox.cards`` holds the rules and says which sub-code the platform answers."""
+    error = validate_card(card)
+    return None if error is None else error.platform_message()
+
+
+def card_error(card: Any) -> ApiError | None:
+    """The platform's answer to an unacceptable card: 230099 with the documented sub-code."""
+    error = validate_card(card)
+    return None if error is None else ApiError(230099, error.platform_message())
 
 
 def card_is_shared(card: Any) -> bool:
@@ -1674,9 +1652,9 @@ class FeishuSandbox:
         token, card = body.get("token"), body.get("card")
         if not isinstance(token, str) or not token:
             raise ApiError(200810, "token is required")
-        problem = card_problem(card)
-        if problem:
-            raise ApiError(230099, f"Failed to create card content: {problem}")
+        refused = card_error(card)
+        if refused is not None:
+            raise refused
         content = json.dumps(card, ensure_ascii=False)
         size = len(request.get_data(cache=True))
         if size > CARD_LIMIT_BYTES:
@@ -1724,9 +1702,9 @@ class FeishuSandbox:
         if msg_type == "text" and not isinstance(parsed.get("text"), str):
             raise ApiError(230001, 'text content must be {"text": "..."}')
         if msg_type == "interactive":
-            problem = card_problem(parsed)
-            if problem:
-                raise ApiError(230099, f"Failed to create card content: {problem}")
+            refused = card_error(parsed)
+            if refused is not None:
+                raise refused
         if msg_type == "post" and not parsed:
             raise ApiError(230001, "post content is empty")
 
@@ -2054,7 +2032,7 @@ def _hook_payload_problem(body: dict[str, Any]) -> str | None:
     content = body.get("content")
     if msg_type == "interactive":
         card = body.get("card")
-        return None if isinstance(card, dict) else "interactive needs a card object"
+        return card_problem(card) if isinstance(card, dict) else "interactive needs a card object"
     if not isinstance(content, dict):
         return "content must be an object"
     required = {"text": "text", "post": "post", "image": "image_key", "share_chat": "share_chat_id"}

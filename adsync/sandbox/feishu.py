@@ -62,6 +62,7 @@ from flask import Flask, Response, request
 
 from adsync.sandbox.cards import validate_card
 from adsync.sandbox.faults import Fault, FaultInjector
+from adsync.sandbox.ratelimit import Window, reset_header
 
 # --------------------------------------------------------------------------------------------
 # Constants
@@ -207,15 +208,25 @@ CODE_MESSAGES: dict[int, str] = {
     230002: "Bot/User can NOT be out of the chat.",
     230020: "This operation triggers the frequency limit.",
     11232: "frequency limited",
+    11233: "frequency limited",
 }
-RATE_LIMIT_CODES = frozenset({99991400, 1254290, 11232, 11233, 230020})
+# The gateway's rate limits: HTTP 429 and a header saying when to come back (频控策略 page:
+# "x-ogw-ratelimit-reset: 52 //恢复 limit 周期，单位：秒"). The IM's own limit 230020 is a plain
+# 400 without that header (its row in the send/reply error tables); 11232/11233 (server error
+# codes) are answered the same way (their status is unverified).
+GATEWAY_LIMIT_CODES = frozenset({99991400, 1254290})
+# IM limits (send and reply pages): 1,000 a minute and 50 a second per app and API, 5 a second
+# per chat (shared by every bot in it) or user; PATCH: 5 a second per message (reference §3.5).
+# The option ``im_limits`` overrides them by name (0 turns one off).
+IM_LIMITS = {"app_per_second": 50, "app_per_minute": 1000, "chat_per_second": 5,
+             "message_per_second": 5}  # fmt: skip
 
 
 def http_status_for(code: int) -> int:
     """The HTTP status Feishu pairs with a business code (most errors are plain 400s)."""
     if code == 0:
         return 200
-    if code in RATE_LIMIT_CODES:
+    if code in GATEWAY_LIMIT_CODES:
         return 429
     if code == 1255040:
         return 504
@@ -227,11 +238,14 @@ def http_status_for(code: int) -> int:
 class ApiError(Exception):
     """A platform error: rendered as ``{"code", "msg", "error"}`` with its HTTP status."""
 
-    def __init__(self, code: int, msg: str, http: int | None = None) -> None:
+    def __init__(
+        self, code: int, msg: str, http: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
         self.http = http if http is not None else http_status_for(code)
+        self.headers = headers or {}
 
 
 class ControlError(Exception):
@@ -286,6 +300,7 @@ class Options:
     chats: list[dict[str, Any]] = field(default_factory=_default_chats)
     write_hold_ms: float = 20.0
     token_lifetime: int = 7200
+    im_limits: dict[str, int] = field(default_factory=dict)  # overrides of IM_LIMITS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Options:
@@ -297,6 +312,12 @@ class Options:
             ZoneInfo(opts.doc_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown doc_timezone {opts.doc_timezone!r}") from exc
+        unknown_limits = set(opts.im_limits) - set(IM_LIMITS)
+        if unknown_limits:
+            raise ValueError(f"unknown im_limits: {sorted(unknown_limits)}")
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0
+               for v in opts.im_limits.values()):  # fmt: skip
+            raise ValueError("im_limits are whole numbers >= 0 (0: no limit)")
         if opts.max_rows < 1 or opts.token_lifetime < 1 or opts.write_hold_ms < 0:
             raise ValueError("max_rows and token_lifetime must be >= 1, write_hold_ms >= 0")
         return opts
@@ -643,6 +664,14 @@ class FeishuSandbox:
             self._messages: dict[str, Message] = {}
             self._uuids: dict[str, tuple[str, float]] = {}
             self._card_tokens: dict[str, CardToken] = {}
+            limits = {**IM_LIMITS, **opts.im_limits}
+            self._im_app = [
+                Window(limits[name], period)
+                for name, period in (("app_per_second", 1.0), ("app_per_minute", 60.0))
+                if limits[name]
+            ]
+            self._im_chat = Window(limits["chat_per_second"] or 10**9, 1.0)
+            self._im_patch = Window(limits["message_per_second"] or 10**9, 1.0)
             self._hooks: dict[str, Hook] = {}
             self._calls: Counter[str] = Counter()
             self._errors: Counter[str] = Counter()
@@ -861,7 +890,7 @@ class FeishuSandbox:
             except ApiError as exc:
                 with self._lock:
                     self._errors[str(exc.code)] += 1
-                return self._error_response(exc.code, exc.msg, exc.http)
+                return self._error_response(exc.code, exc.msg, exc.http, exc.headers)
             if isinstance(result, Reply):
                 return self._json(result.body, result.status, result.headers)
             return self._json({"code": 0, "msg": "success", "data": result})
@@ -887,8 +916,11 @@ class FeishuSandbox:
             resp.headers[key] = value
         return resp
 
-    def _error_response(self, code: int, msg: str, http: int) -> Response:
-        headers = {"x-ogw-ratelimit-reset": "1"} if code in RATE_LIMIT_CODES else {}
+    def _error_response(
+        self, code: int, msg: str, http: int, extra: dict[str, str] | None = None
+    ) -> Response:
+        headers = {"x-ogw-ratelimit-reset": "1"} if code in GATEWAY_LIMIT_CODES else {}
+        headers.update(extra or {})
         log_id = self._log_id()
         body = {
             "code": code,
@@ -1580,7 +1612,9 @@ class FeishuSandbox:
         uuid = self._check_uuid(body.get("uuid"))
         self._check_content(msg_type, content)
         with self._lock:
+            self._im_app_limit("create")
             chat = self._resolve_chat(receive_id_type, receive_id)
+            self._im_limit(self._im_chat, chat.chat_id, "chat")
             duplicate = self._dedup(uuid)
             if duplicate is not None:
                 return duplicate
@@ -1605,10 +1639,12 @@ class FeishuSandbox:
         uuid = self._check_uuid(body.get("uuid"))
         self._check_content(msg_type, content)
         with self._lock:
+            self._im_app_limit("reply")
             parent = self._messages.get(message_id)
             if parent is None:
                 raise ApiError(230001, f"invalid message_id {message_id!r}")
             self._require_bot_in(parent.chat_id)
+            self._im_limit(self._im_chat, parent.chat_id, "chat")
             duplicate = self._dedup(uuid)
             if duplicate is not None:
                 return duplicate
@@ -1644,6 +1680,7 @@ class FeishuSandbox:
             if self.clock() - message.create_time / 1000 > CARD_EDITABLE_S:
                 raise ApiError(230001, "a card can only be updated within 14 days")
             self._require_bot_in(message.chat_id)
+            self._im_limit(self._im_patch, message_id, "message")
             self._new_version(message, content, "patch")
             return {}
 
@@ -1673,6 +1710,29 @@ class FeishuSandbox:
             return {}
 
     # ---- IM helpers ------------------------------------------------------------------------
+
+    def _im_app_limit(self, api: str) -> None:
+        """1,000 a minute and 50 a second per app and API: the gateway answers 429/99991400
+        with how long to wait (caller holds the lock)."""
+        for window in self._im_app:
+            wait = window.admit(api)
+            if wait:
+                raise ApiError(
+                    99991400,
+                    CODE_MESSAGES[99991400],
+                    headers={
+                        "x-ogw-ratelimit-limit": str(window.limit),
+                        "x-ogw-ratelimit-reset": reset_header(wait),
+                    },
+                )
+
+    def _im_limit(self, window: Window, key: str, per: str) -> None:
+        """5 a second per chat (send, reply) or per message (patch): 230020 (caller holds the
+        lock)."""
+        if window.admit(key):
+            raise ApiError(
+                230020, f"{CODE_MESSAGES[230020]} (at most {window.limit} a second per {per})"
+            )
 
     @staticmethod
     def _check_uuid(uuid: Any) -> str | None:

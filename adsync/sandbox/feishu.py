@@ -5,7 +5,8 @@ envelopes) so the real SDK client can be pointed at it with ``.domain(SANDBOX_UR
 is strict wherever the platform is strict (see /work/shared/reference/feishu.md): per-call and
 per-table limits, field-name lookup, value conversion by field type, filter grammar,
 ``client_token`` idempotency, serial writes per table (1254291), IM ``uuid`` dedup, message
-size limits, custom-bot signatures.
+size limits on the raw request body, the IM rate limits (``IM_LIMITS``), card JSON 2.0 rules
+(``adsync.sandbox.cards``), custom-bot signatures.
 
 Simulated (all under ``/open-apis``):
   POST  /auth/v3/tenant_access_token/internal
@@ -34,7 +35,9 @@ Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
 
 Known approximations (codes the notes do not pin down): unknown field id on update 1254044,
 malformed filter/sort 1254018, invalid query parameter 99992402, card-update token errors
-200810, custom-bot malformed/oversized body 9499, patching a non-card message 230001.
+200810, custom-bot malformed/oversized body 9499, patching a non-card message 230001, patching
+one message more than 5 times a second 230020, 11232/11233 as HTTP 400; card sub-codes the
+docs do not name are 200621 (``adsync.sandbox.cards`` says which).
 """
 
 from __future__ import annotations

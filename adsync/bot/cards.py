@@ -497,7 +497,7 @@ _NOTE_ID = re.compile(r"^m_(\w{1,10})_(\d+)$")
 
 
 def fit(card: Card, limit: int = CARD_LIMIT, *, note: Callable[[int], str] | None = None) -> Card:
-    """The card, guaranteed to serialise to at most ``limit`` bytes.
+    """The card, guaranteed to take at most ``limit`` bytes in the request body (``card_size``).
 
     Cuts in order of least loss: table rows (the same number kept in every table, with a note
     "… and N more accounts, see `adsync summary`" after each cut table), then long markdown,

@@ -12,11 +12,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from adsync.sync.leases import holding
 from adsync.sync.runner import Progress, Runner
-from adsync.sync.store import report_rows, runs, tokens
+from adsync.sync.store import report_rows, runs
 
 from .conftest import Sandbox
 
@@ -279,11 +279,11 @@ def test_accounts_fetched_before_the_authorization_died_are_synced(
 
 
 def test_zero_accounts_is_a_failure_never_a_success(services: Any, sandbox: Sandbox) -> None:
-    # A grant of 0 accounts is refused at the door; a scope can still end up empty (every
-    # granted account gone), which is what this run finds.
-    services.tokens.authorize(sandbox.auth_code())
-    with services.store.begin() as conn:
-        conn.execute(update(tokens).values(advertiser_ids="[]"))
+    # A grant of 0 accounts is refused at the door; a grant can still reach no 本地推 account
+    # (here a 巨量工作台 organisation that holds none), which is what this run finds.
+    services.tokens.authorize(
+        sandbox.auth_code(grants=[{"type": "CUSTOMER_ADMIN", "account_ids": []}])
+    )
     result = Runner(services).run(*_window(1))
     assert result.status == "failed" and result.exit_code == 1
     assert "no accounts" in result.error

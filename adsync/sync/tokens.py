@@ -648,7 +648,10 @@ class TokenManager:
                 ),
                 hint="authorize again and tick every local-push account",
             )
-        names = self._lookup_names(app_id, secret, grant.access_token, grant.advertiser_ids)
+        if verdict == "pending":  # not stored: name the accounts with the new token, no more
+            names = self._lookup_names(grant.access_token, grant.advertiser_ids)
+        else:
+            names = self._discover(grant.advertiser_ids)
         result = AuthResult(
             account_ids=grant.advertiser_ids,
             names=names,
@@ -668,7 +671,6 @@ class TokenManager:
                 len(previous),
             )
             return result
-        self._remember_accounts(grant.advertiser_ids, names)
         log.info(
             "authorized: %d accounts granted (%s)", len(grant.advertiser_ids), _who(requested_by)
         )
@@ -765,7 +767,7 @@ class TokenManager:
             p, previous, cancelled=decision == "cancel", decided_by=decided_by
         )
         if decision == "take":
-            self._remember_accounts(result.account_ids, result.names)
+            self._discover(result.account_ids)
             log.warning(
                 "a narrower authorization was confirmed by %s: %d accounts dropped",
                 _who(decided_by),
@@ -940,11 +942,11 @@ class TokenManager:
             .values(decided_at=now, decision="superseded", access_token="", refresh_token="")
         )
 
-    def _lookup_names(
-        self, app_id: str, secret: str, access_token: str, ids: tuple[str, ...]
-    ) -> dict[str, str]:
+    def _lookup_names(self, access_token: str, ids: tuple[str, ...]) -> dict[str, str]:
+        """The names of ``ids`` as the grant lists them, asked with that grant's own token
+        (a grant waiting for confirmation is not stored, so discovery cannot use it)."""
         try:
-            listed = self.client.authorized_accounts(app_id, secret, access_token)
+            listed = self.client.authorized_accounts(access_token)
         except OceanEngineError as exc:
             log.warning("could not look up account names: %s", exc.message)
             return {}
@@ -957,27 +959,23 @@ class TokenManager:
                 names[account_id] = name
         return names
 
-    def _remember_accounts(self, ids: tuple[str, ...], names: dict[str, str]) -> None:
-        now = self.now()
-        with self.store.begin() as conn:
-            known = {r.account_id for r in conn.execute(select(accounts.c.account_id))}
-            for account_id in ids:
-                if account_id in known:
-                    if names.get(account_id):
-                        conn.execute(
-                            update(accounts)
-                            .where(accounts.c.account_id == account_id)
-                            .values(name=names[account_id], seen_at=now)
-                        )
-                else:
-                    conn.execute(
-                        insert(accounts).values(
-                            account_id=account_id,
-                            name=names.get(account_id, ""),
-                            source="grant",
-                            seen_at=now,
-                        )
-                    )
+    def _discover(self, ids: tuple[str, ...]) -> dict[str, str]:
+        """Turn the granted ids into accounts at once (adsync.sync.discovery: organisations and
+        来客 accounts are expanded), best effort: a sync does it again. Returns the granted
+        accounts' names."""
+        from adsync.sync.discovery import discover, save  # not needed by `token status`
+
+        try:
+            found = discover(OceanEngineAPI(self.client, self))
+        except (OceanEngineError, AuthorizationNeeded) as exc:
+            log.warning("could not list the granted accounts yet: %s", exc.message)
+            return {}
+        except (TypeError, ValueError, AttributeError):  # an answer unlike the SDK's models
+            log.exception("could not list the granted accounts yet: unexpected answer")
+            return {}
+        save(self.store, found)
+        wanted = set(ids)
+        return {g.id: g.name for g in found.grantees if g.id in wanted and g.name}
 
     # -- status -------------------------------------------------------------------------------
 

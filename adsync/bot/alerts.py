@@ -172,7 +172,7 @@ class Notifier:
         return True
 
     def open_problems(self) -> list[str]:
-        with self.store.engine.connect() as conn:
+        with self.store.connect() as conn:
             rows = conn.execute(select(alerts.c.problem).where(alerts.c.cleared_at.is_(None)))
             return [r.problem for r in rows]
 

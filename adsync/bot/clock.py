@@ -332,7 +332,7 @@ class Clock:
             return ""
 
     def _load(self, key: str) -> dict[str, Any] | None:
-        with self.services.store.engine.connect() as conn:
+        with self.services.store.connect() as conn:
             row = conn.execute(select(notifications).where(notifications.c.key == key)).first()
         return json.loads(row.detail) if row is not None and row.detail else None
 
@@ -458,6 +458,9 @@ def start_background_clock(bot: Any) -> Any:
 
 def run_clock(services: Services) -> None:
     """`adsync clock`: the scheduler alone, in the foreground."""
+    from adsync.sync.recovery import recover_after_crash
+
+    recover_after_crash(services.store)  # runs and leases a killed predecessor left behind
     messenger = None
     settings = services.settings
     if settings.feishu_app_id and settings.feishu_app_secret:

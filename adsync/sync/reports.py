@@ -163,7 +163,7 @@ def resolve_accounts(settings: Settings, store: Store, granted: tuple[str, ...])
 
 
 def _cached_names(store: Store) -> dict[str, str]:
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return {r.account_id: r.name for r in conn.execute(select(accounts)) if r.name}
 
 
@@ -220,7 +220,7 @@ class AccountState:
 
 
 def account_states(store: Store) -> dict[str, AccountState]:
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return {
             r.account_id: AccountState(
                 r.account_id, r.name, r.source, r.last_synced_at, r.last_outcome, r.last_reason

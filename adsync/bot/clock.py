@@ -332,8 +332,8 @@ class Clock:
             return ""
 
     def _load(self, key: str) -> dict[str, Any] | None:
-        with self.services.store.connect() as conn:
-            row = conn.execute(select(notifications).where(notifications.c.key == key)).first()
+        query = select(notifications).where(notifications.c.key == key)
+        row = self.services.store.read(lambda conn: conn.execute(query).first())
         return json.loads(row.detail) if row is not None and row.detail else None
 
     def _save(self, key: str, record: dict[str, Any]) -> None:

@@ -41,12 +41,10 @@ def save(store: Store, rows: Sequence[ReportRow], run_id: int | None) -> None:
 
 def load(store: Store, start: date, end: date) -> list[ReportRow]:
     """Every row of ``start..end``."""
-    with store.connect() as conn:
-        found = conn.execute(
-            select(report_rows).where(
-                report_rows.c.stat_date >= start, report_rows.c.stat_date <= end
-            )
-        ).all()
+    query = select(report_rows).where(
+        report_rows.c.stat_date >= start, report_rows.c.stat_date <= end
+    )
+    found = store.read(lambda conn: conn.execute(query).all())
     return [
         ReportRow(
             stat_date=r.stat_date,

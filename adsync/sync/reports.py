@@ -163,8 +163,8 @@ def resolve_accounts(settings: Settings, store: Store, granted: tuple[str, ...])
 
 
 def _cached_names(store: Store) -> dict[str, str]:
-    with store.connect() as conn:
-        return {r.account_id: r.name for r in conn.execute(select(accounts)) if r.name}
+    found = store.read(lambda conn: conn.execute(select(accounts)).all())
+    return {r.account_id: r.name for r in found if r.name}
 
 
 def remember(store: Store, found: list[Account], source: str) -> None:
@@ -220,13 +220,15 @@ class AccountState:
 
 
 def account_states(store: Store) -> dict[str, AccountState]:
-    with store.connect() as conn:
-        return {
-            r.account_id: AccountState(
-                r.account_id, r.name, r.source, r.last_synced_at, r.last_outcome, r.last_reason
-            )
-            for r in conn.execute(select(accounts).order_by(accounts.c.account_id))
-        }
+    found = store.read(
+        lambda conn: conn.execute(select(accounts).order_by(accounts.c.account_id)).all()
+    )
+    return {
+        r.account_id: AccountState(
+            r.account_id, r.name, r.source, r.last_synced_at, r.last_outcome, r.last_reason
+        )
+        for r in found
+    }
 
 
 def dates_between(start: date, end: date) -> list[date]:

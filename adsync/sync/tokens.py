@@ -362,14 +362,14 @@ class TokenManager:
                 "`adsync auth code CODE`",
             )
         now = self.now()
-        with self.store.connect() as conn:
-            last_failure = conn.execute(
-                select(token_history.c.at, token_history.c.reason)
-                .where(token_history.c.app_id == app_id)
-                .where(token_history.c.event.in_(("failed", "dead")))
-                .order_by(token_history.c.at.desc(), token_history.c.id.desc())
-                .limit(1)
-            ).first()
+        failures = (
+            select(token_history.c.at, token_history.c.reason)
+            .where(token_history.c.app_id == app_id)
+            .where(token_history.c.event.in_(("failed", "dead")))
+            .order_by(token_history.c.at.desc(), token_history.c.id.desc())
+            .limit(1)
+        )
+        last_failure = self.store.read(lambda conn: conn.execute(failures).first())
         access_left = int((row.access_expires_at - now).total_seconds())
         refresh_left = int((row.refresh_expires_at - now).total_seconds())
         last_ok = row.refreshed_at or row.authorized_at
@@ -411,13 +411,13 @@ class TokenManager:
         return tuple(json.loads(row.advertiser_ids or "[]")) if row is not None else ()
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
-        with self.store.connect() as conn:
-            rows = conn.execute(
-                select(token_history)
-                .where(token_history.c.app_id == (self.settings.oceanengine_app_id or ""))
-                .order_by(token_history.c.id.desc())
-                .limit(limit)
-            ).all()
+        query = (
+            select(token_history)
+            .where(token_history.c.app_id == (self.settings.oceanengine_app_id or ""))
+            .order_by(token_history.c.id.desc())
+            .limit(limit)
+        )
+        rows = self.store.read(lambda conn: conn.execute(query).all())
         return [dict(r._mapping) for r in rows]
 
     # -- helpers ------------------------------------------------------------------------------

@@ -5,33 +5,41 @@ SQLite (the default, under ``ADSYNC_DATA_DIR``) runs in WAL mode with a busy tim
 transaction is opened by us (``BEGIN`` / ``BEGIN IMMEDIATE``) rather than by the sqlite3 module,
 so an exclusive section really is exclusive across processes. Within one process, transactions
 take turns on a lock first (see ``Store._turn``), so threads queue instead of polling SQLite's
-busy handler. PostgreSQL uses row locks
-(``SELECT ... FOR UPDATE``). A process killed inside a transaction leaves nothing behind: the
-database rolls it back and releases its locks.
+busy handler. PostgreSQL uses row locks (``SELECT ... FOR UPDATE``). A process killed inside a
+transaction leaves nothing behind: the database rolls it back and releases its locks.
 
 **Retries, in one place.** Every call waits for a lock, or for a lost connection to come back,
 for a short bound (``ADSYNC_DB_WAIT``, 2 s: a card action must be answered within 3 s), then
-fails with a ``StoreError`` that names the lock or the outage; never the 60 s it once was.
+fails with a ``StoreError`` that names the lock or the outage — never the 60 s it once was.
 SQLite's busy handler and PostgreSQL's ``lock_timeout`` are set to that bound, and what they
-give up on is retried only while the bound lasts. ``transact(fn)`` and ``read(fn)`` rerun the
-whole transaction after a lock timeout, a deadlock, or a connection the server dropped (a
-restarted PostgreSQL: the pool throws away every connection older than the drop and opens new
-ones). A commit whose answer never came is the one thing not rerun blindly: it may have been
-applied, so only a transaction declared ``idempotent`` (its rerun changes nothing if the first
-one landed) is run again; any other fails saying its outcome is unknown. ``begin()`` and
-``exclusive()`` keep their ``with`` form for code that cannot be rerun (a token refresh spans a
-network call): they retry taking the connection and the lock, and turn a failure inside into
-the same clear ``StoreError``. Tables that vanished under a running process (PostgreSQL
-dropped and recreated: ``relation "tokens" does not exist``) are created again by the process
-that meets the gap, which says so in its log; if they cannot be (the database or schema itself
-is gone) every call says that, with what to do.
+give up on is retried only while the bound lasts. Writes nobody waits on (a run's ledger and
+local copy) use a longer bound, ``BACKGROUND_WAIT_SECONDS``.
+
+``transact(fn)`` and ``read(fn)`` run the whole transaction again after a lock timeout, a
+deadlock, or a connection the server dropped (a restarted PostgreSQL: the pool discards every
+connection older than the drop and opens new ones; ``pool_pre_ping`` catches the idle ones at
+checkout). A commit whose answer never came is the one thing not rerun blindly: it may have
+been applied, so only a transaction declared ``idempotent`` (a rerun changes nothing if the
+first one landed: upserts, deletes, updates to fixed values, claims that recognise their own
+``owner``) is run again; any other fails saying its outcome is unknown.
+
+``begin()``, ``exclusive()`` and ``connect()`` keep their ``with`` form for code that cannot be
+rerun (a token refresh spans a network call): they retry taking the connection and the lock,
+and turn a failure inside into the same clear ``StoreError``.
+
+Tables that vanished under a running process (PostgreSQL dropped and recreated: ``relation
+"tokens" does not exist``) are created again, empty, by the process that meets the gap, which
+logs that what they held is gone; if they cannot be (the database or schema itself is gone),
+every call says so, with what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -425,7 +433,7 @@ class Store:
         connect_args: dict[str, Any] = {}
         if "application_name" not in make_url(url).query:
             # Names adsync's sessions in pg_stat_activity (which process, for a DBA).
-            connect_args["application_name"] = f"adsync {processes.actor()}"[:63]
+            connect_args["application_name"] = f"adsync {socket.gethostname()}:{os.getpid()}"[:63]
         # pool_pre_ping: a pooled connection the server dropped (a restart, an idle timeout) is
         # noticed at checkout and replaced; one dropped while in use fails its statement, and
         # SQLAlchemy then discards every connection older than the drop (transact retries).

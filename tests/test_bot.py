@@ -527,6 +527,14 @@ def test_adsync_clock_catches_up_and_stops_on_sigterm(
             assert time.monotonic() < deadline, "the clock did not catch up and report"
             time.sleep(0.2)
         if not due_passed:
+            # Up and waiting for 07:00 (a SIGTERM before the interpreter has even started
+            # would test nothing): the line comes once its SIGTERM handler is in place.
+            assert proc.stderr is not None
+            seen = ""
+            while "clock started" not in seen:
+                line = proc.stderr.readline()
+                assert line, "adsync clock ended before it started"
+                seen += line
             assert not [m for m in messages(sandbox) if m["msg_type"] == "interactive"]
     finally:
         proc.send_signal(signal.SIGTERM)

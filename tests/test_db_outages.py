@@ -348,3 +348,24 @@ def test_a_commit_whose_answer_is_lost_is_rerun_only_when_idempotent(pg_url: str
     with store.connect() as conn:  # it did land: a blind rerun would have hit the duplicate
         assert conn.execute(text("SELECT count(*) FROM oauth_states")).scalar() == 1
     store.dispose()
+
+
+def test_tables_that_cannot_be_created_again_are_a_clear_error_on_every_call(pg_url: str) -> None:
+    """The schema itself is gone (dropped, not recreated): nothing to create tables in. Every
+    call says so and what to do; nothing is created anywhere else (no other schema)."""
+    store = Store(pg_url)
+    schema = _schema(pg_url)
+    with psycopg.connect(_plain(PG_URL), autocommit=True) as conn:
+        in_public = "SELECT to_regclass('public.dedup') IS NOT NULL"
+        before = conn.execute(in_public).fetchone()
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    for _ in range(2):
+        with pytest.raises(StoreError) as err:
+            store.claim("evt:gone", timedelta(hours=1))
+        assert "lost adsync's tables and they cannot be created again" in err.value.message
+        assert "restart adsync" in err.value.hint
+    with psycopg.connect(_plain(PG_URL), autocommit=True) as conn:
+        assert conn.execute(in_public).fetchone() == before  # nothing created elsewhere
+        conn.execute(f'CREATE SCHEMA "{schema}"')  # back (empty): the next call recreates
+    assert store.claim("evt:gone", timedelta(hours=1))
+    store.dispose()

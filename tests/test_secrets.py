@@ -331,8 +331,8 @@ def test_database_errors_never_carry_their_statements_values(db_url: str, tmp_pa
 
     store = Store(db_url)
     secret = "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c1b3d5f7e"
-    try:
-        with store.begin() as conn:
+    try:  # the engine itself: where SQLAlchemy renders a failed statement and its values
+        with store.engine.begin() as conn:
             conn.execute(text("INSERT INTO no_such_table (x) VALUES (:v)"), {"v": secret})
     except SQLAlchemyError as exc:
         assert secret not in str(exc) and secret not in repr(exc)

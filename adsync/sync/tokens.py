@@ -61,6 +61,7 @@ from adsync.sync.oceanengine import (
     TokenRevoked,
 )
 from adsync.sync.store import (
+    BACKGROUND_WAIT_SECONDS,
     Store,
     accounts,
     actor,
@@ -79,6 +80,9 @@ STATE_LIFETIME = timedelta(minutes=15)  # an authorization link: opened and fini
 PENDING_LIFETIME = timedelta(minutes=10)  # a narrowing grant waiting for an admin's decision
 USER_INFO = "/open_api/2/user/info/"  # the cheapest authenticated call (official SDK UserInfoV2Api)
 _DB_ERRORS = (SQLAlchemyError, StoreError)
+# How long a caller waits for the token lock: its holder may be a refresh on the wire (one
+# call and its retries), not a stuck transaction. Not on any acknowledgement path.
+TOKEN_LOCK_WAIT = BACKGROUND_WAIT_SECONDS
 
 
 def is_chat_user(requested_by: str) -> bool:
@@ -239,7 +243,8 @@ class TokenManager:
         outcome: TokenGrant | OceanEngineError | AuthorizationDead | None = None
         problem: str | None = None
         try:
-            with self.store.exclusive() as conn:
+            # Waiting for the lock may mean waiting for another process's refresh on the wire.
+            with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
                 row = self._read(conn, for_update=True)
                 problem = self._problem(row)
                 if problem is None:
@@ -595,7 +600,7 @@ class TokenManager:
         pending_id = ""
         now = self.now()
         try:
-            with self.store.exclusive() as conn:
+            with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
                 # Hold the lock: a refresh of the old chain must not overwrite the new one.
                 existing = self._read(conn, for_update=True)
                 base.append(existing)
@@ -697,16 +702,6 @@ class TokenManager:
                 return
         raise self._keep(pair, exc)
 
-    def pending_grant(self, pending_id: str) -> AuthResult | None:
-        """A grant waiting for a decision (for the confirmation page), or None."""
-        with self.store.engine.connect() as conn:
-            p = conn.execute(
-                select(pending_grants).where(pending_grants.c.id == pending_id)
-            ).first()
-        if p is None or p.decided_at is not None or p.expires_at <= self.now():
-            return None
-        return self._pending_result(p)
-
     def decide(self, pending_id: str, decision: str, decided_by: str = "") -> AuthResult:
         """Take or cancel a pending grant, once. Taking it stores its pair (unless the chain
         changed since); cancelling leaves the stored chain as it is — dead at Ocean Engine,
@@ -786,7 +781,7 @@ class TokenManager:
 
     def _pending_by_code(self, code_hash: str) -> str | None:
         now = self.now()
-        with self.store.engine.connect() as conn:
+        with self.store.connect() as conn:
             row = conn.execute(
                 select(pending_grants.c.id).where(
                     pending_grants.c.code_hash == code_hash,
@@ -804,7 +799,7 @@ class TokenManager:
         decided_by: str = "",
     ) -> AuthResult:
         names = json.loads(p.names or "{}")
-        with self.store.engine.connect() as conn:
+        with self.store.connect() as conn:
             if previous is None:  # still pending: the stored (superseded) chain's accounts
                 token_row = conn.execute(select(tokens).where(tokens.c.app_id == p.app_id)).first()
                 previous = _ids(token_row)
@@ -1010,17 +1005,17 @@ class TokenManager:
                 "`adsync auth code CODE`",
             )
         now = self.now()
+        failures = (
+            select(token_history.c.at, token_history.c.reason)
+            .where(token_history.c.app_id == app_id)
+            .where(token_history.c.event.in_(("failed", "dead")))
+            .order_by(token_history.c.at.desc(), token_history.c.id.desc())
+            .limit(1)
+        )
         try:
-            with self.store.engine.connect() as conn:
-                last_failure = conn.execute(
-                    select(token_history.c.at, token_history.c.reason)
-                    .where(token_history.c.app_id == app_id)
-                    .where(token_history.c.event.in_(("failed", "dead")))
-                    .order_by(token_history.c.at.desc(), token_history.c.id.desc())
-                    .limit(1)
-                ).first()
+            last_failure = self.store.read(lambda conn: conn.execute(failures).first())
             lost = self._lost_refresh(row)
-        except SQLAlchemyError as exc:
+        except _DB_ERRORS as exc:
             raise self._store_error("cannot read the token status", exc) from None
         access_left = int((row.access_expires_at - now).total_seconds())
         refresh_left = int((row.refresh_expires_at - now).total_seconds())
@@ -1074,13 +1069,13 @@ class TokenManager:
         return tuple(json.loads(row.advertiser_ids or "[]")) if row is not None else ()
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                select(token_history)
-                .where(token_history.c.app_id == (self.settings.oceanengine_app_id or ""))
-                .order_by(token_history.c.id.desc())
-                .limit(limit)
-            ).all()
+        query = (
+            select(token_history)
+            .where(token_history.c.app_id == (self.settings.oceanengine_app_id or ""))
+            .order_by(token_history.c.id.desc())
+            .limit(limit)
+        )
+        rows = self.store.read(lambda conn: conn.execute(query).all())
         return [dict(r._mapping) for r in rows]
 
     # -- helpers ------------------------------------------------------------------------------
@@ -1103,9 +1098,8 @@ class TokenManager:
             row = conn.execute(query).first()
         else:
             try:
-                with self.store.engine.connect() as own:
-                    row = own.execute(query).first()
-            except SQLAlchemyError as exc:
+                row = self.store.read(lambda own: own.execute(query).first())
+            except _DB_ERRORS as exc:
                 raise self._store_error("cannot read the token", exc) from None
         if row is not None:
             protect(row.access_token, row.refresh_token)
@@ -1113,6 +1107,8 @@ class TokenManager:
 
     def _store_error(self, doing: str, exc: BaseException) -> StoreError:
         log.error("%s: %s", doing, _short(exc))
+        if isinstance(exc, StoreError):  # the store already said what happened
+            return exc
         return StoreError(
             f"database {self.store.url_for_humans} failed: {doing} ({_short(exc)})",
             hint="check that the database is reachable (`adsync doctor`), then try again",

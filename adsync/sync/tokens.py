@@ -227,12 +227,15 @@ class TokenManager:
             self._mark_current_dead(f"the platform refused a freshly refreshed token ({exc.code})")
             raise
         now = self.now()
+        app_id = self._app_id()
         try:
-            with self.store.begin() as conn:
-                conn.execute(
-                    update(tokens).where(tokens.c.app_id == self._app_id()).values(confirmed_at=now)
-                )
-        except SQLAlchemyError as exc:
+            self.store.transact(
+                lambda conn: conn.execute(
+                    update(tokens).where(tokens.c.app_id == app_id).values(confirmed_at=now)
+                ),
+                idempotent=True,
+            )
+        except _DB_ERRORS as exc:
             raise self._store_error("could not record the check", exc) from None
         return self._status(checked=True)
 
@@ -471,7 +474,8 @@ class TokenManager:
         being refreshed (see rescue.py, point 3). Raises (and nothing is sent) if it cannot."""
         if self.store.dialect != "postgresql":
             return
-        with self.store.engine.begin() as conn:
+
+        def mark(conn: Connection) -> None:
             conn.execute(delete(token_refreshes).where(token_refreshes.c.app_id == row.app_id))
             conn.execute(
                 insert(token_refreshes).values(
@@ -482,6 +486,10 @@ class TokenManager:
                 )
             )
 
+        # Another connection than the lock's (a separate, committed transaction); a rerun
+        # after a lost commit answer writes the same row again.
+        self.store.transact(mark, idempotent=True)
+
     def _clear_on_the_wire(self, conn: Connection) -> None:
         if self.store.dialect == "postgresql":
             conn.execute(delete(token_refreshes).where(token_refreshes.c.app_id == self._app_id()))
@@ -491,7 +499,8 @@ class TokenManager:
         is waiting in another machine's rescue file. None if there is none (or on SQLite)."""
         if self.store.dialect != "postgresql":
             return None
-        with self.store.engine.connect() as conn, conn.begin():
+
+        def probe(conn: Connection) -> Row[Any] | None:
             marker = conn.execute(
                 select(token_refreshes).where(
                     token_refreshes.c.app_id == row.app_id,
@@ -501,14 +510,15 @@ class TokenManager:
             if marker is None:
                 return None
             # A refresher in progress holds the token row; SKIP LOCKED finds it free only if
-            # nobody does. Rolled back at once: a read, not a write.
+            # nobody does. The read's transaction is rolled back at once: a look, not a write.
             free = conn.execute(
                 select(tokens.c.app_id)
                 .where(tokens.c.app_id == row.app_id)
                 .with_for_update(skip_locked=True)
             ).first()
-            conn.rollback()
-        return marker if free is not None else None
+            return marker if free is not None else None
+
+        return self.store.read(probe)
 
     # -- authorization ------------------------------------------------------------------------
 
@@ -863,12 +873,14 @@ class TokenManager:
         return pending_id
 
     def _name_pending(self, pending_id: str, names: dict[str, str]) -> None:
-        with self.store.begin() as conn:
-            conn.execute(
+        self.store.transact(
+            lambda conn: conn.execute(
                 update(pending_grants)
                 .where(pending_grants.c.id == pending_id)
                 .values(names=json.dumps(names, ensure_ascii=False))
-            )
+            ),
+            idempotent=True,
+        )
 
     def _supersede(self, conn: Connection, existing: Row[Any], reason: str) -> None:
         """The stored chain no longer works because Ocean Engine replaced the grant; its pair

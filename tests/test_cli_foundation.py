@@ -121,6 +121,7 @@ def test_doctor_reports_each_failing_check_with_its_fix(
 
 
 def test_doctor_passes_when_all_is_well(sandbox: Sandbox, env: dict[str, str], cli: Any) -> None:
+    env = {**env, "FEISHU_ENCRYPT_KEY": "sandbox-encrypt-key", "FEISHU_VERIFICATION_TOKEN": "vt"}
     assert cli(["auth", "code", sandbox.auth_code()], env).returncode == 0
     result = cli(["doctor"], env)
     assert result.returncode == 0, result.stdout

@@ -576,3 +576,125 @@ def test_the_access_log_never_writes_the_oauth_callbacks_auth_code_or_state(
     assert "GET /oauth/oceanengine/callback HTTP/1.1" in logged  # the access log is on
     assert code not in logged and state not in logged
     assert ENCRYPT_KEY not in logged and VERIFY_TOKEN not in logged
+
+
+# -- the buffering worker speaks HTTP/1.1 as gunicorn does ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """gunicorn with the Procfile's settings (``-c python:adsync.bot.gunicorn_conf``) serving
+    an app that echoes what it received."""
+    port = _free_port()
+    root = Path(__file__).resolve().parent.parent
+    home = tmp_path_factory.mktemp("echo")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:adsync.bot.gunicorn_conf"]
+        + ["--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null", "tests.echo_app:app"],
+        cwd=root,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(requests.RequestException):
+            requests.get(url + "/", timeout=1)
+            break
+        assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+        time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _responses(data: bytes) -> list[bytes]:
+    """The complete HTTP/1.1 responses at the start of ``data`` (by Content-Length)."""
+    found = []
+    while True:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0:
+            return found
+        head = data[:head_end].lower()
+        length = 0
+        if b"content-length:" in head:
+            length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        end = head_end + 4 + length
+        if len(data) < end:
+            return found
+        found.append(data[:end])
+        data = data[end:]
+
+
+def _exchange(url: str, raw: bytes, responses: int = 1, pause_after: int = 0) -> list[bytes]:
+    """Send ``raw`` (the first ``pause_after`` bytes, a pause, then the rest) on one connection
+    and read ``responses`` complete HTTP responses."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        if pause_after:
+            sock.sendall(raw[:pause_after])
+            time.sleep(0.3)
+            raw = raw[pause_after:]
+        sock.sendall(raw)
+        data = b""
+        while len(_responses(data)) < responses:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return _responses(data)
+
+
+def _echo(answer: bytes) -> dict[str, Any]:
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+def test_the_buffering_worker_reads_chunked_pipelined_and_kept_alive_requests(
+    echo_server: str,
+) -> None:
+    body = b'{"encrypt": "' + b"A" * 20_000 + b'"}'
+    post = b"POST /feishu/events HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body)
+    chunked = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked += b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in (body[:7], body[7:]))
+    chunked += b"0\r\nX-Trailer: 1\r\n\r\n"
+    get = b"GET /healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+    # Three requests pipelined on one connection, the first arriving in two parts.
+    answers = _exchange(echo_server, post + body + chunked + get, responses=3, pause_after=40)
+    echoes = [_echo(a) for a in answers]
+    assert [e["path"] for e in echoes] == ["/feishu/events", "/c", "/healthz"]
+    assert echoes[0]["length"] == echoes[1]["length"] == len(body)
+    assert echoes[0]["sha256"] == echoes[1]["sha256"]
+    # A client waiting for "100 Continue" before it sends the body gets it.
+    expect = post.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n", 1)
+    host, port = echo_server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(expect)
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        got = b""
+        while b'"sha256"' not in got:
+            got += sock.recv(65536)
+        assert b"HTTP/1.1 200" in got
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9999999\r\n\r\n", b"413"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", b"400"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", b"400"),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+    ],
+    ids=["huge length", "two lengths", "length and chunked", "gzip", "bad chunk", "huge header"],
+)
+def test_the_buffering_worker_refuses_what_it_cannot_frame(
+    echo_server: str, request_bytes: bytes, status: bytes
+) -> None:
+    answer = _exchange(echo_server, request_bytes)
+    assert answer and answer[0].startswith(b"HTTP/1.1 " + status), answer
+    assert b"Connection: close" in answer[0]

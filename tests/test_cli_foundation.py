@@ -28,8 +28,12 @@ def test_no_secret_reaches_stdout_stderr_or_the_log_file(
     sandbox: Sandbox, env: dict[str, str], tmp_path: Path
 ) -> None:
     log_file = tmp_path / "logs" / "adsync.log"
-    env = {**env, "ADSYNC_LOG_FILE": str(log_file), "ADSYNC_LOG_LEVEL": "DEBUG"}
-    secrets = {OE_SECRET, FEISHU_SECRET}
+    keys = {
+        "FEISHU_ENCRYPT_KEY": "sandbox-encrypt-key-c41d",
+        "FEISHU_VERIFICATION_TOKEN": "vt-9e0b2a",
+    }
+    env = {**env, **keys, "ADSYNC_LOG_FILE": str(log_file), "ADSYNC_LOG_LEVEL": "DEBUG"}
+    secrets = {OE_SECRET, FEISHU_SECRET, *keys.values()}
     outputs: list[str] = []
 
     def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:

@@ -661,6 +661,9 @@ def _echo(answer: bytes) -> dict[str, Any]:
 def test_the_buffering_worker_reads_chunked_pipelined_and_kept_alive_requests(
     echo_server: str,
 ) -> None:
+    from adsync.bot import app, gunicorn_worker
+
+    assert gunicorn_worker.MAX_BODY == app.MAX_BODY  # one limit, the worker's copy in step
     body = b'{"encrypt": "' + b"A" * 20_000 + b'"}'
     post = b"POST /feishu/events HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body)
     chunked = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -537,6 +537,8 @@ class TokenManager:
         now = self.now()
         with self.store.begin() as conn:
             conn.execute(delete(oauth_states).where(oauth_states.c.expires_at < now))
+            # An undecided grant past its time still holds a live pair: nothing keeps it.
+            conn.execute(delete(pending_grants).where(pending_grants.c.expires_at < now))
             conn.execute(
                 insert(oauth_states).values(
                     state=state,

@@ -231,7 +231,10 @@ def test_a_refreshed_pair_the_database_cannot_take_is_kept_and_every_process_say
         assert proc.returncode == 2, err
         assert "Traceback" not in err and err.count("error:") == 1
         assert "refreshed the token, but the database" in err.split("error:")[1]
-        rescue_file = Path(env["ADSYNC_DATA_DIR"]) / "token-rescue-1700000000000001.json"
+        # One rescue file per chain (the Ocean Engine user's authorization).
+        rescue_file = (
+            Path(env["ADSYNC_DATA_DIR"]) / f"token-rescue-1700000000000001-{before.chain_id}.json"
+        )
         assert str(rescue_file) in err
         assert _mode(rescue_file) == 0o600 and _mode(rescue_file.parent) == 0o700
 
@@ -306,7 +309,10 @@ def test_on_sqlite_a_refused_commit_keeps_the_pair_and_the_chat_is_told_what_to_
             assert word not in shown
         assert "retrying with a new connection" in log_file.read_text(encoding="utf-8")
         assert services.store.sqlite_path is not None  # the rescue file sits next to the database
-        rescue_file = services.store.sqlite_path.parent / "token-rescue-1700000000000001.json"
+        chain = _row(services.store).chain_id  # one rescue file per chain
+        rescue_file = (
+            services.store.sqlite_path.parent / f"token-rescue-1700000000000001-{chain}.json"
+        )
         assert _mode(rescue_file) == 0o600
 
         other = run_cli(["token", "status"], env)

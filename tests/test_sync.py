@@ -255,7 +255,8 @@ def test_accounts_fetched_before_the_authorization_died_are_synced(
     authorized: Any, sandbox: Sandbox
 ) -> None:
     # Rows are written while the fetch goes on; when the grant is revoked mid-run, what was
-    # fetched before is written and saved all the same, and the run still asks for the link.
+    # fetched before is written and saved all the same: the run is partial (those accounts
+    # synced), and still asks for the link.
     start, end = _window(3)
     everything = truth(sandbox, start, end)
     sandbox.faults(oceanengine={"latency_ms": 150})  # the first answer comes while others wait
@@ -267,7 +268,10 @@ def test_accounts_fetched_before_the_authorization_died_are_synced(
             sandbox.post("/_sandbox/oceanengine/revoke")
 
     result = Runner(authorized, progress=revoke_after_the_first_account).run(start, end)
-    assert result.status == "failed" and result.needs_authorization
+    assert result.status == "partial" and result.needs_authorization and result.exit_code == 3
+    [dead] = result.dead_chains
+    assert "本地推运营（沙盒）" in dead.who and "authorization" in result.error
+    assert sorted(dead.accounts) == sorted(a.label for a in result.accounts if a.status == "failed")
     ok = {a.account_id for a in result.accounts if a.status == "ok"}
     assert ok and any(a.status == "failed" for a in result.accounts)
     expected = {k for k, row in everything.items() if row["account_id"] in ok}

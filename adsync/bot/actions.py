@@ -34,6 +34,7 @@ from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.reports import resolve_accounts
 from adsync.sync.runner import Runner, RunResult, recent_runs
 from adsync.sync.services import Services
+from adsync.sync.tokens import HEALTH_RANK
 
 log = logging.getLogger("adsync.actions")
 
@@ -144,23 +145,40 @@ class Actions:
         )
 
     def _do_tokenstatus(self, command: TokenStatus, caller: Caller, trigger: str) -> Card:
-        status = self.services.tokens.status()
+        return self._token_card(command.lang, caller)
+
+    def _token_card(self, lang: str, caller: Caller) -> Card:
+        """Every authorization (one per Ocean Engine login), the one needing a person first on
+        top; a link only when one needs it and the caller may have one (``_link``)."""
+        tokens = self.services.tokens
+        chains = tokens.statuses()
+        status = min(chains, key=lambda s: HEALTH_RANK.get(s.health, 0)) if chains else None
+        status = status or tokens.status()
         if status.health == "ok":
-            return cards.token_card(status, command.lang, tz=self.settings.tz)
-        link = self._link(caller, command.lang)
+            return cards.token_card(status, lang, tz=self.settings.tz, chains=chains)
+        link = self._link(caller, lang)
         return cards.token_card(
             status,
-            command.lang,
+            lang,
             auth_url=link.url,
             tz=self.settings.tz,
             note=link.note,
             admins=link.admins,
+            chains=chains,
         )
 
     def _do_tokenrefresh(self, command: TokenRefresh, caller: Caller, trigger: str) -> Card:
-        self.services.tokens.refresh(reason=f"chat: {caller.label}")
-        status = self.services.tokens.status()
-        return cards.token_card(status, command.lang, tz=self.settings.tz)
+        tokens = self.services.tokens
+        reason = f"chat: {caller.label}"
+        if len(tokens.chains()) <= 1:
+            tokens.refresh(reason=reason)  # its failure is the answer (a card saying what to do)
+            status = tokens.status()
+            return cards.token_card(status, command.lang, tz=self.settings.tz, chains=[status])
+        # Several authorizations: each refreshed on its own; the card shows how each one is.
+        for chain, exc in tokens.refresh_all(reason):
+            if exc is not None:
+                log.warning("token refresh of %s from chat failed: %s", chain.who, exc.message)
+        return self._token_card(command.lang, caller)
 
     def _do_summary(self, command: Summary, caller: Caller, trigger: str) -> Card:
         from adsync.sync.summary import summarize
@@ -182,6 +200,9 @@ class Actions:
         view.problems = refreshed.lines
         if refreshed.refused is not None:
             view.problems.append(f"the list was not refreshed: {refreshed.refused.message}")
+        else:  # some authorizations answered; these could not be asked (their accounts stay)
+            for _chain, exc in refreshed.refusals:
+                view.problems.append(f"not refreshed for this authorization: {exc.message}")
         return cards.accounts_card(view, command.lang, tz=self.settings.tz)
 
     def _do_history(self, command: History, caller: Caller, trigger: str) -> Card:

@@ -9,7 +9,7 @@ from typing import Any
 from adsync.bot import cards
 from adsync.sync.config import Settings
 from adsync.sync.store import Store
-from adsync.sync.tokens import AuthResult
+from adsync.sync.tokens import AuthResult, Removed
 
 
 def announce(
@@ -29,9 +29,29 @@ def announce_authorization(
 ) -> None:
     kind = "cancelled" if result.cancelled else ("confirmed" if result.dropped else "authorized")
     card = cards.authorization_card(
-        kind, result.requested_by, result.account_ids, result.names, result.dropped
+        kind,
+        result.requested_by,
+        result.account_ids,
+        result.names,
+        result.dropped,
+        user=result.who if result.chain_id else "",
+        added=not result.replaced and result.others > 0,
     )
     announce(settings, store, card, f"auth:{kind}:{time.time_ns()}", messenger)
+
+
+def announce_removal(
+    settings: Settings, store: Store, removed: Removed, by: str, messenger: Any = None
+) -> None:
+    card = cards.authorization_card(
+        "removed",
+        by,
+        removed.account_ids,
+        removed.names,
+        user=removed.who,
+        left_scope=removed.left_scope,
+    )
+    announce(settings, store, card, f"auth:removed:{time.time_ns()}", messenger)
 
 
 def announce_refusal(settings: Settings, store: Store, by: str, messenger: Any = None) -> None:

@@ -892,21 +892,36 @@ def token_card(
     tz: TzLike = None,
     note: str = "",
     admins: Sequence[str] = (),
+    chains: Sequence[TokenStatus] = (),
 ) -> Card:
     """The Ocean Engine authorization as a traffic light, with lifetimes and what to do.
 
-    ``auth_url`` (a re-authorize button) is given only to an admin in a direct chat; everyone
-    else gets ``note`` (who can authorize, and how) and the ``admins`` @-mentioned."""
+    ``status`` is the authorization that needs a person first; with several authorizations
+    (one per Ocean Engine login), ``chains`` holds them all and each gets its own block, named
+    after its user. ``auth_url`` (a re-authorize button) is given only to an admin in a direct
+    chat; everyone else gets ``note`` (who can authorize, and how) and the ``admins``
+    @-mentioned."""
     lg = _lang(lang)
     zone = _zone(tz)
     template = HEALTH_TEMPLATES.get(status.health, "red")
     title = _t(lg, "Ocean Engine authorization", "巨量引擎授权")
     subtitle = _t(lg, f"app {status.app_id}", f"应用 {status.app_id}") if status.app_id else ""
-    headline = _token_headline(status, lg)
-    lines = [headline]
-    if status.authorized and status.access_expires_at is not None:
-        lines += _token_lines(status, lg, zone)
-    elements: list[dict[str, Any]] = [_markdown("\n".join(lines))]
+    elements: list[dict[str, Any]] = []
+    if len(chains) > 1:
+        subtitle += _t(lg, f" · {len(chains)} authorizations", f" · {len(chains)} 个授权")
+        elements.append(_markdown(_chains_headline(chains, lg)))
+        for chain in chains:
+            lines = [f"**{_md(chain.who, NAME_CHARS)}** · ID {_md(chain.chain_id, 40)}"]
+            lines.append(_token_headline(chain, lg))
+            if chain.authorized and chain.access_expires_at is not None:
+                lines += _token_lines(chain, lg, zone, who=False)
+            elements.append(_hr())
+            elements.append(_markdown("\n".join(lines)))
+    else:
+        lines = [_token_headline(status, lg)]
+        if status.authorized and status.access_expires_at is not None:
+            lines += _token_lines(status, lg, zone)
+        elements.append(_markdown("\n".join(lines)))
     if status.health != "ok" and not auth_url and (note or admins):
         advice = _md(note, TEXT_CHARS, multiline=True)
         if mentions(admins):
@@ -916,7 +931,8 @@ def token_card(
     if status.health != "ok" and auth_url:
         label = _t(lg, "Authorize again", "重新授权")
         buttons.append(_button(label, url=auth_url, kind="primary_filled"))
-    if status.authorized and status.health not in ("reauthorize", "unsaved"):
+    refreshable = [c for c in (chains or [status]) if c.authorized]
+    if any(c.health not in ("reauthorize", "unsaved") for c in refreshable):
         # A dead chain cannot be refreshed; offering it would only produce a second failure.
         value = {"action": "token_refresh", "lang": lg}
         buttons.append(_button(_t(lg, "Refresh now", "立即刷新"), value=value))
@@ -927,6 +943,31 @@ def token_card(
     return fit(
         _card(title, template, elements, subtitle=subtitle, summary=preview),
         note=_note_for("accounts", "账户", "adsync token status", lg),
+    )
+
+
+def _chains_headline(chains: Sequence[TokenStatus], lang: Lang) -> str:
+    bad = [c for c in chains if c.health != "ok"]
+    n = len(chains)
+    if not bad:
+        return _t(
+            lang,
+            f"🟢 **All {n} authorizations are healthy.** The tokens renew themselves.",
+            f"🟢 **{n} 个授权全部正常。** token 会自动续期。",
+        )
+    dead = [c for c in bad if c.health in ("reauthorize", "unsaved")]
+    names = "、".join(_md(c.user_name or c.user_id or c.chain_id, NAME_CHARS) for c in bad)
+    if dead:
+        return _t(
+            lang,
+            f"🔴 **{len(dead)} of {n} authorizations need a person** ({names}); the others go "
+            "on syncing their accounts.",
+            f"🔴 **{n} 个授权中有 {len(dead)} 个需要处理**（{names}）；其他授权的账户照常同步。",
+        )
+    return _t(
+        lang,
+        f"🟠 **{len(bad)} of {n} authorizations need attention** ({names}).",
+        f"🟠 **{n} 个授权中有 {len(bad)} 个需要关注**（{names}）。",
     )
 
 
@@ -982,6 +1023,15 @@ def _token_headline(status: TokenStatus, lang: Lang) -> str:
             f"（{reason}）",
         )
     reason = _md(status.dead_reason or status.message or "", REASON_CHARS)
+    if status.user_name or status.user_id:
+        who = _md(status.user_name or status.user_id, NAME_CHARS)
+        return _t(
+            lang,
+            f"🔴 **Authorize again: {who}.** {reason}\nTheir accounts do not sync until an "
+            f"admin's link is opened logged in at Ocean Engine as {who}.",
+            f"🔴 **需要重新授权：{who}。** {reason}\n在用 {who} 的巨量引擎账号打开管理员的授权"
+            "链接之前，其账户不会同步。",
+        )
     return _t(
         lang,
         f"🔴 **Authorize again.** {reason}\nSyncs stop until an admin authorizes adsync again.",
@@ -1001,7 +1051,7 @@ def _lifetime(label: str, left_s: int | None, at: object, lang: Lang, zone: tzin
     return _t(lang, f"{label} {span} left · until {when}", f"{label} 剩余 {span} · {when} 到期")
 
 
-def _token_lines(status: TokenStatus, lang: Lang, zone: tzinfo) -> list[str]:
+def _token_lines(status: TokenStatus, lang: Lang, zone: tzinfo, *, who: bool = True) -> list[str]:
     access = _t(lang, "**Access token**", "**access token**")
     if status.access_prefix:
         access += f" {_md(status.access_prefix, 16)}"  # masked: tells two tokens apart, no more
@@ -1031,6 +1081,9 @@ def _token_lines(status: TokenStatus, lang: Lang, zone: tzinfo) -> list[str]:
         )
     granted = len(status.account_ids)
     lines.append(_t(lang, f"**Accounts** {granted:,} granted", f"**账户** 已授权 {granted:,} 个"))
+    if who and status.chain_id:
+        whose = _md(status.who, NAME_CHARS * 2)
+        lines.append(_t(lang, f"**Authorized by** {whose}", f"**授权人** {whose}"))
     zone_name = _md(_zone_name(zone), 40)
     lines.append(_markdown_note(_t(lang, f"Times in {zone_name}", f"时间为 {zone_name}")))
     return lines
@@ -1443,11 +1496,18 @@ def authorization_card(
     account_ids: Sequence[str],
     names: Mapping[str, str],
     dropped: Sequence[str] = (),
+    *,
+    user: str = "",
+    added: bool = False,
+    left_scope: Sequence[str] = (),
 ) -> Card:
     """Tells the report chats who authorized what. ``kind``: authorized | confirmed (a grant
-    that drops accounts, taken by an admin) | cancelled | refused (0 accounts). ``by`` is an
-    open_id (@-mentioned) or the operator's label."""
+    that drops accounts, taken by an admin) | cancelled | refused (0 accounts) | removed (an
+    authorization forgotten; ``left_scope`` the accounts no other one reaches). ``by`` is an
+    open_id (@-mentioned) or the operator's label; ``user`` the Ocean Engine login whose
+    authorization it is; ``added``: a new login's, beside the others."""
     who = mentions([by]) or _md(f"the operator ({by or 'cli'}) · 运维")
+    login = _md(user, NAME_CHARS * 2)
 
     def listed(ids: Sequence[str]) -> str:
         shown = [_md(names.get(i) or i, NAME_CHARS) for i in ids[:MAX_NAMES]]
@@ -1455,6 +1515,20 @@ def authorization_card(
         return "、".join(shown) + (f" …（+{more}）" if more > 0 else "")
 
     lines: list[str]
+    if kind == "removed":
+        title, template = "授权已移除 · authorization removed", "orange"
+        lines = [
+            f"{who} 移除了 {login} 的授权 · removed the authorization of {login}",
+            f"{len(left_scope)} 个账户不再同步（已同步的数据保留） · {len(left_scope)} accounts no "
+            "longer synced (rows already synced stay)"
+            if left_scope
+            else "其账户都由其他授权覆盖，照常同步 · every one of its accounts is still synced "
+            "through another authorization",
+        ]
+        if left_scope:
+            lines.append(listed(left_scope))
+        card = _card(title, template, [_markdown("\n".join(lines))], summary=title)
+        return fit(card, note=_plain_note("zh"))
     if kind == "refused":
         title, template = "授权未采用 · authorization refused", "red"
         lines = [
@@ -1474,6 +1548,13 @@ def authorization_card(
     else:
         title, template = "巨量引擎已授权 · Ocean Engine authorized", "green"
         lines = [f"{who} 授权了 {len(account_ids)} 个账户 · authorized {len(account_ids)} accounts"]
+        if user:
+            lines.append(
+                f"巨量引擎账号 {login}（新增授权，与其他授权并存） · Ocean Engine login {login} "
+                "(a new authorization, beside the others)"
+                if added
+                else f"巨量引擎账号 {login} · Ocean Engine login {login}"
+            )
         if account_ids:
             lines.append(listed(account_ids))
         if kind == "confirmed" and dropped:

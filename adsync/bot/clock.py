@@ -34,6 +34,7 @@ from adsync.sync.runner import FAILED, AccountResult, Runner, RunResult
 from adsync.sync.services import Services
 from adsync.sync.store import actor, notifications
 from adsync.sync.summary import anomalies, seven_day_average, summarize
+from adsync.sync.tokens import Chain
 
 log = logging.getLogger("adsync.clock")
 
@@ -145,41 +146,71 @@ class Clock:
             return result
 
     def token_watchdog(self) -> None:
-        """Every 30 minutes: refresh inside the margin, prove the token works with a cheap call,
-        alert on trouble (each problem at most once per 6 h), all clear after."""
+        """Every 30 minutes, for each authorization (one per Ocean Engine login) on its own:
+        refresh inside the margin, prove the token works with a cheap call, alert on trouble
+        (each problem of each chain at most once per 6 h, naming its user and accounts), all
+        clear after. One dead chain never keeps the others from being refreshed."""
         tokens = self.services.tokens
+        chains = tokens.chains()
+        self._forget_gone_chains({c.chain_id for c in chains})
+        if not chains:
+            self._authorization_alert(
+                None, AuthorizationNeeded("Ocean Engine is not authorized yet")
+            )
+            return
+        for chain in chains:
+            try:
+                self._watch_chain(chain)
+            except AdsyncError as exc:  # e.g. the database: the next chain still gets its turn
+                log.error("token watchdog for %s: %s", chain.chain_id, exc.message)
+
+    def _watch_chain(self, chain: Chain) -> None:
+        tokens = self.services.tokens
+        cid = chain.chain_id
+
+        def key(kind: str) -> str:
+            return f"token:{kind}:{cid}"
+
+        whose = _whose(chain)
         try:
-            tokens.refresh_if_due()
+            tokens.refresh_if_due(cid)
         except AuthorizationNeeded as exc:
-            self._authorization_alert(exc)
+            self._authorization_alert(chain, exc)
             return
         except TokenNotSaved as exc:
             log.error("%s", exc.message)
             self.notifier.alert(
-                "token:unsaved",
+                key("unsaved"),
                 "Token 已刷新但未保存 · refreshed but not saved",
-                [exc.public_message, exc.public_hint],
+                [*whose, exc.public_message, exc.public_hint],
                 people=self._admins(),
             )
             return
         except OceanEngineError as exc:
             self.notifier.alert(
-                "token:refresh_failed",
+                key("refresh_failed"),
                 "Token 刷新失败 · token refresh failed",
-                [exc.message, "will retry in 30 minutes; if it persists, run `adsync doctor`"],
+                [
+                    *whose,
+                    exc.message,
+                    "will retry in 30 minutes; if it persists, run `adsync doctor`",
+                ],
                 severity="warning",
             )
             return
-        self.notifier.resolve("token:refresh_failed", "Token 刷新恢复 · token refresh works again")
+        self.notifier.resolve(key("refresh_failed"), "Token 刷新恢复 · token refresh works again")
         try:
-            tokens.check()  # one cheap call; records when the chain was last confirmed live
+            tokens.check(cid)  # one cheap call; records when the chain was last confirmed live
         except AuthorizationNeeded as exc:
             # The chain was usable a moment ago (refresh_if_due said so); now the platform
             # refuses the token, and the refresh that followed: the grant was revoked.
             self.notifier.alert(
-                "token:revoked",
+                key("revoked"),
                 "Token 被拒绝 · the token was refused",
-                [exc.message, "the authorization was probably revoked: " + _REAUTHORIZE],
+                [
+                    *self._chain_lines(chain, exc),
+                    "the authorization was probably revoked: " + _REAUTHORIZE,
+                ],
                 people=self._admins(),
             )
             return
@@ -187,14 +218,16 @@ class Clock:
             return  # the platform is having trouble; the sync's own alerts will say so
         # Only a token the platform accepted proves the authorization is back.
         self.notifier.resolve("token:reauthorize", "授权已恢复 · authorization restored")
-        self.notifier.resolve("token:revoked", "Token 已恢复 · the token works again")
-        self.notifier.resolve("token:unsaved", "Token 已保存 · the refreshed token is saved")
-        status = tokens.status()
+        self.notifier.resolve(key("reauthorize"), "授权已恢复 · authorization restored", whose)
+        self.notifier.resolve(key("revoked"), "Token 已恢复 · the token works again", whose)
+        self.notifier.resolve(key("unsaved"), "Token 已保存 · the refreshed token is saved", whose)
+        status = tokens.status(cid)
         if status.refresh_left_s is not None and status.refresh_left_s < 3 * 86400:
             self.notifier.alert(
-                "token:refresh_expiring",
+                key("refresh_expiring"),
                 "授权即将过期 · authorization expires soon",
                 [
+                    *whose,
                     f"refresh token expires in {status.refresh_left_s // 3600} h",
                     "a refresh renews it; if refreshing fails, " + _REAUTHORIZE,
                 ],
@@ -203,26 +236,94 @@ class Clock:
             )
         else:
             self.notifier.resolve(
-                "token:refresh_expiring", "授权有效期已恢复 · authorization renewed"
+                key("refresh_expiring"), "授权有效期已恢复 · authorization renewed", whose
             )
 
-    def _authorization_alert(self, exc: AuthorizationNeeded) -> None:
-        """The chain cannot give a token without a person. A revocation already announced
-        stays that one problem (repeated under its own name every 6 h), not a second one."""
-        if "token:revoked" in self.notifier.open_problems():
+    def _authorization_alert(self, chain: Chain | None, exc: AuthorizationNeeded) -> None:
+        """A chain cannot give a token without a person (``chain`` None: there is no
+        authorization at all). A revocation already announced stays that one problem
+        (repeated under its own name every 6 h), not a second one."""
+        if chain is None:
             self.notifier.alert(
-                "token:revoked",
+                "token:reauthorize",
+                "需要重新授权 · re-authorization needed",
+                [exc.message, _REAUTHORIZE],
+                people=self._admins(),
+            )
+            return
+        revoked = f"token:revoked:{chain.chain_id}"
+        if revoked in self.notifier.open_problems():
+            self.notifier.alert(
+                revoked,
                 "Token 被拒绝 · the token was refused",
-                [exc.message, "the authorization was probably revoked: " + _REAUTHORIZE],
+                [
+                    *self._chain_lines(chain, exc),
+                    "the authorization was probably revoked: " + _REAUTHORIZE,
+                ],
                 people=self._admins(),
             )
             return
         self.notifier.alert(
-            "token:reauthorize",
+            f"token:reauthorize:{chain.chain_id}",
             "需要重新授权 · re-authorization needed",
-            [exc.message, _REAUTHORIZE],
+            [*self._chain_lines(chain, exc), _REAUTHORIZE],
             people=self._admins(),
         )
+
+    def _chain_lines(self, chain: Chain, exc: AuthorizationNeeded | None) -> list[str]:
+        """Whose authorization it is, why it is gone, and the accounts that stop syncing
+        because no other authorization reaches them."""
+        from adsync.sync.discovery import reach_by_chain
+
+        lines = _whose(chain)
+        if exc is not None:
+            lines.append(exc.message)
+        try:
+            stranded = self._stranded(chain, reach_by_chain)
+        except AdsyncError:
+            stranded = None
+        if stranded:
+            shown = "、".join(stranded[:10]) + (
+                f" …（+{len(stranded) - 10}）" if len(stranded) > 10 else ""
+            )
+            lines.append(
+                f"不再同步的账户 · accounts not synced until then ({len(stranded)}): {shown}"
+            )
+        elif stranded is not None and len(self.services.tokens.chains()) > 1:
+            lines.append(
+                "其账户由其他授权继续同步 · its accounts are still synced through other "
+                "authorizations"
+            )
+        return lines
+
+    def _stranded(self, chain: Chain, reach_by_chain: Any) -> list[str]:
+        """Labels of the accounts in scope this chain reaches and no other usable chain does."""
+        chains = self.services.tokens.chains()
+        reach = reach_by_chain(self.services.store, self.settings.oceanengine_app_id or "")
+
+        def reached(c: Chain) -> set[str]:
+            return set(reach.get(c.chain_id, set())) | set(c.account_ids)
+
+        mine = reached(chain)
+        others = [reached(c) for c in chains if c.live and c.chain_id != chain.chain_id]
+        covered = set().union(*others)
+        return [a.label for a in self._scope() if a.id in mine and a.id not in covered]
+
+    def _forget_gone_chains(self, current: set[str]) -> None:
+        """Problems of a chain that no longer exists (removed, or replaced by its user's new
+        authorization) end with an all clear."""
+        try:
+            problems = self.notifier.open_problems()
+        except AdsyncError:
+            return
+        for problem in problems:
+            parts = problem.split(":", 2)
+            if len(parts) == 3 and parts[0] == "token" and parts[2] not in current:
+                self.notifier.resolve(
+                    problem,
+                    "授权已移除 · authorization no longer in use",
+                    [f"authorization {parts[2]} was removed or replaced; its alert is closed"],
+                )
 
     def _admins(self) -> tuple[str, ...]:
         """Alerts go to the report chats, which everyone in them reads: they carry no
@@ -310,9 +411,16 @@ class Clock:
                 log.warning("could not update the report card: %s", exc.message)
 
     def _alerts_after(self, result: RunResult, day: date) -> None:
-        if result.needs_authorization:
-            self._authorization_alert(AuthorizationNeeded(result.error))
-        elif result.status == "failed":
+        if result.dead_chains:
+            # One alert per dead authorization, naming its user and what it left unsynced.
+            chains = {c.chain_id: c for c in self.services.tokens.chains()}
+            for dead in result.dead_chains:
+                chain = chains.get(dead.chain_id)
+                if chain is not None:
+                    self._authorization_alert(chain, AuthorizationNeeded(dead.reason))
+        elif result.needs_authorization:
+            self._authorization_alert(None, AuthorizationNeeded(result.error))
+        if result.status == "failed" and not result.needs_authorization:
             self.notifier.alert(
                 f"sync:failed:{self.today()}",
                 "同步失败 · the daily sync failed",
@@ -416,6 +524,10 @@ class _Held:
         self._stop.set()
         if self.mine:
             self.clock.services.store.release_lease(self.name, self.holder)
+
+
+def _whose(chain: Chain) -> list[str]:
+    return [f"授权人 · authorized by: {chain.who} (ID {chain.chain_id})"]
 
 
 def _moved_pct(before: Any, after: Any) -> float:

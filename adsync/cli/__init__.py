@@ -17,6 +17,8 @@ from adsync import __version__
 COMMANDS = {
     ("auth", "url"): "adsync.cli.auth:auth_url",
     ("auth", "code"): "adsync.cli.auth:auth_code",
+    ("auth", "list"): "adsync.cli.auth:auth_list",
+    ("auth", "remove"): "adsync.cli.auth:auth_remove",
     ("token", "status"): "adsync.cli.auth:token_status",
     ("token", "refresh"): "adsync.cli.auth:token_refresh",
     ("sandbox",): "adsync.cli.ops:sandbox",
@@ -72,16 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     code.add_argument(
         "--confirm",
         action="store_true",
-        help="take the grant even though it drops accounts granted before",
+        help="take the grant even though it drops accounts its user's authorization granted",
     )
+    auth_sub.add_parser(
+        "list",
+        parents=[json_flag],
+        help="the authorizations (one per Ocean Engine login): whose, health, accounts",
+    )
+    remove = auth_sub.add_parser(
+        "remove", parents=[json_flag], help="forget one authorization (synced rows stay)"
+    )
+    remove.add_argument("id", metavar="ID", help="its ID in `adsync auth list` (or user id/name)")
+    remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
-    token = sub.add_parser("token", help="the Ocean Engine token chain")
+    token = sub.add_parser("token", help="the Ocean Engine token chains (one per authorization)")
     token_sub = token.add_subparsers(dest="action", metavar="ACTION", required=True)
     status = token_sub.add_parser("status", parents=[json_flag], help="lifetimes and health")
     status.add_argument(
-        "--check", action="store_true", help="ask the platform whether the chain is live"
+        "--check", action="store_true", help="ask the platform whether each chain is live"
     )
-    token_sub.add_parser("refresh", parents=[json_flag], help="refresh now")
+    token_sub.add_parser("refresh", parents=[json_flag], help="refresh every chain now")
 
     when_help = "yesterday (default), today, YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD"
     sync = sub.add_parser("sync", parents=[json_flag], help="sync reports into the Bitable")

@@ -53,6 +53,9 @@ def accounts(ctx: Context) -> int:
                 f"the list was not refreshed: {refreshed.refused.message} "
                 "(`adsync auth url` to authorize again)"
             )
+        else:  # several authorizations: these could not be asked (their accounts stay listed)
+            for _chain, exc in refreshed.refusals:
+                view.problems.append(f"{exc.message} (`adsync auth list`)")
         changes = discovery.describe(refreshed.changes)
     if ctx.json:
         doc = view.to_json()

@@ -225,18 +225,29 @@ def _reachable(ctx: Context) -> str:
 
 
 def _token(ctx: Context) -> str:
-    from adsync.sync.oceanengine import OceanEngineAPI
-
-    status = ctx.services.tokens.status()
-    if status.health == "reauthorize":
-        raise AuthorizationNeeded(status.message)
+    """Every authorization (one per Ocean Engine login) must be live: one call each."""
+    tokens = ctx.services.tokens
+    statuses = tokens.statuses()
+    if not statuses:
+        raise AuthorizationNeeded(tokens.status().message)
+    dead = [s for s in statuses if s.health == "reauthorize"]
+    if dead:
+        several = len(statuses) > 1
+        raise AuthorizationNeeded(
+            "; ".join(f"{s.who}: {s.message}" if several else s.message for s in dead)
+        )
     client = ctx.services.new_client()
     try:
-        OceanEngineAPI(client, ctx.services.tokens).get("/open_api/2/user/info/", {})
+        for s in statuses:
+            ctx.services.api(client, s.chain_id).get("/open_api/2/user/info/", {})
     finally:
         client.close()
-    note = "" if status.health == "ok" else f" — {status.message}"
-    return f"{status.health}: valid, {len(status.account_ids)} accounts granted{note}"
+    if len(statuses) == 1:
+        status = statuses[0]
+        note = "" if status.health == "ok" else f" — {status.message}"
+        return f"{status.health}: valid, {len(status.account_ids)} accounts granted{note}"
+    notes = [f"{s.who}: {s.health}, {len(s.account_ids)} accounts" for s in statuses]
+    return f"{len(statuses)} authorizations valid ({'; '.join(notes)})"
 
 
 def _accounts(ctx: Context) -> str:

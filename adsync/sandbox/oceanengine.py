@@ -3,6 +3,11 @@
 What it simulates (see /work/shared/reference/oceanengine.md for the sources):
 
 - the authorization page ``/audit/oauth.html`` (a user who ticks every account and consents),
+- users: authorization is per Ocean Engine user ("API授权是以User为纬度的", reference §1.1), so
+  each user has a grant of their own; re-authorizing replaces only that user's grant, revoking
+  one leaves the others alive, and one account may be granted by several users. The page
+  consents as the user logged in (the ``oe_sandbox_user`` cookie, or the one set with
+  ``/_sandbox/oceanengine/login``); minted codes name theirs with ``user``,
 - ``oauth2/access_token`` (single-use auth codes, 10 minutes), ``oauth2/refresh_token`` (strict
   rotation, no grace window), ``oauth2/advertiser/get`` (``account_type``, ``is_valid``) and
   ``2/user/info``,
@@ -817,22 +822,37 @@ def paginate(rows: list[dict[str, Any]], page: int, page_size: int, list_key: st
 # Authorization state
 
 
+DEFAULT_USER = "default"  # the user every control route means when it names none
+
+
+@dataclass(frozen=True)
+class User:
+    """An Ocean Engine login (``2/user/info``: ``id``, ``display_name``, ``email``)."""
+
+    key: str  # how control routes name it
+    id: int
+    display_name: str
+    email: str
+
+
 @dataclass
 class AuthCode:
     issued_at: float
     account_ids: tuple[int, ...]
+    user: str = DEFAULT_USER
     used: bool = False
 
 
 @dataclass
 class Grant:
-    """The one live authorization of the app: re-authorizing replaces it wholesale."""
+    """A user's live authorization of the app: their re-authorizing replaces it wholesale."""
 
     account_ids: list[int]
     access_token: str
     refresh_token: str
     access_expires_at: float
     refresh_expires_at: float
+    user: str = DEFAULT_USER
 
 
 @dataclass
@@ -855,7 +875,9 @@ class State:
     accounts: list[Account]
     ledger: Ledger
     offset: float = 0.0
-    grant: Grant | None = None
+    grants: dict[str, Grant] = field(default_factory=dict)  # user key -> their live grant
+    users: dict[str, User] = field(default_factory=dict)
+    login: str = DEFAULT_USER  # who the authorization page consents as (no cookie)
     codes: dict[str, AuthCode] = field(default_factory=dict)
     denied: set[int] = field(default_factory=set)  # the report refuses them (40002)
     invalid: set[int] = field(default_factory=set)  # is_valid false: relationship removed
@@ -870,6 +892,32 @@ class State:
 
     def account(self, account_id: int) -> Account | None:
         return next((a for a in self.accounts if a.account_id == account_id), None)
+
+    @property
+    def grant(self) -> Grant | None:
+        """The default user's grant (what single-login tests and routes mean)."""
+        return self.grants.get(DEFAULT_USER)
+
+    def user(self, key: str) -> User:
+        """The user named ``key``, made on first mention with a stable id."""
+        found = self.users.get(key)
+        if found is None:
+            seed = self.options.seed
+            # The default user's id is what the sandbox always answered; others hash their key.
+            digest = _hash(seed, "user") if key == DEFAULT_USER else _hash(seed, "user", key)
+            name = "本地推运营（沙盒）" if key == DEFAULT_USER else f"{key}（沙盒）"
+            found = User(
+                key, 1_100_000_000_000_000 + digest % 10**14, name, f"{key[:2]}***@example.com"
+            )
+            self.users[key] = found
+        return found
+
+    def holding(self, token: str, kind: str) -> Grant | None:
+        """The live grant whose ``kind`` token (access | refresh) is ``token``."""
+        for grant in self.grants.values():
+            if _same(token, getattr(grant, f"{kind}_token")):
+                return grant
+        return None
 
     def name_of(self, account_id: int) -> str:
         account = self.account(account_id)
@@ -975,7 +1023,8 @@ class OceanEngineSandbox:
                 "errors": dict(s.errors),
                 "rows_served": s.rows_served,
                 "faults_injected": self.faults.injected,
-                "authorized": s.grant is not None,
+                "authorized": bool(s.grants),
+                "authorized_users": sorted(s.grants),
             }
 
     def register(self, app: Flask) -> None:
@@ -999,6 +1048,7 @@ class OceanEngineSandbox:
             ("auth_code", "POST", self._ctl_auth_code),
             ("expire", "POST", self._ctl_expire),
             ("revoke", "POST", self._ctl_revoke),
+            ("login", "POST", self._ctl_login),
             ("clock", "POST", self._ctl_clock),
             ("accounts", "POST", self._ctl_accounts),
             ("adjust", "POST", self._ctl_adjust),
@@ -1098,7 +1148,7 @@ class OceanEngineSandbox:
         ):
             raise ApiError(40101)
 
-    def _issue_pair(self, account_ids: list[int]) -> Grant:
+    def _issue_pair(self, account_ids: list[int], user: str) -> Grant:
         now, opts = self._now(), self._state.options
         grant = Grant(
             account_ids=account_ids,
@@ -1106,6 +1156,7 @@ class OceanEngineSandbox:
             refresh_token=secrets.token_hex(20),
             access_expires_at=now + opts.access_lifetime,
             refresh_expires_at=now + opts.refresh_lifetime,
+            user=user,
         )
         self._state.issued += [grant.access_token, grant.refresh_token]
         return grant
@@ -1124,9 +1175,9 @@ class OceanEngineSandbox:
             if record is None or record.used or self._now() - record.issued_at > AUTH_CODE_LIFETIME:
                 raise ApiError(40110)
             record.used = True
-            # The consent already replaced any earlier grant (see _new_code_locked).
-            grant = self._issue_pair(list(record.account_ids))
-            self._state.grant = grant
+            # The consent already replaced this user's earlier grant (see _new_code_locked).
+            grant = self._issue_pair(list(record.account_ids), record.user)
+            self._state.grants[record.user] = grant
             first = grant.account_ids[0] if grant.account_ids else None
             return {
                 "access_token": grant.access_token,
@@ -1148,14 +1199,14 @@ class OceanEngineSandbox:
             token = body.get("refresh_token")
             if not isinstance(token, str) or not token:
                 raise _param_error("refresh_token is required")
-            grant = self._state.grant
             # Rotation is strict: only the newest refresh token works, and only once.
-            if grant is None or not _same(token, grant.refresh_token):
+            grant = self._state.holding(token, "refresh")
+            if grant is None:
                 raise ApiError(40107)
             if self._now() >= grant.refresh_expires_at:
                 raise ApiError(40103)
-            new = self._issue_pair(grant.account_ids)
-            self._state.grant = new
+            new = self._issue_pair(grant.account_ids, grant.user)
+            self._state.grants[grant.user] = new
             return {
                 "access_token": new.access_token,
                 "expires_in": self._state.options.access_lifetime,
@@ -1166,8 +1217,8 @@ class OceanEngineSandbox:
     def _authorize_locked(self, token: str | None) -> Grant:
         if not token:
             raise ApiError(40104)
-        grant = self._state.grant
-        if grant is None or not _same(token, grant.access_token):
+        grant = self._state.holding(token, "access")
+        if grant is None:
             raise ApiError(40105)  # unknown, rotated away, revoked or replaced by re-auth
         if self._now() >= grant.access_expires_at:
             raise ApiError(40102)
@@ -1201,14 +1252,16 @@ class OceanEngineSandbox:
 
     def _user_info(self) -> dict[str, Any]:
         with self._lock:
-            self._authorize_locked(request.headers.get("Access-Token"))
+            grant = self._authorize_locked(request.headers.get("Access-Token"))
             opts = self._state.options
+            user = self._state.user(grant.user)
             # Fields of the official SDK's model_user_info_v2_response_data.go (UserInfoV2Api:
-            # GET /open_api/2/user/info/, Access-Token header, no parameters).
+            # GET /open_api/2/user/info/, Access-Token header, no parameters): the user the
+            # token belongs to ("Access Token记录了授权User信息", reference §1.1).
             return {
-                "id": 1_100_000_000_000_000 + _hash(opts.seed, "user") % 10**14,
-                "display_name": "本地推运营（沙盒）",
-                "email": "op***@example.com",
+                "id": user.id,
+                "display_name": user.display_name,
+                "email": user.email,
                 "app_id": int(opts.app_id),
                 "token_scope_list": [1, 2, 3, 4],
                 "token_api_list": [],
@@ -1318,22 +1371,25 @@ class OceanEngineSandbox:
                 return _html(400, "授权失败 Authorization failed", "redirect_uri is missing")
             if urlsplit(redirect_uri).scheme not in ("http", "https"):
                 return _html(400, "授权失败 Authorization failed", "redirect_uri must be http(s)")
-            # The simulated user ticks every account and consents.
-            code = self._new_code_locked([a.account_id for a in self._state.accounts])
+            # The simulated user ticks every account and consents, as whoever is logged in.
+            user = request.cookies.get("oe_sandbox_user") or self._state.login
+            code = self._new_code_locked([a.account_id for a in self._state.accounts], user)
         extra = {"auth_code": code}
         if "state" in request.args:
             extra["state"] = request.args["state"]
         return Response(status=302, headers={"Location": _with_query(redirect_uri, extra)})
 
-    def _new_code_locked(self, account_ids: list[int]) -> str:
+    def _new_code_locked(self, account_ids: list[int], user: str = DEFAULT_USER) -> str:
         """A user consents on the authorization page. "重新授权会覆盖前一次授权，需要确保此次授权
         已经勾选了想要的全部账户！！重新授权需要重新获取access token" (bububa
         api/oauth/advertiser_get.go, in the reference §1.1): re-authorizing overwrites the
         previous grant, so its tokens die here, at the consent — whether or not the new code is
-        ever exchanged — and only the exchange brings tokens back."""
+        ever exchanged — and only the exchange brings tokens back. Only this user's grant: a
+        grant is per user, and another user's stays alive."""
         code = secrets.token_hex(20)
-        self._state.codes[code] = AuthCode(self._now(), tuple(account_ids))
-        self._state.grant = None
+        self._state.user(user)
+        self._state.codes[code] = AuthCode(self._now(), tuple(account_ids), user)
+        self._state.grants.pop(user, None)
         self._state.issued.append(code)
         return code
 
@@ -1349,11 +1405,13 @@ class OceanEngineSandbox:
         directly (default: all of them, unless ``grants`` is given). ``grants``: other kinds,
         each ``{"type": T, ...}``: T an organisation (CUSTOMER_ADMIN / CUSTOMER_OPERATOR) or
         any other SDK type with ``account_ids`` it manages; ``{"type": "ADVERTISER",
-        "local": false}`` a 巨量广告 广告主; ``"is_valid": false`` on any of them; ``"name"``."""
+        "local": false}`` a 巨量广告 广告主; ``"is_valid": false`` on any of them; ``"name"``.
+        ``user``: who consents (a key; default the default user), replacing only their grant."""
         body = _body()
-        unknown = set(body) - {"account_ids", "grants"}
+        unknown = set(body) - {"account_ids", "grants", "user"}
         if unknown:
             raise ControlError(f"unknown auth_code fields: {sorted(unknown)}")
+        user = _control_user(body.get("user"))
         with self._lock:
             s = self._state
             known = [a.account_id for a in s.accounts]
@@ -1372,8 +1430,9 @@ class OceanEngineSandbox:
             granted = [self._make_granted_locked(spec) for spec in specs]
             ids += granted
             return {
-                "auth_code": self._new_code_locked(ids),
+                "auth_code": self._new_code_locked(ids, user),
                 "granted": [self._granted_view_locked(i) for i in ids],
+                "user": self._user_view_locked(user),
             }
 
     def _make_granted_locked(self, spec: dict[str, Any]) -> int:
@@ -1425,19 +1484,37 @@ class OceanEngineSandbox:
 
     def _ctl_expire(self) -> dict[str, Any]:
         body = _body()
+        user = _control_user(body.get("user"))
         with self._lock:
-            grant = self._require_grant_locked()
+            grant = self._require_grant_locked(user)
             past = self._now() - 1
             if body.get("access", True):
                 grant.access_expires_at = past
             if body.get("refresh", False):
                 grant.refresh_expires_at = past
-            return self._grant_view_locked()
+            return self._grant_view_locked(user)
 
     def _ctl_revoke(self) -> dict[str, Any]:
+        """A user removes the app's authorization (``user``), or every user does (none named):
+        every token of those grants is now unknown; other users' grants live on."""
+        body = _body()
         with self._lock:
-            self._state.grant = None  # every token of the grant is now unknown
-            return {"ok": True}
+            if "user" in body:
+                self._state.grants.pop(_control_user(body["user"]), None)
+            else:
+                self._state.grants.clear()
+            return {"ok": True, "authorized_users": sorted(self._state.grants)}
+
+    def _ctl_login(self) -> dict[str, Any]:
+        """Who the authorization page consents as, for browsers without the cookie."""
+        user = _control_user(_body().get("user"))
+        with self._lock:
+            self._state.login = user
+            return {"ok": True, "user": self._user_view_locked(user)}
+
+    def _user_view_locked(self, key: str) -> dict[str, Any]:
+        user = self._state.user(key)
+        return {"key": user.key, "id": user.id, "display_name": user.display_name}
 
     def _ctl_clock(self) -> dict[str, Any]:
         body = _body()
@@ -1471,6 +1548,7 @@ class OceanEngineSandbox:
                         f"unknown account ids in {key}: {sorted(ids - known - granted)}"
                     )
                 s.invalid = s.invalid | ids if key == "invalidate" else s.invalid - ids
+            user = _control_user(body.get("user"))
             add = body.get("add", 0)
             if isinstance(add, bool) or not isinstance(add, int) or add < 0:
                 raise ControlError("add must be a non-negative integer")
@@ -1492,8 +1570,8 @@ class OceanEngineSandbox:
                 s.accounts = _check_unique_ids([*s.accounts, account])
                 if manager is not None:  # the organisation gains an account; no new grant
                     manager.children.append(account.account_id)
-                elif s.grant is not None:
-                    s.grant.account_ids.append(account.account_id)
+                elif user in s.grants:
+                    s.grants[user].account_ids.append(account.account_id)
             if "detach" in body:
                 source = s.managers.get(_control_id(body.get("from")))
                 if source is None:
@@ -1509,7 +1587,7 @@ class OceanEngineSandbox:
                         raise ControlError(f"unknown account id {x}")
                     if _control_id(x) not in target.children:
                         target.children.append(_control_id(x))
-            return self._grant_view_locked()
+            return self._grant_view_locked(user)
 
     def _ctl_adjust(self) -> dict[str, Any]:
         body = _body()
@@ -1588,18 +1666,22 @@ class OceanEngineSandbox:
             return {"requests": {k: dict(v) for k, v in self._state.params_seen.items()}}
 
     def _ctl_grant(self) -> dict[str, Any]:
+        user = _control_user(request.args.get("user"))
         with self._lock:
-            return self._grant_view_locked()
+            return self._grant_view_locked(user)
 
-    def _require_grant_locked(self) -> Grant:
-        if self._state.grant is None:
-            raise ControlError("no grant: authorize first (auth_code + oauth2/access_token)")
-        return self._state.grant
+    def _require_grant_locked(self, user: str = DEFAULT_USER) -> Grant:
+        grant = self._state.grants.get(user)
+        if grant is None:
+            raise ControlError(
+                f"no grant of user {user}: authorize first (auth_code + oauth2/access_token)"
+            )
+        return grant
 
-    def _grant_view_locked(self) -> dict[str, Any]:
-        """The grant without its secrets: a 4-character token prefix at most."""
+    def _grant_view_locked(self, user: str = DEFAULT_USER) -> dict[str, Any]:
+        """A user's grant without its secrets: a 4-character token prefix at most."""
         s = self._state
-        grant = s.grant
+        grant = s.grants.get(user)
         ids = list(grant.account_ids) if grant else []
         names = {a.account_id: a.name for a in s.accounts}
         return {
@@ -1616,6 +1698,8 @@ class OceanEngineSandbox:
             "access_expires_at": grant.access_expires_at if grant else None,
             "refresh_expires_at": grant.refresh_expires_at if grant else None,
             "today": self._present().today.isoformat(),
+            "user": self._user_view_locked(user),
+            "authorized_users": sorted(s.grants),
         }
 
 
@@ -1746,6 +1830,14 @@ def _control_list(value: Any, name: str) -> list[Any]:
     if not isinstance(value, list):
         raise ControlError(f"{name} must be a list")
     return value
+
+
+def _control_user(value: Any) -> str:
+    if value is None:
+        return DEFAULT_USER
+    if not isinstance(value, str) or not value.isascii() or not value.replace("_", "").isalnum():
+        raise ControlError(f"user must be a short ascii name, got {value!r}")
+    return value[:40]
 
 
 def _control_id(value: Any) -> int:

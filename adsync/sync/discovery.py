@@ -30,25 +30,32 @@ so an account added to an organisation appears without authorizing again; one th
 is reported once (a change of the run, an alert after the daily run) and leaves the scope,
 instead of failing every day. When the platform cannot be asked, the stored list stands: a
 listing that failed never makes accounts vanish.
+
+**Several authorizations.** Each chain (one per Ocean Engine login, ``adsync.sync.tokens``) is
+asked on its own and the answers are merged: an account reached by two chains is one account.
+What each chain reaches is kept (``chain_accounts``): a run fetches an account with the first
+usable chain that reaches it (``routes``), and a chain that cannot be asked (dead, or the
+platform failing) keeps its accounts as they were listed last.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.oceanengine import OceanEngineAPI, OceanEngineError, PermanentError
-from adsync.sync.store import Store, accounts, utcnow
+from adsync.sync.store import Store, accounts, chain_accounts, utcnow
 
 if TYPE_CHECKING:
     from adsync.sync.config import Settings
     from adsync.sync.services import Services
+    from adsync.sync.tokens import Chain, TokenManager, TokenStatus
 
 log = logging.getLogger("adsync.discovery")
 
@@ -274,13 +281,66 @@ def _life(api: OceanEngineAPI, g: Grantee, result: Discovery) -> Iterator[Found]
 # -- remembering it ------------------------------------------------------------------------------
 
 
-def save(store: Store, found: Discovery, now: datetime | None = None) -> list[Change]:
+def merge(found: Iterable[Discovery]) -> Discovery:
+    """Several chains' discoveries as one: an account reached by two chains counts once
+    (directly ticked wins, as within one grant), a manager listed by one chain and failed by
+    another counts as listed."""
+    out = Discovery()
+    grantees: dict[str, Grantee] = {}
+    accounts_: dict[str, Found] = {}
+    managers: dict[str, Manager] = {}
+    skipped: dict[str, Skipped] = {}
+    for d in found:
+        for g in d.grantees:
+            grantees.setdefault(g.id, g)
+        for f in d.found:
+            known = accounts_.get(f.id)
+            if known is None or (known.source != "direct" and f.source == "direct"):
+                accounts_[f.id] = f if known is None or f.name else replace(f, name=known.name)
+            elif not known.name and f.name:
+                accounts_[f.id] = replace(known, name=f.name)
+        for m in d.managers:
+            if m.grantee.id not in managers or managers[m.grantee.id].children is None:
+                managers[m.grantee.id] = m
+        for sk in d.skipped:
+            skipped.setdefault(sk.grantee.id, sk)
+        out.problems.extend(d.problems)
+    out.grantees = list(grantees.values())
+    out.found = list(accounts_.values())
+    out.managers = list(managers.values())
+    out.skipped = list(skipped.values())
+    return out
+
+
+def save(
+    store: Store,
+    found: Discovery,
+    now: datetime | None = None,
+    *,
+    keep: Collection[str] = (),
+    reach: Mapping[str, Collection[str]] | None = None,
+    app_id: str = "",
+) -> list[Change]:
     """Record a discovery and return what changed since the previous one. One writer at a
-    time (so two runs finishing together report a change once, not twice)."""
+    time (so two runs finishing together report a change once, not twice). ``keep``: accounts
+    of chains that were not asked (they do not vanish); ``reach``: what each chain asked
+    reaches, recorded for ``routes``."""
     now = now or utcnow()
     with store.exclusive() as conn:
         if store.dialect == "postgresql":
             conn.execute(text(DISCOVERY_LOCK))
+        for chain_id, ids in (reach or {}).items():
+            conn.execute(
+                delete(chain_accounts).where(
+                    chain_accounts.c.app_id == app_id, chain_accounts.c.chain_id == chain_id
+                )
+            )
+            for account_id in sorted(set(ids)):
+                conn.execute(
+                    insert(chain_accounts).values(
+                        app_id=app_id, chain_id=chain_id, account_id=account_id, seen_at=now
+                    )
+                )
         before = {r.account_id: r for r in conn.execute(select(accounts))}
         had_discovery = any(r.scope is not None for r in before.values())
         changes: list[Change] = []
@@ -367,6 +427,8 @@ def save(store: Store, found: Discovery, now: datetime | None = None) -> list[Ch
         for account_id, old in before.items():
             if old.scope is None or old.scope == "vanished" or account_id in listed:
                 continue
+            if account_id in keep:
+                continue  # reached by a chain that could not be asked this time: keep it
             if old.scope == "in" and old.parent_id and old.parent_id in failed:
                 continue  # its organisation could not be listed this time: keep it
             reason = _gone(old, managers)
@@ -439,8 +501,10 @@ class Refreshed:
     changes: list[Change] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     api_calls: int = 0
-    refused: AuthorizationNeeded | None = None  # the authorization itself is gone
-    ok: bool = False  # the platform answered oauth2/advertiser/get
+    refused: AuthorizationNeeded | None = None  # every authorization is gone (or none exists)
+    ok: bool = False  # the platform answered oauth2/advertiser/get (for some chain)
+    # Chains that could not be asked because their authorization is gone (the others were).
+    refusals: list[tuple[str, AuthorizationNeeded]] = field(default_factory=list)
 
     @property
     def lines(self) -> list[str]:
@@ -448,36 +512,176 @@ class Refreshed:
 
 
 def refresh(services: Services) -> Refreshed:
-    """Ask the platform and store the answer; never raises for the platform's trouble (the
-    stored list then stands, and the problem is said). ADSYNC_ACCOUNTS set: nothing to do."""
+    """Ask the platform, chain by chain, and store the merged answer; never raises for the
+    platform's trouble (a chain that cannot be asked keeps its stored list, and the problem is
+    said). ADSYNC_ACCOUNTS set: nothing to do."""
     out = Refreshed()
     if services.settings.accounts:
         return out
+    chains = services.tokens.chains()
+    if not chains:
+        out.refused = AuthorizationNeeded("Ocean Engine is not authorized yet")
+        return out
+    several = len(chains) > 1
+    found: dict[str, Discovery] = {}
     client = services.new_client()
     try:
-        found = discover(services.api(client))
-    except AuthorizationNeeded as exc:
-        out.refused = exc
-        return out
-    except OceanEngineError as exc:
-        log.warning("the account list was not refreshed: %s", exc.message)
-        out.problems.append(
-            f"the account list could not be refreshed ({exc.message}); the last known list is used"
-        )
-        return out
-    except (TypeError, ValueError, AttributeError):  # an answer unlike the SDK's models
-        log.exception("the account list was not refreshed: unexpected answer")
-        out.problems.append(
-            "the account list could not be refreshed (Ocean Engine answered in an unexpected "
-            "shape; see the log); the last known list is used"
-        )
-        return out
+        for chain in chains:
+            whose = f" of {chain.who}" if several else ""
+            try:
+                found[chain.chain_id] = discover(services.api(client, chain.chain_id))
+            except AuthorizationNeeded as exc:
+                out.refusals.append((chain.chain_id, exc))
+            except OceanEngineError as exc:
+                log.warning("the account list%s was not refreshed: %s", whose, exc.message)
+                out.problems.append(
+                    f"the account list{whose} could not be refreshed ({exc.message}); the last "
+                    "known list is used"
+                )
+            except (TypeError, ValueError, AttributeError):  # an answer unlike the SDK's models
+                log.exception("the account list%s was not refreshed: unexpected answer", whose)
+                out.problems.append(
+                    f"the account list{whose} could not be refreshed (Ocean Engine answered in "
+                    "an unexpected shape; see the log); the last known list is used"
+                )
     finally:
         out.api_calls = client.stats.calls
         client.close()
+    if len(out.refusals) == len(chains):
+        out.refused = out.refusals[0][1]
+    if not found:
+        return out
     out.ok = True
-    out.problems = found.problems
-    out.changes = save(services.store, found)
+    for discovery in found.values():
+        out.problems.extend(discovery.problems)
+    out.changes = save_chains(services.tokens, found)
+    return out
+
+
+def save_chains(tokens: TokenManager, found: Mapping[str, Discovery]) -> list[Change]:
+    """Record what the chains in ``found`` reach now. Every other chain (not asked, or it
+    could not be) keeps its accounts as they were: what it reached last, or granted."""
+    chains = tokens.chains()
+    app_id = tokens.settings.oceanengine_app_id or ""
+    stored = reach_by_chain(tokens.store, app_id)
+    keep: set[str] = set()
+    for chain in chains:
+        if chain.chain_id not in found:
+            keep.update(chain.account_ids)
+            keep.update(stored.get(chain.chain_id, ()))
+    reach = {chain_id: {f.id for f in d.found} for chain_id, d in found.items()}
+    return save(tokens.store, merge(found.values()), keep=keep, reach=reach, app_id=app_id)
+
+
+def reach_by_chain(store: Store, app_id: str) -> dict[str, set[str]]:
+    """Which 本地推 accounts each chain reached at its last discovery."""
+    rows = store.read(
+        lambda conn: conn.execute(
+            select(chain_accounts.c.chain_id, chain_accounts.c.account_id).where(
+                chain_accounts.c.app_id == app_id
+            )
+        ).all()
+    )
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        out.setdefault(r.chain_id, set()).add(r.account_id)
+    return out
+
+
+@dataclass(frozen=True)
+class Route:
+    """The chains to fetch an account with, in order (usable first, then by key). ``guessed``:
+    no chain is known to reach it (an ADSYNC_ACCOUNTS account, or before any discovery), so
+    every chain is tried until one may read it."""
+
+    chains: tuple[str, ...]
+    guessed: bool = False
+
+
+def routes(
+    chains: list[Chain], store: Store, app_id: str, account_ids: Iterable[str]
+) -> dict[str, Route]:
+    """For each account, the chains that reach it (as discovered, or granted directly)."""
+    reach = reach_by_chain(store, app_id)
+    out = {}
+    for account_id in account_ids:
+        known = tuple(
+            c.chain_id
+            for c in chains
+            if account_id in reach.get(c.chain_id, ()) or account_id in c.account_ids
+        )
+        out[account_id] = (
+            Route(known) if known else Route(tuple(c.chain_id for c in chains), guessed=True)
+        )
+    return out
+
+
+# -- the authorizations, with what each reaches -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainView:
+    """One authorization as `adsync auth list` shows it: its token status (whose, health, last
+    refresh), when it was authorized, and the 本地推 accounts it reaches — as discovered, or its
+    granted ids before any discovery — with those another chain reaches too."""
+
+    status: TokenStatus
+    authorized_at: datetime | None
+    accounts: list[tuple[str, str]]  # (id, name)
+    shared: frozenset[str]  # of those, reached by another chain as well
+    discovered: bool
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.status
+        return {
+            "id": s.chain_id,
+            "user_id": s.user_id or None,
+            "user_name": s.user_name or None,
+            "who": s.who,
+            "health": s.health,
+            "message": s.message,
+            "authorized_at": _iso(self.authorized_at),
+            "last_refresh_at": _iso(s.last_refresh_at),
+            "last_confirmed_at": _iso(s.last_confirmed_at),
+            "refresh_expires_at": _iso(s.refresh_expires_at),
+            "granted_account_ids": list(s.account_ids),
+            "accounts": [
+                {"id": i, "name": n, "shared": i in self.shared} for i, n in self.accounts
+            ],
+            "accounts_from": "discovery" if self.discovered else "grant",
+        }
+
+
+def chain_views(tokens: TokenManager) -> list[ChainView]:
+    """Every authorization of this app, in the chains' order, with the accounts it reaches."""
+    statuses = tokens.statuses()
+    chains = {c.chain_id: c for c in tokens.chains()}
+    app_id = tokens.settings.oceanengine_app_id or ""
+    reach = reach_by_chain(tokens.store, app_id)
+    names = {
+        r.account_id: r.name
+        for r in tokens.store.read(
+            lambda conn: conn.execute(select(accounts.c.account_id, accounts.c.name)).all()
+        )
+    }
+    ids = {
+        s.chain_id: sorted(reach[s.chain_id]) if s.chain_id in reach else list(s.account_ids)
+        for s in statuses
+    }
+    out = []
+    for s in statuses:
+        mine = ids.get(s.chain_id, [])
+        others = set().union(*(set(v) for k, v in ids.items() if k != s.chain_id))
+        chain = chains.get(s.chain_id)
+        out.append(
+            ChainView(
+                s,
+                chain.authorized_at if chain else None,
+                [(i, names.get(i, "")) for i in mine],
+                frozenset(i for i in mine if i in others),
+                s.chain_id in reach,
+            )
+        )
     return out
 
 

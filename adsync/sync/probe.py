@@ -13,6 +13,10 @@ account fails here and nowhere earlier:
 * 40002: the authorization does not reach the account (a configured id outside the grant, or
   an account whose relationship was removed).
 * 40118: the app lacks the 本地推 report API.
+
+With several authorizations each account is asked with the chain a sync would use
+(``discovery.routes``); an account whose every chain is dead fails with "authorize again",
+and only when every account is in that case does the check stop at AuthorizationNeeded.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from adsync.sync import discovery
 from adsync.sync.errors import AuthorizationNeeded
-from adsync.sync.oceanengine import OceanEngineError, TransientError
+from adsync.sync.oceanengine import OceanEngineError, PermanentError, TransientError
 from adsync.sync.reports import PROMOTION_REPORT, Account
 from adsync.sync.services import Services
 
@@ -41,6 +45,10 @@ FIXES = {
     40118: "the Ocean Engine app has no permission for the 本地推 report API: apply for it on "
     "open.oceanengine.com (应用管理 → 接口权限), then authorize again",
 }
+REAUTHORIZE_FIX = (
+    "its authorization is gone: the Ocean Engine user named opens an admin's link (`auth` to "
+    "the bot in a direct chat, or `adsync auth url`) and authorizes again"
+)
 TRANSIENT_FIX = "Ocean Engine did not answer in time: run the check again in a few minutes"
 OTHER_FIX = "see the platform's message; `adsync doctor` checks the rest of the setup"
 
@@ -95,7 +103,28 @@ def fix_for(exc: OceanEngineError) -> str:
     return FIXES.get(exc.code, OTHER_FIX)
 
 
-def probe_one(services: Services, account: Account, day: date) -> ProbeResult:
+def probe_one(
+    services: Services, account: Account, day: date, route: discovery.Route | None = None
+) -> ProbeResult:
+    """One account, asked with the first chain of its route that can (raises
+    AuthorizationNeeded when none can)."""
+    candidates: tuple[str | None, ...] = route.chains if route and route.chains else (None,)
+    refused: AuthorizationNeeded | None = None
+    for n, chain_id in enumerate(candidates):
+        try:
+            return _probe_with(services, account, day, chain_id)
+        except AuthorizationNeeded as exc:
+            refused = refused or exc
+        except PermanentError as exc:
+            if exc.code != 40002 or n + 1 == len(candidates):
+                return ProbeResult(account, False, exc.code, exc.message, fix_for(exc))
+    assert refused is not None
+    raise refused
+
+
+def _probe_with(
+    services: Services, account: Account, day: date, chain_id: str | None
+) -> ProbeResult:
     client = services.new_client()
     params = {
         "local_account_id": account.id,
@@ -107,7 +136,11 @@ def probe_one(services: Services, account: Account, day: date) -> ProbeResult:
         "page_size": 10,
     }
     try:
-        services.api(client).get(PROMOTION_REPORT, params)
+        services.api(client, chain_id).get(PROMOTION_REPORT, params)
+    except PermanentError as exc:
+        if exc.code == 40002:
+            raise  # another chain may reach it (probe_one decides)
+        return ProbeResult(account, False, exc.code, exc.message, fix_for(exc))
     except OceanEngineError as exc:
         return ProbeResult(account, False, exc.code, exc.message, fix_for(exc))
     finally:
@@ -117,21 +150,31 @@ def probe_one(services: Services, account: Account, day: date) -> ProbeResult:
 
 def probe(services: Services, scope: list[Account], day: date) -> list[ProbeResult]:
     """Every account, a few at a time (ADSYNC_CONCURRENCY, under the shared rate limit), in
-    ``scope`` order. A dead authorization stops the check: AuthorizationNeeded."""
+    ``scope`` order, each with the chain a sync would use. An account no usable chain reaches
+    fails with "authorize again"; when that is every account, AuthorizationNeeded."""
     if not scope:
         return []
+    routes = discovery.routes(
+        services.tokens.chains(),
+        services.store,
+        services.settings.oceanengine_app_id or "",
+        [a.id for a in scope],
+    )
     results: dict[str, ProbeResult] = {}
+    refused: list[AuthorizationNeeded] = []
     workers = min(services.settings.concurrency, len(scope))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
-        futures = {pool.submit(probe_one, services, a, day): a for a in scope}
-        try:
-            for future in as_completed(futures):
+        futures = {pool.submit(probe_one, services, a, day, routes.get(a.id)): a for a in scope}
+        for future in as_completed(futures):
+            account = futures[future]
+            try:
                 result = future.result()
-                results[result.account.id] = result
-        except AuthorizationNeeded:
-            for other in futures:
-                other.cancel()
-            raise
+            except AuthorizationNeeded as exc:
+                refused.append(exc)
+                result = ProbeResult(account, False, 0, exc.message, REAUTHORIZE_FIX)
+            results[result.account.id] = result
+    if len(refused) == len(scope):
+        raise refused[0]
     return [results[a.id] for a in scope]
 
 

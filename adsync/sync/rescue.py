@@ -23,6 +23,10 @@ places, each covering what the one before cannot:
 
 Applying is a compare-and-set on the generation the pair replaced: if someone authorized again
 in the meantime, the rescued pair is obsolete and dropped, never written over a newer chain.
+
+Each authorization chain (one per Ocean Engine user) has a file of its own,
+``token-rescue-<app>-<chain>.json``; a file from before chains (``token-rescue-<app>.json``,
+record version 1) belongs to the legacy chain.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from adsync.sync.private import private_dir, write_private
+from adsync.sync.store import LEGACY_CHAIN
 
 log = logging.getLogger("adsync.tokens")
 
@@ -63,6 +68,7 @@ class UnsavedPair:
     reason: str
     at: datetime
     database: str  # fingerprint of the database it belongs to
+    chain_id: str = LEGACY_CHAIN  # the authorization chain (the Ocean Engine user's) it renews
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -75,8 +81,9 @@ class UnsavedPair:
         }
         return json.dumps(
             {
-                "version": 1,
+                "version": 2,
                 "app_id": self.app_id,
+                "chain_id": self.chain_id,
                 "kind": self.kind,
                 "base_generation": self.base_generation,
                 "values": values,
@@ -90,7 +97,7 @@ class UnsavedPair:
     @classmethod
     def from_json(cls, text: str, path: Path) -> UnsavedPair:
         doc = json.loads(text)
-        if doc.get("version") != 1:
+        if doc.get("version") not in (1, 2):
             raise ValueError("unknown rescue record version")
         values = dict(doc["values"])
         for key in _DATETIMES:
@@ -104,6 +111,7 @@ class UnsavedPair:
             reason=str(doc.get("reason", "")),
             at=datetime.fromisoformat(doc["at"]),
             database=str(doc["database"]),
+            chain_id=str(doc.get("chain_id") or LEGACY_CHAIN),  # version 1: the legacy chain
             path=path,
         )
 
@@ -123,13 +131,25 @@ def directory(db_url: str, data_dir: Path) -> Path:
     return data_dir
 
 
-def rescue_path(directory: Path, app_id: str) -> Path:
-    return directory / f"token-rescue-{app_id}.json"
+def rescue_path(directory: Path, app_id: str, chain_id: str = LEGACY_CHAIN) -> Path:
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in chain_id)
+    return directory / f"token-rescue-{app_id}-{safe}.json"
+
+
+def _legacy_path(directory: Path, app_id: str) -> Path:
+    return directory / f"token-rescue-{app_id}.json"  # written before chains had keys
+
+
+def waiting(directory: Path, app_id: str) -> list[Path]:
+    """Every rescue file of this app on this machine (any chain)."""
+    found = sorted(directory.glob(f"token-rescue-{app_id}-*.json"))
+    legacy = _legacy_path(directory, app_id)
+    return [legacy, *found] if legacy.is_file() else found
 
 
 def write(pair: UnsavedPair, directory: Path) -> Path | None:
     """Keep ``pair`` in the owner-only rescue file; its path, or None if even that failed."""
-    path = rescue_path(directory, pair.app_id)
+    path = rescue_path(directory, pair.app_id, pair.chain_id)
     try:
         private_dir(directory)
         write_private(path, pair.to_json())
@@ -140,9 +160,23 @@ def write(pair: UnsavedPair, directory: Path) -> Path | None:
     return path
 
 
-def load(directory: Path, app_id: str, database: str) -> UnsavedPair | None:
-    """The rescue record for this app and database, if one is waiting."""
-    path = rescue_path(directory, app_id)
+def load(
+    directory: Path, app_id: str, database: str, chain_id: str = LEGACY_CHAIN
+) -> UnsavedPair | None:
+    """The rescue record for this app, chain and database, if one is waiting."""
+    pair = _load(rescue_path(directory, app_id, chain_id), app_id, database)
+    if pair is None and chain_id == LEGACY_CHAIN:
+        pair = _load(_legacy_path(directory, app_id), app_id, database)
+    return pair if pair is not None and pair.chain_id == chain_id else None
+
+
+def load_all(directory: Path, app_id: str, database: str) -> list[UnsavedPair]:
+    """Every rescue record of this app and database waiting on this machine."""
+    found = (_load(path, app_id, database) for path in waiting(directory, app_id))
+    return [pair for pair in found if pair is not None]
+
+
+def _load(path: Path, app_id: str, database: str) -> UnsavedPair | None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

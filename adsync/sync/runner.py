@@ -5,7 +5,12 @@ second waits, or answers "already running"), fetches every account concurrently 
 client-side rate limit, isolates each account's failure, saves the local copy, upserts the
 Bitable under the table's writer lease, and records the outcome. The Bitable is written while
 the fetch goes on: each account's rows go to a writer thread as soon as they arrive, so the
-table's serial, spaced writes overlap the rate-limited fetch instead of following it. Nothing
+table's serial, spaced writes overlap the rate-limited fetch instead of following it.
+
+Each account is fetched with one authorization chain (``discovery.routes``: the first usable
+chain that reaches it). A chain that is dead, or dies mid-run, fails only the accounts no other
+chain reaches — those are retried with the next chain — and the run goes on for the rest: it
+is ``partial``, naming the dead chain's user and accounts (``RunResult.dead_chains``). Nothing
 here knows about chat: the CLI, a chat command and a scheduled job all call ``Runner.run`` and
 render ``RunResult``.
 """
@@ -29,7 +34,7 @@ from sqlalchemy.engine import Connection
 from adsync.sync import discovery, localcopy
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.leases import Busy, holding
-from adsync.sync.oceanengine import TransientError
+from adsync.sync.oceanengine import PermanentError, TransientError
 from adsync.sync.recovery import INTERRUPTED, RUN_LEASE_TTL, recover_after_crash, run_lease
 from adsync.sync.reports import Account, ReportRow, dates_between, fetch_rows, resolve_accounts
 from adsync.sync.services import Services
@@ -48,6 +53,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("adsync.runner")
 
 OK, NO_DATA, FAILED = "ok", "no_data", "failed"
+NO_PERMISSION = 40002  # "没有权限进行相关操作": this chain may not read the account; another may
+
+
+@dataclass
+class ChainFailure:
+    """An authorization that could not give a token during the run: whose it is, why, and the
+    accounts left unsynced because no other chain reaches them."""
+
+    chain_id: str
+    who: str
+    reason: str
+    accounts: list[str] = field(default_factory=list)  # account labels
 
 
 @dataclass
@@ -92,6 +109,7 @@ class RunResult:
     hint: str = ""
     auth_url: str = ""  # set by the CLI, which may show a link; never by the run itself
     needs_authorization: bool = False
+    dead_chains: list[ChainFailure] = field(default_factory=list)
 
     @property
     def failed(self) -> list[AccountResult]:
@@ -140,6 +158,10 @@ class Runner:
         self.store = services.store
         self._sink_factory = sink_factory
         self._progress = progress or (lambda _p: None)
+        self._routes: dict[str, discovery.Route] = {}
+        self._refused: dict[str, AuthorizationNeeded] = {}  # chain -> why it gave no token
+        self._refused_accounts: dict[str, set[str]] = {}  # chain -> accounts it could not fetch
+        self._refused_lock = threading.Lock()
 
     def _sink(self) -> BitableSink:
         if self._sink_factory is not None:
@@ -235,6 +257,11 @@ class Runner:
         return chosen
 
     def _run(self, result: RunResult, scope: list[Account], holder: str, table: str) -> None:
+        chains = self.services.tokens.chains()
+        self._refused, self._refused_accounts = {}, {}
+        self._routes = discovery.routes(
+            chains, self.store, self.settings.oceanengine_app_id or "", [a.id for a in scope]
+        )
         names = {a.name: a.id for a in scope if a.name}
         writer = _Writer(self, result, holder, table, names)
         try:
@@ -249,9 +276,30 @@ class Runner:
             writer.finish()
         finally:
             writer.close()
+        if self._refused:
+            self._dead_chains(result, {c.chain_id: c.who for c in chains})
         if problem is not None:
-            raise problem
+            if not any(a.status != FAILED for a in result.accounts):
+                raise problem
+            # Other chains' accounts were synced: the run is partial, and says whose
+            # authorization is gone and what it left out.
+            result.needs_authorization = True
+            result.error, result.hint = problem.public_message, problem.public_hint
         result.status = self._status(result)
+
+    def _dead_chains(self, result: RunResult, whose: dict[str, str]) -> None:
+        failed = {a.account_id: a for a in result.accounts if a.status == FAILED}
+        for chain_id, exc in sorted(self._refused.items()):
+            left = [
+                failed[i].label for i in sorted(self._refused_accounts[chain_id]) if i in failed
+            ]
+            who = whose.get(chain_id, chain_id)
+            result.dead_chains.append(ChainFailure(chain_id, who, exc.public_message, left))
+            if not left:  # every account it reaches was fetched with another chain
+                result.warnings.append(
+                    f"{exc.public_message}; its accounts were fetched with the other "
+                    f"authorizations, but {who} should authorize again"
+                )
 
     def _fetch(
         self,
@@ -267,7 +315,7 @@ class Runner:
         retry = [
             a for a in scope if a.id in outcomes and isinstance(outcomes[a.id][2], TransientError)
         ]
-        if retry and not any(isinstance(o[2], AuthorizationNeeded) for o in outcomes.values()):
+        if retry:
             log.info("second pass for %d accounts that failed transiently", len(retry))
             outcomes.update(self._fetch_pass(result, retry, len(scope), len(scope), on_rows))
         rows: list[ReportRow] = []
@@ -285,10 +333,11 @@ class Runner:
             result.accounts.append(account_result)
             rows.extend(fetched)
         result.accounts.sort(key=lambda a: (a.status != FAILED, a.name, a.account_id))
-        for _res, _rows, problem in outcomes.values():
-            if isinstance(problem, AuthorizationNeeded):
-                return rows, problem
-        return rows, None
+        refused = [p for _r, _rows, p in outcomes.values() if isinstance(p, AuthorizationNeeded)]
+        if not refused:
+            return rows, None
+        messages = list(dict.fromkeys(p.message for p in refused))
+        return rows, refused[0] if len(messages) == 1 else AuthorizationNeeded("; ".join(messages))
 
     def _fetch_pass(
         self,
@@ -307,8 +356,6 @@ class Runner:
                 pool.submit(self._fetch_one, a, result.start, result.end): a for a in accounts_
             }
             for future in as_completed(futures):
-                if future.cancelled():  # skipped after the authorization died
-                    continue
                 outcome = future.result()
                 account_result, fetched, problem = outcome
                 outcomes[account_result.account_id] = outcome
@@ -316,9 +363,6 @@ class Runner:
                 fetched_rows += len(fetched)
                 if fetched:
                     on_rows(fetched)
-                if isinstance(problem, AuthorizationNeeded):
-                    for other in futures:  # no point asking with a dead authorization
-                        other.cancel()
                 done = min(total, done_before + len(outcomes))
                 self._progress(Progress(done, total, fetched_rows, account_result))
         return outcomes
@@ -329,7 +373,7 @@ class Runner:
         began = time.monotonic()
         client = self.services.new_client()
         try:
-            fetched = fetch_rows(self.services.api(client), account, start, end)
+            fetched = self._fetch_with_a_chain(client, account, start, end)
         except AdsyncError as exc:
             res = AccountResult(account.id, account.name, FAILED, exc.public_message)
             return self._timed(res, client, began), [], exc
@@ -343,6 +387,39 @@ class Runner:
         status = OK if fetched else NO_DATA
         res = AccountResult(account.id, account.name, status, rows=len(fetched))
         return self._timed(res, client, began), fetched, None
+
+    def _fetch_with_a_chain(
+        self, client: Any, account: Account, start: date, end: date
+    ) -> list[ReportRow]:
+        """The account's rows, fetched once: with the first chain of its route that can give a
+        token (and may read it); a chain that is dead, or dies now, hands over to the next."""
+        route = self._routes.get(account.id)
+        candidates: tuple[str | None, ...] = route.chains if route and route.chains else (None,)
+        refused: list[AuthorizationNeeded] = []
+        for n, chain_id in enumerate(candidates):
+            more = n + 1 < len(candidates)
+            try:
+                return fetch_rows(self.services.api(client, chain_id), account, start, end)
+            except AuthorizationNeeded as exc:
+                if chain_id is not None:
+                    with self._refused_lock:
+                        self._refused.setdefault(chain_id, exc)
+                        self._refused_accounts.setdefault(chain_id, set()).add(account.id)
+                refused.append(exc)
+                if more:
+                    log.warning(
+                        "account %s: %s; trying the next authorization", account.id, exc.message
+                    )
+                    continue
+            except PermanentError as exc:
+                if exc.code == NO_PERMISSION and more:
+                    log.info(
+                        "account %s: %s; trying the next authorization", account.id, exc.message
+                    )
+                    continue
+                raise
+        messages = list(dict.fromkeys(e.message for e in refused))
+        raise refused[0] if len(messages) == 1 else AuthorizationNeeded("; ".join(messages))
 
     @staticmethod
     def _timed(res: AccountResult, client: Any, began: float) -> AccountResult:
@@ -546,6 +623,7 @@ def recent_runs(services: Services, limit: int = 10) -> list[dict[str, Any]]:
 
 __all__ = [
     "AccountResult",
+    "ChainFailure",
     "Progress",
     "RunResult",
     "Runner",

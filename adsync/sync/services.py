@@ -34,8 +34,13 @@ class Services:
         """A client with its own call counters (one per run), sharing the rate limit."""
         return _client(self.settings, self.limiter)
 
-    def api(self, client: OceanEngineClient | None = None) -> OceanEngineAPI:
-        return OceanEngineAPI(client or self.new_client(), self.tokens)
+    def api(
+        self, client: OceanEngineClient | None = None, chain_id: str | None = None
+    ) -> OceanEngineAPI:
+        """Business calls with the tokens of ``chain_id`` (one authorization), or of the first
+        usable chain when it is None."""
+        source = self.tokens.chain(chain_id) if chain_id is not None else self.tokens
+        return OceanEngineAPI(client or self.new_client(), source)
 
     def close(self) -> None:
         self.tokens.close()

@@ -132,11 +132,20 @@ schema_version = Table(
     Column("migrated_at", UTCDateTime, nullable=False),
 )
 
-# One row per Ocean Engine app: the current token pair of the authorization chain.
+# The chain of the database's first authorization, from before chains had keys (migration
+# step 10); its user is looked up at its next refresh or check.
+LEGACY_CHAIN = "legacy"
+
+# One row per authorization chain of an Ocean Engine app: the current token pair. Tokens are
+# per authorizing user ("API授权是以User为纬度的", reference notes §1.1), so a team whose
+# accounts sit under several Ocean Engine logins has one chain per login.
 tokens = Table(
     "tokens",
     metadata,
     Column("app_id", String(32), primary_key=True),
+    # The Ocean Engine user id (`2/user/info` ``id``) when known at the authorization, else a
+    # generated key (``LEGACY_CHAIN`` for a database's first chain). Never changes. Step 10.
+    Column("chain_id", String(64), primary_key=True),
     Column("access_token", Text, nullable=False),
     Column("refresh_token", Text, nullable=False),
     Column("access_expires_at", UTCDateTime, nullable=False),
@@ -151,6 +160,11 @@ tokens = Table(
     # When the platform last accepted this chain: an authorization, a refresh, or a check
     # (`adsync token status --check`, the watchdog's call). Added by migration step 2.
     Column("confirmed_at", UTCDateTime),
+    # Who authorized (`2/user/info`: id, display_name, email as the platform masks it); NULL
+    # until known (a migrated chain learns it at its next refresh or check). Step 10.
+    Column("user_id", String(32)),
+    Column("user_name", Text),
+    Column("user_email", Text),
 )
 
 # A refresh on the wire (PostgreSQL only; see ``adsync.sync.tokens``): written, in its own
@@ -161,6 +175,7 @@ token_refreshes = Table(
     "token_refreshes",
     metadata,
     Column("app_id", String(32), primary_key=True),
+    Column("chain_id", String(64), primary_key=True),  # step 10
     Column("generation", Integer, nullable=False),
     Column("holder", String(160), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
@@ -187,6 +202,11 @@ pending_grants = Table(
     Column("refresh_expires_at", UTCDateTime, nullable=False),
     Column("advertiser_ids", Text, nullable=False, default="[]"),
     Column("names", Text, nullable=False, default="{}"),
+    # The chain it would replace (the same Ocean Engine user's), and who granted it. Step 10.
+    Column("chain_id", String(64)),
+    Column("user_id", String(32)),
+    Column("user_name", Text),
+    Column("user_email", Text),
     Index("ix_pending_grants_code", "code_hash"),
 )
 
@@ -202,7 +222,19 @@ token_history = Table(
     Column("refresh_prefix", String(16), nullable=False, default=""),
     Column("generation", Integer),
     Column("actor", String(120), nullable=False, default=""),
+    Column("chain_id", String(64)),  # step 10 (NULL rows before it: the legacy chain)
     Index("ix_token_history_app_at", "app_id", "at"),
+)
+
+# Which 本地推 accounts each chain reaches, as its last discovery found them: how a run picks
+# the chain to fetch an account with, and what leaves the scope when a chain is removed.
+chain_accounts = Table(
+    "chain_accounts",
+    metadata,
+    Column("app_id", String(32), primary_key=True),
+    Column("chain_id", String(64), primary_key=True),
+    Column("account_id", String(32), primary_key=True),
+    Column("seen_at", UTCDateTime, nullable=False),
 )
 
 # Accounts: configured (ADSYNC_ACCOUNTS), granted, and found by discovery (adsync.sync.discovery).
@@ -444,6 +476,71 @@ def _v9(conn: Connection) -> None:
 
 
 MIGRATIONS.append((9, _v9))
+
+
+def _v10(conn: Connection) -> None:
+    """Several authorizations: the token tables are keyed by (app, chain). A database's chain
+    from before becomes ``LEGACY_CHAIN`` and keeps working; its user is looked up later."""
+    add_missing_columns(conn, token_history)
+    add_missing_columns(conn, pending_grants)
+    chain_accounts.create(conn, checkfirst=True)
+    legacy = conn.execute(text("SELECT count(*) FROM tokens")).scalar()
+    for table in (tokens, token_refreshes):
+        _key_by_chain(conn, table)
+    conn.execute(
+        update(token_history)
+        .where(token_history.c.chain_id.is_(None))
+        .values(chain_id=LEGACY_CHAIN)
+    )
+    conn.execute(
+        update(pending_grants)
+        .where(pending_grants.c.chain_id.is_(None))
+        .values(chain_id=LEGACY_CHAIN)
+    )
+    if legacy:
+        # The token watchdog's open problems were about the one chain there was: they are the
+        # legacy chain's now, so its all clear closes them.
+        for kind in ("reauthorize", "revoked", "unsaved", "refresh_failed", "refresh_expiring"):
+            conn.execute(
+                update(alerts)
+                .where(alerts.c.problem == f"token:{kind}")
+                .values(problem=f"token:{kind}:{LEGACY_CHAIN}")
+            )
+
+
+def _key_by_chain(conn: Connection, table: Table) -> None:
+    """Give ``table`` a ``chain_id`` column (the legacy chain for existing rows) and its
+    (app_id, chain_id) primary key, in place. PostgreSQL alters the key; SQLite cannot, so the
+    table is copied into its new shape within the migration's transaction."""
+    from sqlalchemy import inspect
+
+    have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    if "chain_id" not in have:
+        conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "chain_id" VARCHAR(64)'))
+    conn.execute(
+        text(f"UPDATE {table.name} SET chain_id = :legacy WHERE chain_id IS NULL"),
+        {"legacy": LEGACY_CHAIN},
+    )
+    key = inspect(conn).get_pk_constraint(table.name)
+    wanted = [c.name for c in table.primary_key.columns]
+    if list(key.get("constrained_columns") or []) == wanted:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"ALTER TABLE {table.name} ALTER COLUMN chain_id SET NOT NULL"))
+        if key.get("name"):
+            conn.execute(text(f'ALTER TABLE {table.name} DROP CONSTRAINT "{key["name"]}"'))
+        conn.execute(text(f"ALTER TABLE {table.name} ADD PRIMARY KEY ({', '.join(wanted)})"))
+        return
+    old = f"{table.name}_before_v10"
+    columns = [c["name"] for c in inspect(conn).get_columns(table.name)]
+    keep = ", ".join(f'"{c}"' for c in columns if c in table.c)
+    conn.execute(text(f"ALTER TABLE {table.name} RENAME TO {old}"))
+    table.create(conn)
+    conn.execute(text(f"INSERT INTO {table.name} ({keep}) SELECT {keep} FROM {old}"))
+    conn.execute(text(f"DROP TABLE {old}"))
+
+
+MIGRATIONS.append((10, _v10))
 
 
 def schema_target() -> int:
@@ -1070,4 +1167,6 @@ __all__ = [
     "alerts",
     "token_refreshes",
     "pending_grants",
+    "chain_accounts",
+    "LEGACY_CHAIN",
 ]

@@ -1,25 +1,37 @@
 """The token manager: the only way any code obtains an Ocean Engine access token.
 
+**Chains.** Ocean Engine authorizes per user ("API授权是以User为纬度的，Access Token记录了授权User
+信息", reference notes §1.1): a token pair covers the accounts one Ocean Engine login ticked. A
+team whose accounts sit under several logins has several authorizations, each its own chain of
+token pairs, stored as one ``tokens`` row keyed by (app, chain). A chain's key is its user's id
+(``2/user/info`` ``id``); a database's chain from before chains had keys is ``legacy`` and
+learns its user at its next refresh or check. Each chain is refreshed, checked, marked dead and
+rescued on its own: one dead chain never stops the others.
+
 Ocean Engine rotates refresh tokens: every refresh returns a new pair and kills the old
-refresh token (and the old access token). So:
+refresh token (and the old access token). So, per chain:
 
 * a refresh happens inside ``Store.exclusive()`` — SQLite ``BEGIN IMMEDIATE``, PostgreSQL
-  ``SELECT ... FOR UPDATE`` on the token row — and the stored pair is re-read after the lock is
-  taken: whoever waited finds the fresh pair and does not refresh again;
+  ``SELECT ... FOR UPDATE`` on that chain's row (other chains refresh at the same time) — and
+  the stored pair is re-read after the lock is taken: whoever waited finds the fresh pair and
+  does not refresh again;
 * the new pair is written and committed right after the platform answers, before anything
   uses it, with nothing in between (no network, no logging to slow sinks);
 * if that commit fails, the pair — now the only live one — is not lost: it is retried into the
   store, kept in an owner-only rescue file, and announced as "refreshed but not saved" by every
   process until it is stored (``adsync.sync.rescue`` says how);
-* a refused chain (40103/40107/...) is recorded as dead and raises ``AuthorizationNeeded``;
-  later callers get the same answer without calling the platform. The error carries no link:
-  a link is minted where it is shown (the CLI; an admin's direct chat), bound to who asked.
+* a refused chain (40103/40107/...) is recorded as dead and raises ``AuthorizationNeeded``
+  naming its user; later callers get the same answer without calling the platform. The error
+  carries no link: a link is minted where it is shown (the CLI; an admin's direct chat), bound
+  to who asked.
 
 Authorizations: a ``state`` lives 15 minutes, works once, and belongs to whoever asked for it
-(a chat admin's open_id, or the local operator: the CLI, the console). Re-authorizing replaces
-the previous grant at Ocean Engine ("重新授权会覆盖前一次授权"), so a grant is judged after the
-exchange: one of 0 accounts is refused, one that drops accounts already granted waits for an
-admin to take or cancel it (``pending_grants``), anything else is taken.
+(a chat admin's open_id, or the local operator: the CLI, the console). Who consented is asked
+of the platform with the new token (``2/user/info``): a user who already has a chain replaces
+it — the platform already did ("重新授权会覆盖前一次授权") — and any other user's grant is added
+beside the existing chains. A grant is judged after the exchange: one of 0 accounts is refused,
+one that drops accounts its user's chain had waits for an admin to take or cancel it
+(``pending_grants``), anything else is taken.
 """
 
 from __future__ import annotations
@@ -29,14 +41,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -65,6 +77,7 @@ from adsync.sync.store import (
     Store,
     accounts,
     actor,
+    chain_accounts,
     oauth_states,
     pending_grants,
     token_history,
@@ -83,6 +96,11 @@ _DB_ERRORS = (SQLAlchemyError, StoreError)
 # How long a caller waits for the token lock: its holder may be a refresh on the wire (one
 # call and its retries), not a stuck transaction. Not on any acknowledgement path.
 TOKEN_LOCK_WAIT = BACKGROUND_WAIT_SECONDS
+# Which chain needs a person first: a pair not saved, then a dead chain, then an expiring one.
+HEALTH_RANK = {"unsaved": 0, "reauthorize": 1, "expiring": 2, "ok": 3}
+# PostgreSQL: one authorization at a time per schema (SQLite's BEGIN IMMEDIATE does it there),
+# so two consents of one new user cannot both insert its chain.
+AUTHORIZE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('adsync authorize ' || current_schema()))"
 
 
 def is_chat_user(requested_by: str) -> bool:
@@ -99,6 +117,64 @@ class StateRefused(AdsyncError):
     def __init__(self, reason: str, message: str, hint: str) -> None:
         super().__init__(message, hint)
         self.reason = reason  # unknown | used | expired | not_admin
+
+
+@dataclass(frozen=True)
+class ChainUser:
+    """The Ocean Engine user behind a chain, as ``2/user/info`` names them."""
+
+    id: str
+    name: str = ""
+    email: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.id})" if self.name else f"Ocean Engine user {self.id}"
+
+
+def user_of(data: dict[str, Any]) -> ChainUser | None:
+    """The user in a ``2/user/info`` answer (fields of the official SDK's
+    model_user_info_v2_response_data.go: ``id`` int64, ``display_name``, ``email``)."""
+    raw = data.get("id")
+    if isinstance(raw, bool) or raw in (None, ""):
+        return None
+    user_id = str(raw).strip()
+    if not (user_id.isascii() and user_id.isdigit()) or len(user_id) > 32:
+        return None
+    name = str(data.get("display_name") or "").strip()[:200]
+    return ChainUser(user_id, name, str(data.get("email") or "").strip()[:200])
+
+
+def describe_chain(chain_id: str, user_id: str | None, user_name: str | None) -> str:
+    """Who a chain belongs to, as people read it: the display name, else what is known."""
+    if user_name:
+        return f"{user_name} ({user_id})" if user_id else user_name
+    if user_id:
+        return f"Ocean Engine user {user_id}"
+    return f"the Ocean Engine login of authorization {chain_id} (name not looked up yet)"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One authorization: whose, which accounts it granted, and whether it can give a token."""
+
+    chain_id: str
+    user: ChainUser | None
+    account_ids: tuple[str, ...]  # granted (the exchange's advertiser_ids)
+    problem: str | None  # why it cannot give a token without a person; None: usable
+    authorized_at: datetime | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.problem is None
+
+    @property
+    def who(self) -> str:
+        return describe_chain(
+            self.chain_id,
+            self.user.id if self.user else None,
+            self.user.name if self.user else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -120,6 +196,14 @@ class TokenStatus:
     message: str = ""
     last_confirmed_at: datetime | None = None  # the platform last accepted this chain
     checked: bool = False  # this status asked the platform (`token status --check`)
+    chain_id: str = ""  # which authorization ("" when there is none)
+    user_id: str = ""  # the Ocean Engine user who authorized it ("" until known)
+    user_name: str = ""
+    check_failed: str = ""  # --check could not ask the platform (transient): why
+
+    @property
+    def who(self) -> str:
+        return describe_chain(self.chain_id, self.user_id or None, self.user_name or None)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -127,14 +211,16 @@ class TokenStatus:
             if isinstance(value, datetime):
                 out[key] = value.isoformat()
         out["account_ids"] = list(self.account_ids)
+        out["who"] = self.who if self.chain_id else None
         return out
 
 
 @dataclass(frozen=True)
 class AuthResult:
-    """An authorization: what it grants, what was granted before, and whether it was taken
-    (``pending_id`` set: it drops accounts and waits for an admin's decision; ``cancelled``:
-    an admin refused it)."""
+    """An authorization: what it grants, what its user's chain granted before, and whether it
+    was taken (``pending_id`` set: it drops accounts and waits for an admin's decision;
+    ``cancelled``: an admin refused it). ``replaced``: the user had a chain, which this one
+    replaces; otherwise it was added beside the others."""
 
     account_ids: tuple[str, ...]
     names: dict[str, str]
@@ -145,6 +231,10 @@ class AuthResult:
     pending_until: datetime | None = None
     cancelled: bool = False
     requested_by: str = ""
+    chain_id: str = ""
+    user: ChainUser | None = None
+    replaced: bool = False
+    others: int = 0  # other chains stored beside this one
 
     @property
     def dropped(self) -> tuple[str, ...]:
@@ -157,6 +247,40 @@ class AuthResult:
     @property
     def pending(self) -> bool:
         return bool(self.pending_id)
+
+    @property
+    def who(self) -> str:
+        return describe_chain(
+            self.chain_id,
+            self.user.id if self.user else None,
+            self.user.name if self.user else None,
+        )
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A chain removed (or, from ``removal``, about to be): whose, the accounts it reached,
+    and those no other chain reaches (they leave the scope; their synced rows stay)."""
+
+    chain_id: str
+    who: str
+    account_ids: tuple[str, ...]
+    left_scope: tuple[str, ...]
+    names: dict[str, str]
+
+
+class ChainTokens:
+    """One chain as the token source ``OceanEngineAPI`` takes."""
+
+    def __init__(self, manager: TokenManager, chain_id: str) -> None:
+        self.manager = manager
+        self.chain_id = chain_id
+
+    def get_valid_token(self) -> str:
+        return self.manager.get_valid_token(self.chain_id)
+
+    def replace_rejected(self, rejected_token: str, reason: str) -> str:
+        return self.manager.replace_rejected(rejected_token, reason, chain_id=self.chain_id)
 
 
 class TokenManager:
@@ -173,73 +297,156 @@ class TokenManager:
         self.now = now
         self.margin = timedelta(seconds=settings.refresh_margin)
         self.sleep: Callable[[float], None] = time.sleep
-        # A pair the platform issued that the database has not taken yet (see rescue.py).
-        self._unsaved: rescue.UnsavedPair | None = None
+        # Pairs the platform issued that the database has not taken yet, per chain (rescue.py).
+        self._unsaved: dict[str, rescue.UnsavedPair] = {}
         self._unsaved_lock = threading.Lock()
         self._retrier: threading.Thread | None = None
         self._closed = threading.Event()
 
     def close(self) -> None:
-        """Stop the background retry of an unsaved pair (its rescue file stays)."""
+        """Stop the background retry of unsaved pairs (their rescue files stay)."""
         self._closed.set()
+
+    # -- the chains ---------------------------------------------------------------------------
+
+    def chains(self) -> list[Chain]:
+        """Every chain of this app: usable ones first, then by key — the order a run picks a
+        chain in for an account two chains grant."""
+        return self._ordered(self._rows())
+
+    def chain(self, chain_id: str) -> ChainTokens:
+        return ChainTokens(self, chain_id)
+
+    def _ordered(self, rows: Iterable[Row[Any]]) -> list[Chain]:
+        found = [
+            Chain(r.chain_id, _row_user(r), _ids(r), self._problem(r), r.authorized_at)
+            for r in rows
+        ]
+        return sorted(found, key=lambda c: (not c.live, c.chain_id))
+
+    def find(self, ref: str) -> Chain:
+        """The chain ``ref`` names: its key, its user's id, or its user's display name."""
+        ref = ref.strip()
+        chains = self.chains()
+        for test in (
+            lambda c: c.chain_id == ref,
+            lambda c: c.user is not None and c.user.id == ref,
+            lambda c: c.user is not None and c.user.name == ref,
+        ):
+            hits = [c for c in chains if test(c)]
+            if len(hits) == 1:
+                return hits[0]
+        known = ", ".join(f"{c.chain_id} ({c.who})" for c in chains) or "none"
+        raise ConfigError(
+            f"no single authorization is called {ref!r}",
+            hint=f"`adsync auth list` shows them; authorizations: {known}",
+        )
 
     # -- the one way to a token -------------------------------------------------------------
 
-    def get_valid_token(self) -> str:
-        """A usable access token, refreshed first if less than the margin remains."""
-        self._settle_unsaved()
-        row = self._read()
-        self._raise_if_unusable(row)
+    def get_valid_token(self, chain_id: str | None = None) -> str:
+        """A usable access token of ``chain_id`` (default: the first usable chain), refreshed
+        first if less than the margin remains."""
+        self._settle_unsaved(chain_id)
+        row = self._read(chain_id=chain_id)
+        self._raise_if_unusable(row, chain_id)
         if row.access_expires_at - self.now() > self.margin:
             return row.access_token
-        return self._refresh(reason="inside the refresh margin")
+        return self._refresh(row.chain_id, reason="inside the refresh margin")
 
-    def replace_rejected(self, rejected_token: str, reason: str) -> str:
+    def replace_rejected(
+        self, rejected_token: str, reason: str, chain_id: str | None = None
+    ) -> str:
         """The platform refused ``rejected_token``: refresh once (unless another process already
         did) and return the token to retry with."""
-        return self._refresh(reason=f"access token refused ({reason})", rejected=rejected_token)
+        chain = chain_id or self._chain_of(rejected_token)
+        return self._refresh(
+            chain, reason=f"access token refused ({reason})", rejected=rejected_token
+        )
 
-    def refresh(self, reason: str = "requested") -> str:
+    def refresh(self, reason: str = "requested", chain_id: str | None = None) -> str:
         """Refresh now, whatever the time left (``adsync token refresh``, the watchdog)."""
         self._credentials()
-        self._settle_unsaved()
-        self._raise_if_unusable(self._read())
-        return self._refresh(reason=reason, force=True)
+        self._settle_unsaved(chain_id)
+        row = self._read(chain_id=chain_id)
+        self._raise_if_unusable(row, chain_id)
+        return self._refresh(row.chain_id, reason=reason, force=True)
 
-    def refresh_if_due(self) -> bool:
+    def refresh_if_due(self, chain_id: str | None = None) -> bool:
         """For the watchdog: refresh inside the margin; True if a refresh happened."""
-        self._settle_unsaved()
-        row = self._read()
-        self._raise_if_unusable(row)
+        self._settle_unsaved(chain_id)
+        row = self._read(chain_id=chain_id)
+        self._raise_if_unusable(row, chain_id)
         if row.access_expires_at - self.now() > self.margin:
             return False
         before = row.generation
-        self._refresh(reason="watchdog: inside the refresh margin")
-        return self._read().generation != before
+        self._refresh(row.chain_id, reason="watchdog: inside the refresh margin")
+        after = self._read(chain_id=row.chain_id)
+        return after is not None and after.generation != before
 
-    def check(self) -> TokenStatus:
-        """Ask the platform whether the chain is live (``token status --check``, the watchdog):
-        one cheap authenticated call. A refused access token is refreshed once and the call
-        retried; a chain the platform still refuses is recorded as dead."""
+    def check(self, chain_id: str | None = None) -> TokenStatus:
+        """Ask the platform whether a chain is live (``token status --check``, the watchdog):
+        one cheap authenticated call, whose answer also names the chain's user. A refused
+        access token is refreshed once and the call retried; a chain the platform still refuses
+        is recorded as dead."""
+        row = self._read(chain_id=chain_id)
+        self._raise_if_unusable(row, chain_id)
+        chain = row.chain_id
         try:
-            OceanEngineAPI(self.client, self).get(USER_INFO, {})
+            data = OceanEngineAPI(self.client, self.chain(chain)).get(USER_INFO, {})
         except TokenRevoked as exc:
-            self._mark_current_dead(f"the platform refused a freshly refreshed token ({exc.code})")
+            self._mark_current_dead(
+                chain, f"the platform refused a freshly refreshed token ({exc.code})"
+            )
             raise
         now = self.now()
         app_id = self._app_id()
         try:
             self.store.transact(
                 lambda conn: conn.execute(
-                    update(tokens).where(tokens.c.app_id == app_id).values(confirmed_at=now)
+                    update(tokens)
+                    .where(tokens.c.app_id == app_id, tokens.c.chain_id == chain)
+                    .values(confirmed_at=now)
                 ),
                 idempotent=True,
             )
         except _DB_ERRORS as exc:
             raise self._store_error("could not record the check", exc) from None
-        return self._status(checked=True)
+        self._learn_user(chain, data)
+        return self._status(chain, checked=True)
 
-    def _refresh(self, reason: str, rejected: str | None = None, force: bool = False) -> str:
+    def check_all(self) -> list[TokenStatus]:
+        """``check`` every chain; one that cannot be asked says why in ``check_failed``."""
+        checked: list[str] = []
+        failed: dict[str, str] = {}
+        for chain in self.chains():
+            try:
+                self.check(chain.chain_id)
+                checked.append(chain.chain_id)
+            except AuthorizationNeeded:
+                pass  # recorded as dead: its status says so
+            except OceanEngineError as exc:
+                failed[chain.chain_id] = exc.message
+        return [
+            replace(s, checked=s.chain_id in checked, check_failed=failed.get(s.chain_id, ""))
+            for s in self.statuses()
+        ]
+
+    def refresh_all(self, reason: str) -> list[tuple[Chain, AdsyncError | None]]:
+        """Refresh every chain on its own (``token refresh``): each with what went wrong."""
+        out: list[tuple[Chain, AdsyncError | None]] = []
+        for chain in self.chains():
+            try:
+                self.refresh(reason=reason, chain_id=chain.chain_id)
+            except AdsyncError as exc:
+                out.append((chain, exc))
+            else:
+                out.append((chain, None))
+        return out
+
+    def _refresh(
+        self, chain_id: str | None, reason: str, rejected: str | None = None, force: bool = False
+    ) -> str:
         app_id, secret = self._credentials()
         answered: list[TokenGrant] = []  # the platform's answer, as soon as there is one
         base: list[Row[Any]] = []
@@ -248,8 +455,8 @@ class TokenManager:
         try:
             # Waiting for the lock may mean waiting for another process's refresh on the wire.
             with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
-                row = self._read(conn, for_update=True)
-                problem = self._problem(row)
+                row = self._read(conn, for_update=True, chain_id=chain_id)
+                problem = self._problem(row, chain_id)
                 if problem is None:
                     if rejected is not None and row.access_token != rejected:
                         return row.access_token  # someone else refreshed while we were refused
@@ -265,14 +472,23 @@ class TokenManager:
         # Raised only after the transaction ended (nothing slow inside the lock).
         if problem is not None:
             raise self._needed(problem)
+        row = base[0]
         if isinstance(outcome, AuthorizationDead):
-            log.error("Ocean Engine refused the refresh token: %s", outcome.message)
-            raise self._needed(f"the Ocean Engine authorization is gone: {outcome.message}")
+            log.error(
+                "Ocean Engine refused the refresh token of %s: %s", _who(row), outcome.message
+            )
+            raise self._needed(
+                f"the Ocean Engine authorization of {_who(row)} is gone: {outcome.message}"
+            )
         if isinstance(outcome, OceanEngineError):
-            log.error("token refresh failed after retries: %s", outcome.message)
+            log.error("token refresh of %s failed after retries: %s", _who(row), outcome.message)
             raise outcome
         assert isinstance(outcome, TokenGrant)
-        log.info("access token refreshed (%s)", reason)
+        log.info("access token of %s refreshed (%s)", _who(row), reason)
+        if row.user_id is None:
+            # A chain from before chains had users (or whose user could not be asked when it
+            # was authorized): ask now, with the new token.
+            self._identify(row.chain_id, outcome.access_token)
         return outcome.access_token
 
     def _call_refresh(
@@ -294,18 +510,18 @@ class TokenManager:
             return exc
         except OceanEngineError as exc:
             self._history(conn, row, "failed", f"{reason}: {exc.message}", row.generation)
-            self._clear_on_the_wire(conn)
+            self._clear_on_the_wire(conn, row.chain_id)
             return exc
         answered.append(grant)
         protect(grant.access_token, grant.refresh_token)
         values = self._refreshed_values(grant)
         conn.execute(
             update(tokens)
-            .where(tokens.c.app_id == row.app_id)
+            .where(tokens.c.app_id == row.app_id, tokens.c.chain_id == row.chain_id)
             .values(generation=row.generation + 1, **values)
         )
         self._history(conn, row, "refreshed", reason, row.generation)
-        self._clear_on_the_wire(conn)
+        self._clear_on_the_wire(conn, row.chain_id)
         return grant
 
     def _refreshed_values(self, grant: TokenGrant) -> dict[str, Any]:
@@ -319,6 +535,84 @@ class TokenManager:
             updated_at=now,
             confirmed_at=now,
         )
+
+    # -- who authorized ---------------------------------------------------------------------------
+
+    def _whoami(self, access_token: str) -> ChainUser | None:
+        """The user a token belongs to (``2/user/info``), or None if the platform cannot say
+        now (the chain then learns it later)."""
+        try:
+            data = self.client.request("GET", USER_INFO, access_token=access_token)
+        except OceanEngineError as exc:
+            log.warning("could not ask Ocean Engine who authorized: %s", exc.message)
+            return None
+        return user_of(data)
+
+    def _identify(self, chain_id: str, access_token: str) -> None:
+        user = self._whoami(access_token)
+        if user is not None:
+            self._learn_user(
+                chain_id, {"id": user.id, "display_name": user.name, "email": user.email}
+            )
+
+    def _learn_user(self, chain_id: str, data: dict[str, Any]) -> None:
+        """Record who a working chain belongs to (best effort). Another chain of the same user
+        is older — the user authorized again, which replaced it at Ocean Engine — so it goes."""
+        user = user_of(data)
+        if user is None:
+            return
+        app_id = self._app_id()
+        now = self.now()
+
+        def learn(conn: Connection) -> list[str]:
+            row = conn.execute(
+                select(tokens).where(tokens.c.app_id == app_id, tokens.c.chain_id == chain_id)
+            ).first()
+            if row is None:
+                return []
+            if (row.user_id, row.user_name, row.user_email) != (user.id, user.name, user.email):
+                conn.execute(
+                    update(tokens)
+                    .where(tokens.c.app_id == app_id, tokens.c.chain_id == chain_id)
+                    .values(user_id=user.id, user_name=user.name, user_email=user.email)
+                )
+            older = conn.execute(
+                select(tokens).where(
+                    tokens.c.app_id == app_id,
+                    tokens.c.user_id == user.id,
+                    tokens.c.chain_id != chain_id,
+                )
+            ).all()
+            for other in older:
+                self._forget_chain(
+                    conn,
+                    other,
+                    "superseded",
+                    f"replaced: {user.label} authorized again (authorization {chain_id})",
+                    now,
+                )
+            return [o.chain_id for o in older]
+
+        try:
+            gone = self.store.transact(learn, idempotent=True)
+        except _DB_ERRORS as exc:
+            log.warning("could not record who authorized %s: %s", chain_id, _short(exc))
+            return
+        for other in gone:
+            log.warning("authorization %s was replaced by %s of the same user", other, chain_id)
+
+    def _identify_unknown(self) -> None:
+        """Before judging a new grant: ask who each usable chain of unknown user belongs to
+        (a migrated chain), so a new grant of that user replaces it rather than sit beside."""
+        try:
+            unknown = [c for c in self.chains() if c.user is None and c.live]
+        except _DB_ERRORS:
+            return
+        for chain in unknown:
+            try:
+                self.check(chain.chain_id)
+            except AdsyncError as exc:
+                log.info("could not ask who authorized %s: %s", chain.chain_id, exc.message)
 
     # -- a pair the database did not take (see adsync.sync.rescue) ------------------------------
 
@@ -338,9 +632,10 @@ class TokenManager:
             reason=reason,
             at=self.now(),
             database=rescue.fingerprint(self.store.url_for_humans),
+            chain_id=row.chain_id,
         )
         with self._unsaved_lock:
-            self._unsaved = pair
+            self._unsaved[pair.chain_id] = pair
         for delay in rescue.RETRY_DELAYS:
             self.sleep(delay)
             if self._apply(pair):
@@ -370,7 +665,7 @@ class TokenManager:
         settled (stored, or obsolete and dropped); False when the database still fails."""
         try:
             with self.store.exclusive() as conn:
-                row = self._read(conn, for_update=True)
+                row = self._read(conn, for_update=True, chain_id=pair.chain_id)
                 stored = self._store_unsaved(conn, row, pair)
         except _DB_ERRORS as exc:
             log.debug("an unsaved token pair could not be stored yet: %s", _short(exc))
@@ -380,8 +675,9 @@ class TokenManager:
                 "a rescued token pair was dropped: the chain changed since (authorized again)"
             )
         with self._unsaved_lock:
-            if self._unsaved is not None and self._unsaved.refresh_token == pair.refresh_token:
-                self._unsaved = None
+            waiting = self._unsaved.get(pair.chain_id)
+            if waiting is not None and waiting.refresh_token == pair.refresh_token:
+                del self._unsaved[pair.chain_id]
         rescue.forget(pair)
         return True
 
@@ -391,7 +687,11 @@ class TokenManager:
         if pair.base_generation is None:
             if row is not None:
                 return False
-            conn.execute(insert(tokens).values(app_id=pair.app_id, generation=1, **pair.values))
+            conn.execute(
+                insert(tokens).values(
+                    app_id=pair.app_id, chain_id=pair.chain_id, generation=1, **pair.values
+                )
+            )
             generation = 1
         else:
             if row is not None and row.refresh_token == pair.refresh_token:
@@ -403,12 +703,13 @@ class TokenManager:
             # (40107), but this pair is newer than the one that was refused.
             conn.execute(
                 update(tokens)
-                .where(tokens.c.app_id == pair.app_id)
+                .where(tokens.c.app_id == pair.app_id, tokens.c.chain_id == pair.chain_id)
                 .values(generation=generation, dead_at=None, dead_reason=None, **pair.values)
             )
         conn.execute(
             insert(token_history).values(
                 app_id=pair.app_id,
+                chain_id=pair.chain_id,
                 at=self.now(),
                 event=pair.kind,
                 reason=f"{pair.reason} (saved late: the database failed at the first commit)"[:500],
@@ -418,32 +719,40 @@ class TokenManager:
                 actor=actor(),
             )
         )
-        self._clear_on_the_wire(conn)
+        self._clear_on_the_wire(conn, pair.chain_id)
         return True
 
-    def _pending_pair(self) -> rescue.UnsavedPair | None:
+    def _pending_pairs(self, chain_id: str | None = None) -> list[rescue.UnsavedPair]:
+        """Pairs waiting to be stored: this process's, and rescue files on this machine."""
         with self._unsaved_lock:
-            if self._unsaved is not None:
-                return self._unsaved
+            mine = dict(self._unsaved)
+        if chain_id is not None and chain_id in mine:
+            return [mine[chain_id]]
         if not self.settings.oceanengine_app_id:
-            return None
-        return rescue.load(
-            self._rescue_dir(),
-            self.settings.oceanengine_app_id,
-            rescue.fingerprint(self.store.url_for_humans),
-        )
+            return []
+        database = rescue.fingerprint(self.store.url_for_humans)
+        if chain_id is not None:
+            found = rescue.load(
+                self._rescue_dir(), self.settings.oceanengine_app_id, database, chain_id
+            )
+            return [found] if found is not None else []
+        pairs = dict(mine)
+        for pair in rescue.load_all(self._rescue_dir(), self.settings.oceanengine_app_id, database):
+            pairs.setdefault(pair.chain_id, pair)
+        return list(pairs.values())
 
-    def _settle_unsaved(self) -> None:
-        """Before using the stored chain: store a pair left unsaved (here or by another process
-        on this machine); if the database still refuses it, the stored chain is dead — say so."""
-        pair = self._pending_pair()
-        if pair is None or self._apply(pair):
-            return
-        raise TokenNotSaved(
-            f"a refreshed token pair (from {pair.at:%Y-%m-%d %H:%M} UTC) is still not saved: "
-            f"the database {self.store.url_for_humans} does not take it",
-            hint="check the database (`adsync doctor`); the pair is saved as soon as it answers",
-        )
+    def _settle_unsaved(self, chain_id: str | None = None) -> None:
+        """Before using a chain: store a pair left unsaved (here or by another process on this
+        machine); if the database still refuses it, the stored chain is dead — say so."""
+        for pair in self._pending_pairs(chain_id):
+            if self._apply(pair):
+                continue
+            raise TokenNotSaved(
+                f"a refreshed token pair (from {pair.at:%Y-%m-%d %H:%M} UTC) is still not "
+                f"saved: the database {self.store.url_for_humans} does not take it",
+                hint="check the database (`adsync doctor`); the pair is saved as soon as it "
+                "answers",
+            )
 
     def _start_background_retry(self) -> None:
         with self._unsaved_lock:
@@ -458,10 +767,10 @@ class TokenManager:
         delay = 1.0
         while not self._closed.wait(delay):
             with self._unsaved_lock:
-                pair = self._unsaved
-            if pair is None:
+                waiting = list(self._unsaved.values())
+            if not waiting:
                 return
-            if self._apply(pair):
+            if all(self._apply(pair) for pair in waiting):
                 log.warning("the refreshed token pair was saved after the database came back")
                 return
             delay = min(delay * 2, rescue.BACKGROUND_MAX_DELAY)
@@ -470,16 +779,23 @@ class TokenManager:
         return rescue.directory(self.settings.db_url, self.settings.data_dir)
 
     def _mark_on_the_wire(self, row: Row[Any]) -> None:
-        """PostgreSQL: record, in its own transaction, that generation ``row.generation`` is
-        being refreshed (see rescue.py, point 3). Raises (and nothing is sent) if it cannot."""
+        """PostgreSQL: record, in its own transaction, that generation ``row.generation`` of this
+        chain is being refreshed (see rescue.py, point 3). Raises (and nothing is sent) if it
+        cannot."""
         if self.store.dialect != "postgresql":
             return
 
         def mark(conn: Connection) -> None:
-            conn.execute(delete(token_refreshes).where(token_refreshes.c.app_id == row.app_id))
+            conn.execute(
+                delete(token_refreshes).where(
+                    token_refreshes.c.app_id == row.app_id,
+                    token_refreshes.c.chain_id == row.chain_id,
+                )
+            )
             conn.execute(
                 insert(token_refreshes).values(
                     app_id=row.app_id,
+                    chain_id=row.chain_id,
                     generation=row.generation,
                     holder=f"{actor()}:{threading.get_ident()}",
                     started_at=self.now(),
@@ -490,9 +806,14 @@ class TokenManager:
         # after a lost commit answer writes the same row again.
         self.store.transact(mark, idempotent=True)
 
-    def _clear_on_the_wire(self, conn: Connection) -> None:
+    def _clear_on_the_wire(self, conn: Connection, chain_id: str) -> None:
         if self.store.dialect == "postgresql":
-            conn.execute(delete(token_refreshes).where(token_refreshes.c.app_id == self._app_id()))
+            conn.execute(
+                delete(token_refreshes).where(
+                    token_refreshes.c.app_id == self._app_id(),
+                    token_refreshes.c.chain_id == chain_id,
+                )
+            )
 
     def _lost_refresh(self, row: Row[Any]) -> Row[Any] | None:
         """A refresh of the stored generation that nobody is finishing: its answer was lost or
@@ -504,6 +825,7 @@ class TokenManager:
             marker = conn.execute(
                 select(token_refreshes).where(
                     token_refreshes.c.app_id == row.app_id,
+                    token_refreshes.c.chain_id == row.chain_id,
                     token_refreshes.c.generation == row.generation,
                 )
             ).first()
@@ -513,7 +835,7 @@ class TokenManager:
             # nobody does. The read's transaction is rolled back at once: a look, not a write.
             free = conn.execute(
                 select(tokens.c.app_id)
-                .where(tokens.c.app_id == row.app_id)
+                .where(tokens.c.app_id == row.app_id, tokens.c.chain_id == row.chain_id)
                 .with_for_update(skip_locked=True)
             ).first()
             return marker if free is not None else None
@@ -524,7 +846,8 @@ class TokenManager:
 
     def authorization_url(self, requested_by: str = "") -> str:
         """A link a person opens to authorize; its ``state`` is remembered for the callback,
-        for 15 minutes, bound to ``requested_by`` (an admin's open_id, or the local operator)."""
+        for 15 minutes, bound to ``requested_by`` (an admin's open_id, or the local operator).
+        Whoever is logged in at Ocean Engine when it is opened is the user it authorizes."""
         self.settings.require("OCEANENGINE_APP_ID", "OCEANENGINE_REDIRECT_URI")
         if is_chat_user(requested_by) and requested_by not in self.settings.admins:
             raise AdsyncError(
@@ -586,9 +909,10 @@ class TokenManager:
     def authorize(
         self, auth_code: str, *, requested_by: str = "cli", confirm: bool = False
     ) -> AuthResult:
-        """Exchange a one-time auth code and judge the grant: 0 accounts is refused
-        (GrantRefused); one that drops accounts already granted is kept pending for an admin
-        (``result.pending``) unless ``confirm``; anything else is stored and returned.
+        """Exchange a one-time auth code, ask who granted it, and judge the grant: 0 accounts
+        is refused (GrantRefused); one that drops accounts its user's chain had is kept pending
+        for an admin (``result.pending``) unless ``confirm``; anything else is stored — as its
+        user's chain, replacing the one they had, or beside the others for a new user.
 
         ``confirm`` with the code of a pending grant takes that grant (the code itself works
         only once: `adsync auth code CODE --confirm` after a first run without it)."""
@@ -605,17 +929,24 @@ class TokenManager:
             waiting = self._pending_by_code(code_hash)
             if waiting is not None:
                 return self.decide(waiting, "take", decided_by=requested_by)
+        # Outside the lock (a check may refresh): learn whose a migrated chain is, so that a
+        # new grant of the same user replaces it.
+        self._identify_unknown()
         answered: list[TokenGrant] = []
         base: list[Row[Any] | None] = []
         refused: AuthorizationDead | None = None
         verdict = ""
         pending_id = ""
+        chain_id = ""
+        user: ChainUser | None = None
+        others = 0
         now = self.now()
         try:
             with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
-                # Hold the lock: a refresh of the old chain must not overwrite the new one.
-                existing = self._read(conn, for_update=True)
-                base.append(existing)
+                # The exchange happens inside the transaction: if the database cannot be had,
+                # the code is not spent and can be pasted again within its 10 minutes.
+                if self.store.dialect == "postgresql":
+                    conn.execute(text(AUTHORIZE_LOCK))
                 try:
                     grant = self.client.exchange_auth_code(app_id, secret, auth_code)
                 except AuthorizationDead as exc:
@@ -623,28 +954,38 @@ class TokenManager:
                 else:
                     answered.append(grant)
                     protect(grant.access_token, grant.refresh_token)
-                    previous = _ids(existing)
+                    user = self._whoami(grant.access_token)
+                    rows = self._rows(conn)
+                    target = self._target(rows, user)
+                    if target is not None:  # lock its row: a refresh of it waits for us
+                        target = self._read(conn, for_update=True, chain_id=target.chain_id)
+                    base.append(target)
+                    others = len(
+                        [r for r in rows if target is None or r.chain_id != target.chain_id]
+                    )
+                    chain_id = target.chain_id if target is not None else _new_chain_id(rows, user)
+                    previous = _ids(target)
                     dropped = [i for i in previous if i not in set(grant.advertiser_ids)]
                     if not grant.advertiser_ids:
                         verdict = "empty"
-                        if existing is not None:
+                        if target is not None:
                             self._supersede(
                                 conn,
-                                existing,
+                                target,
                                 f"replaced at Ocean Engine by an authorization of 0 accounts "
-                                f"({_who(requested_by)}, {now:%Y-%m-%d %H:%M} UTC), which "
+                                f"({_by(requested_by)}, {now:%Y-%m-%d %H:%M} UTC), which "
                                 "adsync refused",
                             )
-                    elif dropped and existing is not None and not confirm:
+                    elif dropped and target is not None and not confirm:
                         verdict = "pending"
-                        pending_id = self._park(conn, existing, grant, code_hash, requested_by)
+                        pending_id = self._park(conn, target, grant, code_hash, requested_by, user)
                     else:
                         verdict = "taken"
-                        self._store_grant(conn, app_id, existing, grant, requested_by)
+                        self._store_grant(conn, app_id, chain_id, target, grant, user, requested_by)
         except _DB_ERRORS as exc:
             if verdict != "taken" or not answered:
                 raise self._store_error("could not store the authorization", exc) from None
-            self._save_authorization_late(answered[0], base[0], requested_by, exc)
+            self._save_authorization_late(answered[0], chain_id, base[0], user, requested_by, exc)
         if refused is not None:
             # Outside the transaction: nothing slow inside the lock.
             raise AuthorizationNeeded(
@@ -652,15 +993,16 @@ class TokenManager:
                 f"(codes work once, for 10 minutes) [{refused.code}]"
             )
         grant = answered[0]
-        previous = _ids(base[0])
+        target = base[0]
+        previous = _ids(target)
         if verdict == "empty":
-            log.warning("an authorization of 0 accounts (%s) was refused", _who(requested_by))
+            log.warning("an authorization of 0 accounts (%s) was refused", _by(requested_by))
             raise GrantRefused(
                 "this authorization grants no accounts, so adsync did not take it"
                 + (
-                    "; Ocean Engine replaced the previous authorization with it, so nothing "
-                    "syncs until someone authorizes again"
-                    if base[0] is not None
+                    f"; Ocean Engine replaced {_who(target)}'s previous authorization with it, "
+                    f"so {_who(target)}'s accounts do not sync until they authorize again"
+                    if target is not None
                     else ""
                 ),
                 hint="authorize again and tick every local-push account",
@@ -668,7 +1010,7 @@ class TokenManager:
         if verdict == "pending":  # not stored: name the accounts with the new token, no more
             names = self._lookup_names(grant.access_token, grant.advertiser_ids)
         else:
-            names = self._discover(grant.advertiser_ids)
+            names = self._discover(chain_id, grant.advertiser_ids)
         result = AuthResult(
             account_ids=grant.advertiser_ids,
             names=names,
@@ -678,36 +1020,69 @@ class TokenManager:
             pending_id=pending_id,
             pending_until=now + PENDING_LIFETIME if pending_id else None,
             requested_by=requested_by,
+            chain_id=chain_id,
+            user=user or _row_user(target),
+            replaced=target is not None,
+            others=others,
         )
         if verdict == "pending":
             self._name_pending(pending_id, names)
             log.warning(
-                "an authorization (%s) would drop %d of %d accounts: waiting for confirmation",
-                _who(requested_by),
+                "an authorization of %s (%s) would drop %d of %d accounts: waiting for "
+                "confirmation",
+                result.who,
+                _by(requested_by),
                 len(result.dropped),
                 len(previous),
             )
             return result
         log.info(
-            "authorized: %d accounts granted (%s)", len(grant.advertiser_ids), _who(requested_by)
+            "authorized: %d accounts granted by %s (%s), %s",
+            len(grant.advertiser_ids),
+            result.who,
+            _by(requested_by),
+            "replacing their previous authorization" if target is not None else "a new chain",
         )
         return result
 
+    def _target(self, rows: list[Row[Any]], user: ChainUser | None) -> Row[Any] | None:
+        """The chain a new grant replaces: its user's, if they have one. A chain whose user is
+        not known (a migrated one) that the platform no longer accepts is taken to be the same
+        user's: a consent kills that user's previous tokens, which is how it died. With the
+        user unknown (the platform did not say), a lone chain of unknown user is replaced, as
+        before chains had users; anything else is a new chain, its user learned later."""
+        if user is not None:
+            for row in rows:
+                if row.user_id == user.id:
+                    return row
+        unknown = [r for r in rows if r.user_id is None]
+        if user is None:
+            return unknown[0] if len(rows) == 1 and unknown else None
+        dead = [r for r in unknown if self._problem(r) is not None]
+        return dead[0] if len(dead) == 1 else None
+
     def _save_authorization_late(
-        self, grant: TokenGrant, existing: Row[Any] | None, requested_by: str, exc: BaseException
+        self,
+        grant: TokenGrant,
+        chain_id: str,
+        existing: Row[Any] | None,
+        user: ChainUser | None,
+        requested_by: str,
+        exc: BaseException,
     ) -> None:
         now = self.now()
         pair = rescue.UnsavedPair(
             app_id=self._app_id(),
             kind="authorized",
             base_generation=existing.generation if existing is not None else None,
-            values=self._grant_values(grant, now),
-            reason=f"{len(grant.advertiser_ids)} accounts granted ({_who(requested_by)})",
+            values=self._grant_values(grant, now, user),
+            reason=f"{len(grant.advertiser_ids)} accounts granted ({_by(requested_by)})",
             at=now,
             database=rescue.fingerprint(self.store.url_for_humans),
+            chain_id=chain_id,
         )
         with self._unsaved_lock:
-            self._unsaved = pair
+            self._unsaved[chain_id] = pair
         for delay in rescue.RETRY_DELAYS:
             self.sleep(delay)
             if self._apply(pair):
@@ -715,11 +1090,11 @@ class TokenManager:
         raise self._keep(pair, exc)
 
     def decide(self, pending_id: str, decision: str, decided_by: str = "") -> AuthResult:
-        """Take or cancel a pending grant, once. Taking it stores its pair (unless the chain
-        changed since); cancelling leaves the stored chain as it is — dead at Ocean Engine,
-        which replaced it when the new grant was made — and discards the new pair.
-        ``decided_by`` defaults to whoever asked for the grant's link (the confirmation page
-        is bound to that grant, so to them)."""
+        """Take or cancel a pending grant, once. Taking it stores its pair in the chain it
+        replaces (unless that chain changed since); cancelling leaves that chain as it is —
+        dead at Ocean Engine, which replaced it when the new grant was made — and discards the
+        new pair. ``decided_by`` defaults to whoever asked for the grant's link (the
+        confirmation page is bound to that grant, so to them)."""
         if decision not in ("take", "cancel"):
             raise ConfigError("the decision must be take or cancel")
         now = self.now()
@@ -746,14 +1121,16 @@ class TokenManager:
                     refresh_token="",
                 )
             )
-            existing = self._read(conn, for_update=True)
+            chain_id = p.chain_id or ""
+            existing = self._read(conn, for_update=True, chain_id=chain_id)
             previous = _ids(existing)
             current = existing.generation if existing is not None else None
             if decision == "take" and current != p.base_generation:
                 raise GrantRefused(
                     "the authorization changed since this grant was made; it was not taken",
-                    hint="look at `token status`; authorize again if accounts are missing",
+                    hint="look at `adsync auth list`; authorize again if accounts are missing",
                 )
+            user = _pending_user(p)
             if decision == "take":
                 grant = TokenGrant(
                     access_token=p.access_token,
@@ -762,26 +1139,31 @@ class TokenManager:
                     refresh_expires_in=max(int((p.refresh_expires_at - now).total_seconds()), 0),
                     advertiser_ids=tuple(json.loads(p.advertiser_ids or "[]")),
                 )
-                self._store_grant(conn, p.app_id, existing, grant, decided_by, confirmed=True)
+                self._store_grant(
+                    conn, p.app_id, chain_id, existing, grant, user, decided_by, confirmed=True
+                )
             elif existing is not None:
                 self._supersede(
                     conn,
                     existing,
                     f"replaced at Ocean Engine by an authorization that dropped accounts; "
-                    f"{_who(decided_by)} cancelled it at {now:%Y-%m-%d %H:%M} UTC",
+                    f"{_by(decided_by)} cancelled it at {now:%Y-%m-%d %H:%M} UTC",
                 )
         result = self._pending_result(
             p, previous, cancelled=decision == "cancel", decided_by=decided_by
         )
         if decision == "take":
-            self._discover(result.account_ids)
+            self._discover(chain_id, result.account_ids)
             log.warning(
-                "a narrower authorization was confirmed by %s: %d accounts dropped",
-                _who(decided_by),
+                "a narrower authorization of %s was confirmed by %s: %d accounts dropped",
+                result.who,
+                _by(decided_by),
                 len(result.dropped),
             )
         else:
-            log.warning("a narrower authorization was cancelled by %s", _who(decided_by))
+            log.warning(
+                "a narrower authorization of %s was cancelled by %s", result.who, _by(decided_by)
+            )
         return result
 
     def has_pending_code(self, auth_code: str) -> bool:
@@ -813,7 +1195,11 @@ class TokenManager:
         names = json.loads(p.names or "{}")
         with self.store.connect() as conn:
             if previous is None:  # still pending: the stored (superseded) chain's accounts
-                token_row = conn.execute(select(tokens).where(tokens.c.app_id == p.app_id)).first()
+                token_row = conn.execute(
+                    select(tokens).where(
+                        tokens.c.app_id == p.app_id, tokens.c.chain_id == (p.chain_id or "")
+                    )
+                ).first()
                 previous = _ids(token_row)
             known = {
                 r.account_id: r.name
@@ -832,6 +1218,9 @@ class TokenManager:
             pending_until=p.expires_at,
             cancelled=cancelled,
             requested_by=decided_by or p.requested_by,
+            chain_id=p.chain_id or "",
+            user=_pending_user(p),
+            replaced=True,
         )
 
     def _park(
@@ -841,9 +1230,11 @@ class TokenManager:
         grant: TokenGrant,
         code_hash: str,
         requested_by: str,
+        user: ChainUser | None,
     ) -> str:
-        """Keep a narrowing grant for an admin's decision. The stored chain is recorded as
-        replaced: Ocean Engine overwrote it with this grant ("重新授权会覆盖前一次授权")."""
+        """Keep a narrowing grant for an admin's decision. The chain it would replace is
+        recorded as replaced: Ocean Engine overwrote it with this grant
+        ("重新授权会覆盖前一次授权")."""
         import secrets
 
         pending_id = secrets.token_urlsafe(24)
@@ -852,6 +1243,7 @@ class TokenManager:
             insert(pending_grants).values(
                 id=pending_id,
                 app_id=existing.app_id,
+                chain_id=existing.chain_id,
                 code_hash=code_hash,
                 requested_by=requested_by,
                 created_at=now,
@@ -863,13 +1255,16 @@ class TokenManager:
                 refresh_expires_at=now + timedelta(seconds=grant.refresh_expires_in),
                 advertiser_ids=json.dumps(list(grant.advertiser_ids)),
                 names="{}",
+                user_id=user.id if user else existing.user_id,
+                user_name=user.name if user else existing.user_name,
+                user_email=user.email if user else existing.user_email,
             )
         )
         dropped = len([i for i in _ids(existing) if i not in set(grant.advertiser_ids)])
         self._supersede(
             conn,
             existing,
-            f"replaced at Ocean Engine by a new authorization ({_who(requested_by)}) that drops "
+            f"replaced at Ocean Engine by a new authorization ({_by(requested_by)}) that drops "
             f"{dropped} accounts and waits for an admin to confirm it",
         )
         return pending_id
@@ -890,13 +1285,15 @@ class TokenManager:
         now = self.now()
         conn.execute(
             update(tokens)
-            .where(tokens.c.app_id == existing.app_id)
+            .where(tokens.c.app_id == existing.app_id, tokens.c.chain_id == existing.chain_id)
             .values(dead_at=existing.dead_at or now, dead_reason=reason[:500], updated_at=now)
         )
         self._history(conn, existing, "dead", reason, existing.generation)
 
-    def _grant_values(self, grant: TokenGrant, now: datetime) -> dict[str, Any]:
-        return dict(
+    def _grant_values(
+        self, grant: TokenGrant, now: datetime, user: ChainUser | None
+    ) -> dict[str, Any]:
+        values = dict(
             access_token=grant.access_token,
             refresh_token=grant.refresh_token,
             access_expires_at=now + timedelta(seconds=grant.expires_in),
@@ -909,45 +1306,62 @@ class TokenManager:
             updated_at=now,
             confirmed_at=now,
         )
+        if user is not None:  # unknown: a replaced chain keeps the user it had
+            values.update(user_id=user.id, user_name=user.name, user_email=user.email)
+        return values
 
     def _store_grant(
         self,
         conn: Connection,
         app_id: str,
+        chain_id: str,
         existing: Row[Any] | None,
         grant: TokenGrant,
+        user: ChainUser | None,
         requested_by: str = "cli",
         confirmed: bool = False,
     ) -> None:
         now = self.now()
-        values = self._grant_values(grant, now)
+        values = self._grant_values(grant, now, user)
         generation = (existing.generation + 1) if existing else 1
         if existing is None:
-            conn.execute(insert(tokens).values(app_id=app_id, generation=generation, **values))
+            conn.execute(
+                insert(tokens).values(
+                    app_id=app_id, chain_id=chain_id, generation=generation, **values
+                )
+            )
         else:
             conn.execute(
                 update(tokens)
-                .where(tokens.c.app_id == app_id)
+                .where(tokens.c.app_id == app_id, tokens.c.chain_id == chain_id)
                 .values(generation=generation, **values)
             )
         how = "confirmed" if confirmed else "granted"
+        whose = f" of {user.label}" if user is not None else ""
         conn.execute(
             insert(token_history).values(
                 app_id=app_id,
+                chain_id=chain_id,
                 at=now,
                 event="authorized",
-                reason=f"{len(grant.advertiser_ids)} accounts {how} by {_who(requested_by)}"[:500],
+                reason=f"{len(grant.advertiser_ids)} accounts{whose} {how} by {_by(requested_by)}"[
+                    :500
+                ],
                 access_prefix=mask(grant.access_token),
                 refresh_prefix=mask(grant.refresh_token),
                 generation=generation,
                 actor=actor(),
             )
         )
-        self._clear_on_the_wire(conn)
-        # A new chain makes every waiting narrower grant moot.
+        self._clear_on_the_wire(conn, chain_id)
+        # A new pair of this chain makes every waiting narrower grant of it moot.
         conn.execute(
             update(pending_grants)
-            .where(pending_grants.c.app_id == app_id, pending_grants.c.decided_at.is_(None))
+            .where(
+                pending_grants.c.app_id == app_id,
+                pending_grants.c.chain_id == chain_id,
+                pending_grants.c.decided_at.is_(None),
+            )
             .values(decided_at=now, decision="superseded", access_token="", refresh_token="")
         )
 
@@ -968,60 +1382,206 @@ class TokenManager:
                 names[account_id] = name
         return names
 
-    def _discover(self, ids: tuple[str, ...]) -> dict[str, str]:
-        """Turn the granted ids into accounts at once (adsync.sync.discovery: organisations and
-        来客 accounts are expanded), best effort: a sync does it again. Returns the granted
-        accounts' names."""
-        from adsync.sync.discovery import discover, save  # not needed by `token status`
+    def _discover(self, chain_id: str, ids: tuple[str, ...]) -> dict[str, str]:
+        """Turn a chain's granted ids into accounts at once (adsync.sync.discovery:
+        organisations and 来客 accounts are expanded), best effort: a sync does it again.
+        Returns the granted accounts' names."""
+        from adsync.sync import discovery  # not needed by `token status`
 
         try:
-            found = discover(OceanEngineAPI(self.client, self))
+            found = discovery.discover(OceanEngineAPI(self.client, self.chain(chain_id)))
         except (OceanEngineError, AuthorizationNeeded) as exc:
             log.warning("could not list the granted accounts yet: %s", exc.message)
             return {}
         except (TypeError, ValueError, AttributeError):  # an answer unlike the SDK's models
             log.exception("could not list the granted accounts yet: unexpected answer")
             return {}
-        save(self.store, found)
+        discovery.save_chains(self, {chain_id: found})
         wanted = set(ids)
         return {g.id: g.name for g in found.grantees if g.id in wanted and g.name}
 
+    # -- removing a chain -----------------------------------------------------------------------
+
+    def removal(self, ref: str) -> Removed:
+        """What removing the chain ``ref`` names would do (nothing is changed)."""
+        chain = self.find(ref)
+        return self.store.read(lambda conn: self._removal(conn, chain))
+
+    def remove(self, ref: str, removed_by: str = "cli") -> Removed:
+        """Forget the chain ``ref`` names: its tokens, its pending grants, the accounts only it
+        reached (they leave the scope; rows already synced stay). Ocean Engine keeps the grant
+        itself until its user removes the app there."""
+        chain = self.find(ref)
+        now = self.now()
+        reason = f"removed by {_by(removed_by)}"
+        with self.store.exclusive() as conn:
+            row = self._read(conn, for_update=True, chain_id=chain.chain_id)
+            if row is None:
+                raise ConfigError(
+                    f"authorization {chain.chain_id} was removed a moment ago",
+                    hint="`adsync auth list` shows what is left",
+                )
+            removed = self._removal(conn, chain)
+            self._forget_chain(conn, row, "removed", reason, now)
+            if removed.left_scope:
+                conn.execute(
+                    update(accounts)
+                    .where(
+                        accounts.c.account_id.in_(removed.left_scope),
+                        accounts.c.scope.in_(("in", "manager", "skipped")),
+                    )
+                    .values(
+                        scope="vanished",
+                        note=f"its authorization ({chain.who}) was {reason}",
+                        fix="authorize it again (an admin sends `auth` to the bot in a direct "
+                        "chat), or `adsync auth list` for the others",
+                        vanished_at=now,
+                    )
+                )
+        for pair in self._pending_pairs(chain.chain_id):  # an unsaved pair of it is moot too
+            with self._unsaved_lock:
+                self._unsaved.pop(chain.chain_id, None)
+            rescue.forget(pair)
+        log.warning(
+            "authorization %s (%s) %s; %d accounts left the scope",
+            chain.chain_id,
+            chain.who,
+            reason,
+            len(removed.left_scope),
+        )
+        return removed
+
+    def _removal(self, conn: Connection, chain: Chain) -> Removed:
+        app_id = self._app_id()
+        rows = conn.execute(select(tokens).where(tokens.c.app_id == app_id)).all()
+        reached: dict[str, set[str]] = {r.chain_id: set(_ids(r)) for r in rows}
+        for r in conn.execute(select(chain_accounts).where(chain_accounts.c.app_id == app_id)):
+            reached.setdefault(r.chain_id, set()).add(r.account_id)
+        mine = reached.get(chain.chain_id, set())
+        elsewhere = set().union(*(v for k, v in reached.items() if k != chain.chain_id))
+        names = {
+            r.account_id: r.name
+            for r in conn.execute(
+                select(accounts.c.account_id, accounts.c.name).where(
+                    accounts.c.account_id.in_(sorted(mine))
+                )
+            )
+            if r.name
+        }
+        return Removed(
+            chain.chain_id,
+            chain.who,
+            tuple(sorted(mine)),
+            tuple(sorted(mine - elsewhere)),
+            names,
+        )
+
+    def _forget_chain(
+        self, conn: Connection, row: Row[Any], event: str, reason: str, now: datetime
+    ) -> None:
+        """Delete a chain's row and what hangs on it; its history stays (masked prefixes)."""
+        where_app = row.app_id
+        conn.execute(
+            delete(tokens).where(tokens.c.app_id == where_app, tokens.c.chain_id == row.chain_id)
+        )
+        conn.execute(
+            delete(chain_accounts).where(
+                chain_accounts.c.app_id == where_app, chain_accounts.c.chain_id == row.chain_id
+            )
+        )
+        conn.execute(
+            delete(token_refreshes).where(
+                token_refreshes.c.app_id == where_app,
+                token_refreshes.c.chain_id == row.chain_id,
+            )
+        )
+        conn.execute(
+            update(pending_grants)
+            .where(
+                pending_grants.c.app_id == where_app,
+                pending_grants.c.chain_id == row.chain_id,
+                pending_grants.c.decided_at.is_(None),
+            )
+            .values(decided_at=now, decision=event, access_token="", refresh_token="")
+        )
+        self._history(conn, row, event, reason, row.generation)
+
     # -- status -------------------------------------------------------------------------------
 
-    def status(self) -> TokenStatus:
-        return self._status(checked=False)
+    def status(self, chain_id: str | None = None) -> TokenStatus:
+        """The status of ``chain_id``; without one, of the chain that needs a person first (the
+        only one, for a single authorization), or "not authorized yet"."""
+        found = self.statuses()
+        if chain_id is not None:
+            found = [s for s in found if s.chain_id == chain_id]
+        if not found:
+            return self._not_authorized()
+        return min(found, key=lambda s: HEALTH_RANK.get(s.health, 0))
 
-    def _status(self, checked: bool) -> TokenStatus:
+    def statuses(self, checked: Iterable[str] = ()) -> list[TokenStatus]:
+        """One status per chain, in the chains' order (usable first, then by key)."""
         self.settings.require("OCEANENGINE_APP_ID")
-        app_id = self.settings.oceanengine_app_id or ""
-        pair = self._pending_pair()
-        if pair is not None and not self._apply(pair):
-            # The database still refuses the pair: the stored chain is dead, and this is the
-            # truth whether or not the database can be read at the moment.
-            return TokenStatus(
-                authorized=True,
-                health="unsaved",
-                app_id=app_id,
-                access_prefix=mask(pair.values.get("access_token")),
-                message=(
-                    f"refreshed but not saved: authorize again if this lasts — Ocean Engine "
-                    f"issued a new pair at {pair.at:%Y-%m-%d %H:%M} UTC that the database has "
-                    "not taken yet (it is saved as soon as the database answers)"
-                ),
-            )
-        row = self._read()
+        unsaved = {p.chain_id: p for p in self._pending_pairs() if not self._apply(p)}
+        try:
+            found = self._rows()
+        except StoreError:
+            if unsaved:
+                # The database still refuses the pairs: those chains are dead, and this is the
+                # truth whether or not the database can be read at the moment.
+                return [self._unsaved_status(p) for p in unsaved.values()]
+            raise
+        rows = {r.chain_id: r for r in found}
+        checked = set(checked)
+        out = []
+        for chain in self._ordered(found):
+            row = rows.get(chain.chain_id)
+            if row is None:
+                continue
+            if chain.chain_id in unsaved:
+                out.append(self._unsaved_status(unsaved.pop(chain.chain_id), row))
+            else:
+                out.append(self._row_status(row, checked=chain.chain_id in checked))
+        out += [self._unsaved_status(p) for p in unsaved.values()]
+        return out
+
+    def _not_authorized(self) -> TokenStatus:
+        return TokenStatus(
+            authorized=False,
+            health="reauthorize",
+            app_id=self._app_id(),
+            message="not authorized yet: run `adsync auth url`, open the link, then "
+            "`adsync auth code CODE`",
+        )
+
+    def _unsaved_status(self, pair: rescue.UnsavedPair, row: Row[Any] | None = None) -> TokenStatus:
+        user = _row_user(row)
+        return TokenStatus(
+            authorized=True,
+            health="unsaved",
+            app_id=pair.app_id,
+            access_prefix=mask(pair.values.get("access_token")),
+            message=(
+                f"refreshed but not saved: authorize again if this lasts — Ocean Engine "
+                f"issued a new pair at {pair.at:%Y-%m-%d %H:%M} UTC that the database has "
+                "not taken yet (it is saved as soon as the database answers)"
+            ),
+            chain_id=pair.chain_id,
+            user_id=user.id if user else str(pair.values.get("user_id") or ""),
+            user_name=user.name if user else str(pair.values.get("user_name") or ""),
+        )
+
+    def _status(self, chain_id: str, checked: bool) -> TokenStatus:
+        row = self._read(chain_id=chain_id)
         if row is None:
-            return TokenStatus(
-                authorized=False,
-                health="reauthorize",
-                app_id=app_id,
-                message="not authorized yet: run `adsync auth url`, open the link, then "
-                "`adsync auth code CODE`",
-            )
+            return self._not_authorized()
+        return self._row_status(row, checked)
+
+    def _row_status(self, row: Row[Any], checked: bool) -> TokenStatus:
         now = self.now()
         failures = (
             select(token_history.c.at, token_history.c.reason)
-            .where(token_history.c.app_id == app_id)
+            .where(token_history.c.app_id == row.app_id)
+            .where(token_history.c.chain_id == row.chain_id)
             .where(token_history.c.event.in_(("failed", "dead")))
             .order_by(token_history.c.at.desc(), token_history.c.id.desc())
             .limit(1)
@@ -1061,7 +1621,7 @@ class TokenManager:
         return TokenStatus(
             authorized=True,
             health=health,
-            app_id=app_id,
+            app_id=row.app_id,
             access_expires_at=row.access_expires_at,
             access_left_s=access_left,
             refresh_expires_at=row.refresh_expires_at,
@@ -1071,24 +1631,30 @@ class TokenManager:
             last_failure_reason=last_failure.reason if last_failure else None,
             dead_reason=row.dead_reason,
             generation=row.generation,
-            account_ids=tuple(json.loads(row.advertiser_ids or "[]")),
+            account_ids=_ids(row),
             access_prefix=mask(row.access_token),
             message=message,
             last_confirmed_at=last_ok,
             checked=checked,
+            chain_id=row.chain_id,
+            user_id=row.user_id or "",
+            user_name=row.user_name or "",
         )
 
     def granted_account_ids(self) -> tuple[str, ...]:
-        row = self._read()
-        return tuple(json.loads(row.advertiser_ids or "[]")) if row is not None else ()
+        """Every account any chain granted (in the chains' order, each once)."""
+        seen: dict[str, None] = {}
+        for chain in self.chains():
+            seen.update(dict.fromkeys(chain.account_ids))
+        return tuple(seen)
 
-    def history(self, limit: int = 20) -> list[dict[str, Any]]:
-        query = (
-            select(token_history)
-            .where(token_history.c.app_id == (self.settings.oceanengine_app_id or ""))
-            .order_by(token_history.c.id.desc())
-            .limit(limit)
+    def history(self, limit: int = 20, chain_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(token_history).where(
+            token_history.c.app_id == (self.settings.oceanengine_app_id or "")
         )
+        if chain_id is not None:
+            query = query.where(token_history.c.chain_id == chain_id)
+        query = query.order_by(token_history.c.id.desc()).limit(limit)
         rows = self.store.read(lambda conn: conn.execute(query).all())
         return [dict(r._mapping) for r in rows]
 
@@ -1103,9 +1669,37 @@ class TokenManager:
         assert self.settings.oceanengine_app_id and self.settings.oceanengine_app_secret
         return self.settings.oceanengine_app_id, self.settings.oceanengine_app_secret.reveal()
 
-    def _read(self, conn: Connection | None = None, for_update: bool = False) -> Row[Any] | None:
-        app_id = self._app_id()
-        query = select(tokens).where(tokens.c.app_id == app_id)
+    def _rows(self, conn: Connection | None = None) -> list[Row[Any]]:
+        """Every chain's row of this app, by key."""
+        query = select(tokens).where(tokens.c.app_id == self._app_id()).order_by(tokens.c.chain_id)
+        if conn is not None:
+            rows = conn.execute(query).all()
+        else:
+            try:
+                rows = self.store.read(lambda own: own.execute(query).all())
+            except _DB_ERRORS as exc:
+                raise self._store_error("cannot read the token", exc) from None
+        for row in rows:
+            protect(row.access_token, row.refresh_token)
+        return list(rows)
+
+    def _read(
+        self,
+        conn: Connection | None = None,
+        for_update: bool = False,
+        *,
+        chain_id: str | None,
+    ) -> Row[Any] | None:
+        """The row of ``chain_id``, or of the default chain (the first usable one in the chains'
+        order) when it is None."""
+        if chain_id is None:
+            ordered = self._ordered(self._rows(conn))
+            if not ordered:
+                return None
+            chain_id = ordered[0].chain_id
+        query = select(tokens).where(
+            tokens.c.app_id == self._app_id(), tokens.c.chain_id == chain_id
+        )
         if for_update:
             query = query.with_for_update()  # PostgreSQL row lock; SQLite already holds the db
         if conn is not None:
@@ -1119,6 +1713,13 @@ class TokenManager:
             protect(row.access_token, row.refresh_token)
         return row
 
+    def _chain_of(self, access_token: str) -> str | None:
+        """The chain whose stored access token this is (the default chain if none is)."""
+        for row in self._rows():
+            if row.access_token == access_token:
+                return str(row.chain_id)
+        return None
+
     def _store_error(self, doing: str, exc: BaseException) -> StoreError:
         log.error("%s: %s", doing, _short(exc))
         if isinstance(exc, StoreError):  # the store already said what happened
@@ -1128,20 +1729,27 @@ class TokenManager:
             hint="check that the database is reachable (`adsync doctor`), then try again",
         )
 
-    def _problem(self, row: Row[Any] | None) -> str | None:
+    def _problem(self, row: Row[Any] | None, chain_id: str | None = None) -> str | None:
         """Why this chain cannot give a token without a person, or None."""
         if row is None:
+            if chain_id is not None:
+                return f"the Ocean Engine authorization {chain_id} is no longer stored (removed)"
             return "Ocean Engine is not authorized yet"
         if row.dead_at is not None:
-            return f"the Ocean Engine authorization is gone: {row.dead_reason}"
+            return f"the Ocean Engine authorization of {_who(row)} is gone: {row.dead_reason}"
         if row.refresh_expires_at <= self.now():
-            return f"the refresh token expired at {row.refresh_expires_at:%Y-%m-%d %H:%M} UTC"
+            return (
+                f"the refresh token of {_who(row)} expired at "
+                f"{row.refresh_expires_at:%Y-%m-%d %H:%M} UTC"
+            )
         return None
 
-    def _raise_if_unusable(self, row: Row[Any] | None) -> None:
-        problem = self._problem(row)
+    def _raise_if_unusable(self, row: Row[Any] | None, chain_id: str | None = None) -> Row[Any]:
+        problem = self._problem(row, chain_id)
         if problem is not None:
             raise self._needed(problem)
+        assert row is not None
+        return row
 
     @staticmethod
     def _needed(message: str) -> AuthorizationNeeded:
@@ -1153,19 +1761,19 @@ class TokenManager:
         now = self.now()
         conn.execute(
             update(tokens)
-            .where(tokens.c.app_id == row.app_id)
+            .where(tokens.c.app_id == row.app_id, tokens.c.chain_id == row.chain_id)
             .values(dead_at=now, dead_reason=reason, updated_at=now)
         )
         self._history(conn, row, "dead", reason, row.generation)
-        self._clear_on_the_wire(conn)
+        self._clear_on_the_wire(conn, row.chain_id)
 
-    def _mark_current_dead(self, reason: str) -> None:
+    def _mark_current_dead(self, chain_id: str, reason: str) -> None:
         try:
             with self.store.exclusive() as conn:
-                row = self._read(conn, for_update=True)
+                row = self._read(conn, for_update=True, chain_id=chain_id)
                 if row is not None and row.dead_at is None:
                     self._mark_dead(conn, row, reason)
-        except SQLAlchemyError as exc:
+        except _DB_ERRORS as exc:
             log.error("could not record the dead chain: %s", _short(exc))
 
     def _history(
@@ -1174,6 +1782,7 @@ class TokenManager:
         conn.execute(
             insert(token_history).values(
                 app_id=row.app_id,
+                chain_id=row.chain_id,
                 at=self.now(),
                 event=event,
                 reason=reason[:500],
@@ -1189,7 +1798,39 @@ def _ids(row: Row[Any] | None) -> tuple[str, ...]:
     return tuple(json.loads(row.advertiser_ids or "[]")) if row is not None else ()
 
 
-def _who(requested_by: str) -> str:
+def _row_user(row: Row[Any] | None) -> ChainUser | None:
+    if row is None or not row.user_id:
+        return None
+    return ChainUser(row.user_id, row.user_name or "", row.user_email or "")
+
+
+def _pending_user(p: Row[Any]) -> ChainUser | None:
+    if not p.user_id:
+        return None
+    return ChainUser(p.user_id, p.user_name or "", p.user_email or "")
+
+
+def _who(row: Row[Any] | None) -> str:
+    if row is None:
+        return "nobody"
+    return describe_chain(row.chain_id, row.user_id, row.user_name)
+
+
+def _new_chain_id(rows: list[Row[Any]], user: ChainUser | None) -> str:
+    """A new chain's key: its user's id (a user has one chain); if the platform did not say
+    who authorized, a generated key (the user is learned later)."""
+    taken = {r.chain_id for r in rows}
+    if user is not None and user.id not in taken:
+        return user.id
+    import secrets
+
+    while True:
+        candidate = f"u-{secrets.token_hex(4)}"
+        if candidate not in taken:
+            return candidate
+
+
+def _by(requested_by: str) -> str:
     return requested_by if is_chat_user(requested_by) else f"the operator ({requested_by or 'cli'})"
 
 

@@ -2,6 +2,10 @@
 
 * 8 processes ask for a token at once while it is inside the refresh margin: exactly one
   refresh reaches the sandbox and all 8 end with the same valid token; 20 rounds.
+* Two chains (two Ocean Engine logins), both inside the margin, 8 processes asking for both
+  in opposite orders: exactly one refresh per chain per round, and the two refreshes are in
+  the platform's hands at the same time — neither chain's refresh waits for the other's (on
+  SQLite too, whose single write lock is not held while the platform answers).
 * ``kill -9`` at random moments of 30 refresh cycles: the store is never corrupt or half
   written; afterwards a valid token is obtained, or — only when the platform rotated the pair
   but the commit never happened — ``AuthorizationNeeded`` is raised (the CLI adds the link).
@@ -101,6 +105,92 @@ def test_eight_processes_one_refresh_per_round(
                 p.kill()
     assert all(p.exitcode == 0 for p in procs)
     assert _row(authorized).generation == 1 + ROUNDS
+
+
+def _two_chain_racer(
+    env: dict[str, str], rounds: int, order: list[str], barrier: Any, results: Any
+) -> None:
+    services = _services(env)
+    for round_no in range(rounds):
+        barrier.wait(timeout=60)
+        try:
+            got = {chain: _digest(services.tokens.get_valid_token(chain)) for chain in order}
+            results.put((round_no, got))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+            results.put((round_no, f"error {type(exc).__name__}: {exc}"))
+        barrier.wait(timeout=60)
+
+
+TWO_CHAIN_ROUNDS = 6
+REFRESH_PATH = "/open_api/oauth2/refresh_token/"
+
+
+def test_eight_processes_two_chains_one_refresh_each_and_neither_waits_for_the_other(
+    services: Any, sandbox: Sandbox, env: dict[str, str]
+) -> None:
+    services.tokens.authorize(sandbox.auth_code())
+    services.tokens.authorize(sandbox.auth_code(user="bob"))
+    chains = [c.chain_id for c in services.tokens.chains()]
+    assert len(chains) == 2
+    # Every refresh is held on the wire: had one chain's refresh waited for the other's lock,
+    # the two would never be in the platform's hands at once.
+    sandbox.faults(oceanengine={"latency_ms": 700, "paths": ["refresh_token"]})
+    ctx = multiprocessing.get_context("fork")
+    services.store.engine.dispose()
+    barrier = ctx.Barrier(PROCESSES + 1)
+    results = ctx.Queue()
+    orders = [chains if n % 2 else chains[::-1] for n in range(PROCESSES)]
+    procs = [
+        ctx.Process(
+            target=_two_chain_racer,
+            args=(env, TWO_CHAIN_ROUNDS, order, barrier, results),
+            daemon=True,
+        )
+        for order in orders
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for round_no in range(TWO_CHAIN_ROUNDS):
+            with services.store.begin() as conn:  # both chains are now inside the margin
+                conn.execute(
+                    update(tokens).values(access_expires_at=utcnow() + timedelta(seconds=60))
+                )
+            generations = {r.chain_id: r.generation for r in _rows(services)}
+            before = sandbox.stats().get("refresh_ok", 0)
+            sandbox.post("/_sandbox/in_flight/reset")
+            barrier.wait(timeout=60)  # go
+            barrier.wait(timeout=120)  # every process has both tokens
+            got = [results.get(timeout=30) for _ in range(PROCESSES)]
+            assert {r for r, _ in got} == {round_no}, got
+            stored = {r.chain_id: r for r in _rows(services)}
+            for _, tokens_of in got:
+                assert tokens_of == {c: _digest(stored[c].access_token) for c in chains}
+            # Exactly one refresh per chain: two reached the platform, one generation each.
+            assert sandbox.stats()["refresh_ok"] == before + 2, f"round {round_no}"
+            assert {c: stored[c].generation for c in chains} == {
+                c: generations[c] + 1 for c in chains
+            }
+            peak = sandbox.get("/_sandbox/in_flight")["peaks"].get(REFRESH_PATH)
+            assert peak == 2, f"round {round_no}: the chains refreshed one after the other"
+    except BaseException:
+        barrier.abort()  # the children stop waiting for a next round
+        raise
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert all(p.exitcode == 0 for p in procs)
+    for chain in chains:
+        token = services.tokens.get_valid_token(chain)
+        client = services.new_client()
+        assert client.request("GET", "/open_api/2/user/info/", access_token=token)
+
+
+def _rows(services: Any) -> list[Any]:
+    with services.store.engine.connect() as conn:
+        return list(conn.execute(select(tokens)).all())
 
 
 def _refresh_forever(env: dict[str, str]) -> None:

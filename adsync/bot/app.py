@@ -299,11 +299,17 @@ def _finish_authorization(bot: Bot, settings: Settings) -> Any:
     if result.pending:
         return _confirmation_page(result)
     _tell(lambda: announce_authorization(settings, store, result, bot.messenger))
-    return _page(
-        200,
-        "adsync is authorized",
-        f"{len(result.account_ids)} accounts granted. You can close this page.",
-    )
+    if result.replaced:
+        how = f"This replaces {result.who}'s previous authorization."
+    elif result.others:
+        how = (
+            f"Added beside the {result.others} other authorization"
+            f"{'s' if result.others > 1 else ''}: each Ocean Engine login's accounts sync."
+        )
+    else:
+        how = ""
+    text = f"{result.who} granted {len(result.account_ids)} accounts. {how}".strip()
+    return _page(200, "adsync is authorized", f"{text} You can close this page.")
 
 
 def _decide_authorization(bot: Bot, settings: Settings) -> Any:
@@ -366,12 +372,14 @@ def _confirmation_page(result: Any) -> Response:
     body = (
         "<!doctype html><meta charset=utf-8><title>adsync: confirm the authorization</title>"
         "<h1>This authorization drops accounts</h1>"
-        f"<p>It grants {len(result.account_ids)} accounts; {len(result.dropped)} of the "
-        f"{len(result.previous)} granted before would no longer be synced:</p>"
+        f"<p>{html.escape(result.who)} authorized again. It grants {len(result.account_ids)} "
+        f"accounts; {len(result.dropped)} of the {len(result.previous)} their previous "
+        "authorization granted would no longer be synced through it:</p>"
         f"<ul>{items(result.dropped)}</ul>"
         + (f"<p>New:</p><ul>{items(result.added)}</ul>" if result.added else "")
-        + "<p>Ocean Engine has already replaced the previous authorization with this one "
-        "(重新授权会覆盖前一次授权), so the stored tokens no longer work. Take it to sync only these "
+        + "<p>Ocean Engine has already replaced their previous authorization with this one "
+        "(重新授权会覆盖前一次授权), so its stored tokens no longer work (other logins' "
+        "authorizations are not affected). Take it to sync only these "
         "accounts, or cancel and authorize again with every account ticked. This page works "
         f"once, for {minutes} more minutes.</p>"
         '<form method=post action="confirm">'

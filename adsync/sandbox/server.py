@@ -53,7 +53,12 @@ def create_app(seed: int = 1, platforms: list[Platform] | None = None) -> Flask:
 
     # Requests still being answered. A test that kills a client mid-request waits for this to
     # reach zero before reading the platform's state, instead of sleeping and hoping.
+    # Per path, the most requests in the server's hands at once since the last reset: how a
+    # test proves two calls overlapped (two chains refreshing at the same time) rather than
+    # one waiting for the other — without timing anything.
     in_flight = {"n": 0}
+    by_path: dict[str, int] = {}
+    peaks: dict[str, int] = {}
     in_flight_lock = threading.Lock()
 
     @app.before_request
@@ -61,17 +66,26 @@ def create_app(seed: int = 1, platforms: list[Platform] | None = None) -> Flask:
         if not request.path.startswith("/_sandbox/"):
             with in_flight_lock:
                 in_flight["n"] += 1
+                now = by_path[request.path] = by_path.get(request.path, 0) + 1
+                peaks[request.path] = max(peaks.get(request.path, 0), now)
 
     @app.teardown_request
     def _leave(_exc: BaseException | None) -> None:
         if not request.path.startswith("/_sandbox/"):
             with in_flight_lock:
                 in_flight["n"] -= 1
+                by_path[request.path] = by_path.get(request.path, 1) - 1
 
     @app.get("/_sandbox/in_flight")
     def in_flight_view() -> Any:
         with in_flight_lock:
-            return jsonify({"in_flight": in_flight["n"]})
+            return jsonify({"in_flight": in_flight["n"], "peaks": dict(peaks)})
+
+    @app.post("/_sandbox/in_flight/reset")
+    def in_flight_reset() -> Any:
+        with in_flight_lock:
+            peaks.clear()
+            return jsonify({"ok": True})
 
     def _body() -> dict[str, Any]:
         data = request.get_json(silent=True)

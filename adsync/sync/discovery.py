@@ -47,6 +47,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.engine import Connection
 
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.oceanengine import OceanEngineAPI, OceanEngineError, PermanentError
@@ -326,7 +327,8 @@ def save(
     of chains that were not asked (they do not vanish); ``reach``: what each chain asked
     reaches, recorded for ``routes``."""
     now = now or utcnow()
-    with store.exclusive() as conn:
+
+    def write(conn: Connection) -> list[Change]:
         if store.dialect == "postgresql":
             conn.execute(text(DISCOVERY_LOCK))
         for chain_id, ids in (reach or {}).items():
@@ -439,7 +441,11 @@ def save(
                 .where(accounts.c.account_id == account_id)
                 .values(scope="vanished", note=reason, fix=None, vanished_at=now)
             )
-    return changes
+        return changes
+
+    # A dropped connection reruns the whole transaction (it reads what it compares with);
+    # a commit whose answer was lost is not rerun (the changes it found would be lost).
+    return store.transact(write, exclusive=True)
 
 
 def _via(f: Found) -> str:

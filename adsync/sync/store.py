@@ -165,6 +165,10 @@ tokens = Table(
     Column("user_id", String(32)),
     Column("user_name", Text),
     Column("user_email", Text),
+    # SQLite: a refresh in progress (``adsync.sync.tokens``): who claimed the chain, and since
+    # when, so the platform is asked without holding the database's only write lock. Step 10.
+    Column("refreshing_by", String(160)),
+    Column("refreshing_since", UTCDateTime),
 )
 
 # A refresh on the wire (PostgreSQL only; see ``adsync.sync.tokens``): written, in its own
@@ -481,6 +485,7 @@ MIGRATIONS.append((9, _v9))
 def _v10(conn: Connection) -> None:
     """Several authorizations: the token tables are keyed by (app, chain). A database's chain
     from before becomes ``LEGACY_CHAIN`` and keeps working; its user is looked up later."""
+    add_missing_columns(conn, tokens)
     add_missing_columns(conn, token_history)
     add_missing_columns(conn, pending_grants)
     chain_accounts.create(conn, checkfirst=True)

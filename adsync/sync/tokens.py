@@ -11,10 +11,16 @@ rescued on its own: one dead chain never stops the others.
 Ocean Engine rotates refresh tokens: every refresh returns a new pair and kills the old
 refresh token (and the old access token). So, per chain:
 
-* a refresh happens inside ``Store.exclusive()`` — SQLite ``BEGIN IMMEDIATE``, PostgreSQL
-  ``SELECT ... FOR UPDATE`` on that chain's row (other chains refresh at the same time) — and
-  the stored pair is re-read after the lock is taken: whoever waited finds the fresh pair and
-  does not refresh again;
+* one refresh at a time per chain, and the stored pair re-read once it is ours: whoever waited
+  finds the fresh pair and does not refresh again. On PostgreSQL the chain's row is locked
+  (``SELECT ... FOR UPDATE``) while the platform is asked; other chains' rows are not, so they
+  refresh at the same time. SQLite has one write lock for the whole database, and holding it
+  while the platform answers (seconds, on a bad day a minute and a half of retries) would stop
+  every other write — other chains' refreshes, webhook acknowledgements — for as long. There
+  the chain's row is *claimed* instead (``refreshing_by``: this process and thread) in a short
+  transaction, the platform is asked with no lock held, and the answer is committed in a
+  second one; others wait for the claim to end. A claim whose holder is provably dead (same
+  host, pid gone: ``processes.alive``) or older than ``CLAIM_LIFETIME`` is taken over;
 * the new pair is written and committed right after the platform answers, before anything
   uses it, with nothing in between (no network, no logging to slow sinks);
 * if that commit fails, the pair — now the only live one — is not lost: it is retried into the
@@ -98,6 +104,11 @@ _DB_ERRORS = (SQLAlchemyError, StoreError)
 TOKEN_LOCK_WAIT = BACKGROUND_WAIT_SECONDS
 # Which chain needs a person first: a pair not saved, then a dead chain, then an expiring one.
 HEALTH_RANK = {"unsaved": 0, "reauthorize": 1, "expiring": 2, "ok": 3}
+# SQLite claims (see the module docstring): longer than any refresh can take on the wire — four
+# attempts of at most ADSYNC_HTTP_TIMEOUT (20 s) and their backoff — so only an abandoned one
+# (its holder alive but wedged) is ever taken over by age.
+CLAIM_LIFETIME = timedelta(minutes=5)
+CLAIM_POLL = (0.005, 0.1)  # seconds between looks at a claimed chain: first, and at most
 # PostgreSQL: one authorization at a time per schema (SQLite's BEGIN IMMEDIATE does it there),
 # so two consents of one new user cannot both insert its chain.
 AUTHORIZE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('adsync authorize ' || current_schema()))"
@@ -447,6 +458,8 @@ class TokenManager:
     def _refresh(
         self, chain_id: str | None, reason: str, rejected: str | None = None, force: bool = False
     ) -> str:
+        if self.store.dialect == "sqlite":
+            return self._refresh_claiming(chain_id, reason, rejected, force)
         app_id, secret = self._credentials()
         answered: list[TokenGrant] = []  # the platform's answer, as soon as there is one
         base: list[Row[Any]] = []
@@ -491,6 +504,144 @@ class TokenManager:
             self._identify(row.chain_id, outcome.access_token)
         return outcome.access_token
 
+    # -- SQLite: claim, ask, commit ------------------------------------------------------------
+
+    def _refresh_claiming(
+        self, chain_id: str | None, reason: str, rejected: str | None, force: bool
+    ) -> str:
+        """The SQLite refresh (module docstring): claim the chain in a short transaction, ask the
+        platform with no lock held, commit its answer in another. The claim is what makes the
+        refresh happen once across processes; the re-read after taking it is what makes a
+        waiter use the pair its predecessor stored."""
+        app_id, secret = self._credentials()
+        holder = f"{actor()}:{threading.get_ident()}"
+        deadline = time.monotonic() + TOKEN_LOCK_WAIT
+        pause = CLAIM_POLL[0]
+        problem: str | None = None
+        while True:
+            row = self._read(chain_id=chain_id)
+            if row is not None and self._claimed_by_other(row, holder):
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"the token of {_who(row)} has been being refreshed by {row.refreshing_by} "
+                        f"for more than {TOKEN_LOCK_WAIT:g} s",
+                        hint="that process is waiting on Ocean Engine; try again in a minute",
+                    )
+                time.sleep(pause)  # polling a row another process is about to release
+                pause = min(pause * 2, CLAIM_POLL[1])
+                continue
+            try:
+                with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
+                    row = self._read(conn, chain_id=chain_id)
+                    problem = self._problem(row, chain_id)
+                    if problem is not None:
+                        break
+                    if self._claimed_by_other(row, holder):
+                        continue  # taken a moment ago: wait for it
+                    if rejected is not None and row.access_token != rejected:
+                        return row.access_token  # someone else refreshed while we were refused
+                    fresh = row.access_expires_at - self.now() > self.margin
+                    if rejected is None and not force and fresh:
+                        return row.access_token  # someone else refreshed while we waited
+                    conn.execute(
+                        update(tokens)
+                        .where(tokens.c.app_id == row.app_id, tokens.c.chain_id == row.chain_id)
+                        .values(refreshing_by=holder, refreshing_since=self.now())
+                    )
+                    break
+            except _DB_ERRORS as exc:
+                raise self._store_error("could not refresh the token", exc) from None
+        if problem is not None:
+            raise self._needed(problem)
+        assert row is not None
+        return self._ask_and_commit(row, app_id, secret, reason, holder)
+
+    def _claimed_by_other(self, row: Row[Any], holder: str) -> bool:
+        """Whether another live refresh holds this chain's claim (one whose holder is provably
+        dead, or that is older than CLAIM_LIFETIME, no longer counts)."""
+        from adsync.sync.processes import alive
+
+        claim = row.refreshing_by
+        if not claim or claim == holder:
+            return False
+        since = row.refreshing_since
+        if since is not None and self.now() - since > CLAIM_LIFETIME:
+            log.warning("taking over the token refresh %s left %s ago", claim, self.now() - since)
+            return False
+        if alive(claim) is False:
+            log.warning("taking over the token refresh of %s: that process is gone", claim)
+            return False
+        return True
+
+    def _ask_and_commit(
+        self, row: Row[Any], app_id: str, secret: str, reason: str, holder: str
+    ) -> str:
+        """The claim is ours: ask the platform (no lock held), then store what it said."""
+        try:
+            grant = self.client.refresh_token(app_id, secret, row.refresh_token)
+        except AuthorizationDead as exc:
+            self._settle_claim(
+                row, holder, dead=f"refresh refused: {exc.code} ({exc.platform_message})"
+            )
+            log.error("Ocean Engine refused the refresh token of %s: %s", _who(row), exc.message)
+            raise self._needed(
+                f"the Ocean Engine authorization of {_who(row)} is gone: {exc.message}"
+            ) from None
+        except OceanEngineError as exc:
+            self._settle_claim(row, holder, failed=f"{reason}: {exc.message}")
+            log.error("token refresh of %s failed after retries: %s", _who(row), exc.message)
+            raise
+        except BaseException:
+            self._settle_claim(row, holder)  # Ctrl-C, a bug: nothing was stored, let others try
+            raise
+        protect(grant.access_token, grant.refresh_token)
+        try:
+            with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
+                current = self._read(conn, chain_id=row.chain_id)
+                if current is None or current.generation != row.generation:
+                    # Authorized again (or removed) while the platform answered: that replaced
+                    # the grant this pair belongs to, so it is already dead. Nothing to store.
+                    log.warning(
+                        "a refreshed pair of %s was dropped: the authorization changed meanwhile",
+                        _who(row),
+                    )
+                    return current.access_token if current is not None else grant.access_token
+                conn.execute(
+                    update(tokens)
+                    .where(tokens.c.app_id == row.app_id, tokens.c.chain_id == row.chain_id)
+                    .values(generation=row.generation + 1, **self._refreshed_values(grant))
+                )
+                self._history(conn, row, "refreshed", reason, row.generation)
+        except _DB_ERRORS as exc:
+            return self._save_late(grant, row, reason, exc)
+        log.info("access token of %s refreshed (%s)", _who(row), reason)
+        if row.user_id is None:
+            self._identify(row.chain_id, grant.access_token)
+        return grant.access_token
+
+    def _settle_claim(
+        self, row: Row[Any], holder: str, *, dead: str = "", failed: str = ""
+    ) -> None:
+        """Release our claim, recording a refusal (the chain is dead) or a failure."""
+        try:
+            with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
+                current = self._read(conn, chain_id=row.chain_id)
+                if current is None or current.refreshing_by != holder:
+                    return
+                if dead:
+                    self._mark_dead(conn, current, dead)
+                    return
+                if failed:
+                    self._history(conn, current, "failed", failed, current.generation)
+                conn.execute(
+                    update(tokens)
+                    .where(tokens.c.app_id == row.app_id, tokens.c.chain_id == row.chain_id)
+                    .values(refreshing_by=None, refreshing_since=None)
+                )
+        except _DB_ERRORS as exc:
+            # The claim runs out by itself (CLAIM_LIFETIME, or when this process ends).
+            log.error("could not release the token refresh claim: %s", _short(exc))
+
     def _call_refresh(
         self,
         conn: Connection,
@@ -534,6 +685,8 @@ class TokenManager:
             refreshed_at=now,
             updated_at=now,
             confirmed_at=now,
+            refreshing_by=None,
+            refreshing_since=None,
         )
 
     # -- who authorized ---------------------------------------------------------------------------
@@ -1305,6 +1458,8 @@ class TokenManager:
             dead_reason=None,
             updated_at=now,
             confirmed_at=now,
+            refreshing_by=None,  # a refresh of the grant this replaces stores nothing now
+            refreshing_since=None,
         )
         if user is not None:  # unknown: a replaced chain keeps the user it had
             values.update(user_id=user.id, user_name=user.name, user_email=user.email)
@@ -1762,7 +1917,13 @@ class TokenManager:
         conn.execute(
             update(tokens)
             .where(tokens.c.app_id == row.app_id, tokens.c.chain_id == row.chain_id)
-            .values(dead_at=now, dead_reason=reason, updated_at=now)
+            .values(
+                dead_at=now,
+                dead_reason=reason,
+                updated_at=now,
+                refreshing_by=None,
+                refreshing_since=None,
+            )
         )
         self._history(conn, row, "dead", reason, row.generation)
         self._clear_on_the_wire(conn, row.chain_id)

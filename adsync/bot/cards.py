@@ -787,6 +787,22 @@ def _error_block(result: RunResult, lang: Lang) -> str:
                 "巨量引擎授权需要人工续期：点击**重新授权**，勾选全部账户并完成，然后重试。",
             )
         )
+    elif getattr(result, "dead_chains", None):
+        # Several Ocean Engine logins: whose authorization it is decides who opens the link.
+        whose = "、".join(_md(d.who, NAME_CHARS) for d in result.dead_chains)
+        others = result.status == "partial"
+        lines.append(
+            _t(
+                lang,
+                f"Renew the authorization of {whose}: an admin sends `auth` to me in a direct "
+                "chat and opens the link signed in at Ocean Engine as that login, ticks every "
+                "account and finishes; then retry."
+                + (" The other accounts were synced." if others else ""),
+                f"需要续期 {whose} 的巨量引擎授权：管理员在与我的单聊中发送“授权”，用该巨量引擎账号"
+                "登录后打开链接，勾选全部账户并完成，然后重试。"
+                + ("其他账户已照常同步。" if others else ""),
+            )
+        )
     elif getattr(result, "needs_authorization", False):
         lines.append(
             _t(

@@ -19,7 +19,8 @@ places, each covering what the one before cannot:
    the file; they see the marker of a refresh whose generation is still the stored one while no
    one holds the token row's lock, and report "refreshed but not saved: authorize again" at
    once instead of "ok". (SQLite lives on one machine, where the file is visible to every
-   process, and its single writer could not write the marker while holding the lock.)
+   process; there a refresh holds a claim on its chain's row, ``refreshing_by``, which a
+   process that died with it leaves behind and the next refresh takes over.)
 
 Applying is a compare-and-set on the generation the pair replaced: if someone authorized again
 in the meantime, the rescued pair is obsolete and dropped, never written over a newer chain.

@@ -69,23 +69,33 @@ def build_parser() -> argparse.ArgumentParser:
     token_sub.add_parser("status", parents=[json_flag], help="lifetimes and health")
     token_sub.add_parser("refresh", parents=[json_flag], help="refresh now")
 
-    when_help = "yesterday (default), today, YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD"
+    # The date grammar of the chat (adsync.sync.dates): several words make one argument.
+    when_help = (
+        "yesterday (default), today, 2026-02-11, 02-11, 2月11日, last 7 days, 近7天, "
+        "or a range: 2026-02-01..2026-02-07, 2月1日至7日"
+    )
     sync = sub.add_parser("sync", parents=[json_flag], help="sync reports into the Bitable")
-    sync.add_argument("when", nargs="?", help=when_help)
-    sync.add_argument("--account", metavar="ID", help="only this local account")
+    sync.add_argument("when", nargs="*", help=when_help)
+    sync.add_argument(
+        "--account",
+        metavar="ID_OR_NAME",
+        help="only this local account: its id or part of its name",
+    )
     sync.add_argument(
         "--no-wait", action="store_true", help="if these dates are being synced, stop at once"
     )
     sub.add_parser("accounts", parents=[json_flag], help="accounts in scope, with names")
     summary = sub.add_parser("summary", parents=[json_flag], help="totals and change per account")
-    summary.add_argument("when", nargs="?", help=when_help)
+    summary.add_argument("when", nargs="*", help=when_help)
     sub.add_parser("fields", parents=[json_flag], help="the Bitable's fields and their mapping")
-    records = sub.add_parser("records", parents=[json_flag], help="the Bitable's rows of a day")
-    records.add_argument("date", nargs="?", help="yesterday (default), today or YYYY-MM-DD")
+    records = sub.add_parser(
+        "records", parents=[json_flag], help="the Bitable's rows of a day or a range"
+    )
+    records.add_argument("when", nargs="*", help=when_help)
     verify = sub.add_parser(
         "verify", parents=[json_flag], help="reconcile the Bitable against the local copy"
     )
-    verify.add_argument("when", nargs="?", help=when_help)
+    verify.add_argument("when", nargs="*", help=when_help)
     verify.add_argument("--fix", action="store_true", help="repair what differs")
     history = sub.add_parser("history", parents=[json_flag], help="recent sync runs")
     history.add_argument("--limit", type=int, default=15)

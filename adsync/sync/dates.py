@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 from adsync.sync.errors import ConfigError
@@ -29,11 +30,13 @@ __all__ = [
     "check_span",
     "dateish",
     "dates_arg",
+    "day_spans",
     "not_a_date",
     "parse_when",
     "shift",
     "span_at_end",
     "span_at_start",
+    "spans_text",
     "take_span",
 ]
 
@@ -380,3 +383,22 @@ def parse_when(text: str | None, today: date, max_days: int = 366) -> tuple[date
             f"“{args}”不是能识别的日期：多出了“{rest}”。{DATE_HINT_ZH}",
         )
     return start, end
+
+
+# -- lists of days -------------------------------------------------------------------------------
+
+
+def day_spans(days: Sequence[date]) -> list[tuple[date, date]]:
+    """Days -> runs of consecutive days: 02-05, 02-06, 02-09 -> (02-05, 02-06), (02-09, 02-09)."""
+    spans: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if spans and day == spans[-1][1] + timedelta(days=1):
+            spans[-1] = (spans[-1][0], day)
+        else:
+            spans.append((day, day))
+    return spans
+
+
+def spans_text(days: Sequence[date], sep: str = ", ") -> str:
+    """'2026-02-05..2026-02-06, 2026-02-09': what to type to sync the missing days."""
+    return sep.join(str(a) if a == b else f"{a}..{b}" for a, b in day_spans(days))

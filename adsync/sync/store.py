@@ -296,7 +296,14 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url_for_humans = _describe(url)
-        self.dialect = make_url(url).get_backend_name()
+        try:
+            self.dialect = make_url(url).get_backend_name()
+        except (SQLAlchemyError, ValueError):
+            raise StoreError(
+                f"{self.url_for_humans} is not a database URL",
+                hint="set ADSYNC_DATABASE_URL to sqlite:///path/to/adsync.db or "
+                "postgresql://user:password@host:5432/db",
+            ) from None
         # SQLite has one writer at a time, and a connection that finds the database locked
         # sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms) and looks again; with a dozen
         # threads of one process writing (webhook claims, chat lanes, a sync), those sleeps,
@@ -312,7 +319,8 @@ class Store:
             self.migrate()
         except StoreError:
             raise
-        except (SQLAlchemyError, sqlite3.Error, OSError, ValueError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError, ValueError, ImportError) as exc:
+            # ImportError: a URL naming a driver that is not installed (mysql://, …).
             raise self._error("cannot open", exc) from None
 
     def _error(self, doing: str, exc: BaseException) -> StoreError:

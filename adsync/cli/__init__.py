@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser("sandbox", help="serve the simulated Ocean Engine + Feishu APIs")
     sandbox.add_argument("--port", type=int, default=8100)
     sandbox.add_argument("--seed", type=int, default=1)
+    sandbox.add_argument(
+        "--write-env",
+        metavar="PATH",
+        help="also write the printed .env block to PATH (owner-only; never over another file)",
+    )
 
     auth = sub.add_parser("auth", help="authorize adsync at Ocean Engine")
     auth_sub = auth.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -110,7 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that must not read the operator's configuration: the demo runs on the sandbox with
+# its own (the README promises a hostile .env cannot break it), the sandbox needs none.
+OWN_CONFIGURATION = {("demo",), ("sandbox",)}
+
+# The exit status of a process whose reader went away (128 + SIGPIPE), as `| head` expects.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `adsync history | head`: the reader has what it wanted. Point stdout at /dev/null so
+        # the interpreter's last flush finds no pipe either, and end without a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -119,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = tuple(p for p in (args.command, getattr(args, "action", None)) if p)
     module_name, func_name = COMMANDS[key].split(":")
     handler = getattr(importlib.import_module(module_name), func_name)
+    args.own_configuration = key in OWN_CONFIGURATION
 
     from adsync.cli.context import run
 

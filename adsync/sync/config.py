@@ -347,8 +347,7 @@ class Settings:
         raise ConfigError(
             f"{names} {verb} not set",
             hint=f"set {', '.join(missing)} in the environment or in "
-            f"{self.source.get('.env', '.env')} (see `adsync doctor`, .env.example and the "
-            "README's configuration table)",
+            f"{self.source.get('.env', '.env')} (.env.example lists every setting)",
         )
 
     def with_overrides(self, **values: Any) -> Settings:
@@ -475,11 +474,13 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     if problems:
         first = problems[0] if len(problems) == 1 else f"{len(problems)} settings are wrong:"
         lines = [first] if len(problems) == 1 else [first, *(f"  {p}" for p in problems)]
-        raise ConfigError(
-            "\n".join(lines),
-            hint="correct them where they are set (the environment wins over "
-            f"{dotenv_path}, which wins over {toml_path}); .env.example shows every setting",
+        hint = (
+            f"correct {'it' if len(problems) == 1 else 'them'} where set (the environment wins "
+            f"over {dotenv_path}, which wins over {toml_path}); .env.example shows every setting"
         )
+        if all(p.startswith(LOCATORS) for p in problems):
+            hint = "point it at an existing file, or unset it to read ./.env and ./adsync.toml"
+        raise ConfigError("\n".join(lines), hint=hint)
     values["source"] = {".env": str(dotenv_path), "toml": str(toml_path)}
     values["unknown"] = tuple(_unknown_names(files, known))
     return Settings(**values)

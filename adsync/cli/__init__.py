@@ -126,7 +126,12 @@ EXIT_BROKEN_PIPE = 141
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _main(argv)
+        try:
+            return _main(argv)
+        finally:
+            # A reader that left shows here (also after --help's SystemExit), not in the
+            # interpreter's last flush, where it could only be printed as an ignored exception.
+            sys.stdout.flush()
     except BrokenPipeError:
         # `adsync history | head`: the reader has what it wanted. Point stdout at /dev/null so
         # the interpreter's last flush finds no pipe either, and end without a traceback.

@@ -48,8 +48,9 @@ def env_block(url: str) -> str:
     lines = [
         MARKER,
         f"# The simulated Ocean Engine and Feishu at {url} (loopback only, test values).",
-        "# Then: adsync auth url (open the link; the sandbox consents at once), adsync sync,",
-        "# adsync summary, adsync chat. State goes to ./data (ADSYNC_DATA_DIR).",
+        "# Next: `adsync auth url`, open the link (the sandbox consents at once), copy auth_code",
+        "# from the address you land on into `adsync auth code CODE` (or let `adsync serve`",
+        "# finish it); then `adsync sync`, `adsync summary`, `adsync chat`. State: ./data.",
     ]
     lines += [f"{name}={value}" for name, value in sandbox_environment(url).items()]
     return "\n".join(lines) + "\n"

@@ -416,9 +416,9 @@ def _unknown_names(layers: list[tuple[str, dict[str, str]]], known: set[str]) ->
 
     notes = []
     for origin, layer in layers:
-        for name in layer:
-            if name in known or name in LOCATORS:
-                continue
+        for name, value in layer.items():
+            if name in known or name in LOCATORS or not value.strip():
+                continue  # an empty line (.env.example's blanks) sets nothing
             near = difflib.get_close_matches(name, sorted(known), 1, 0.8)
             if near:
                 notes.append(f"{name} in {origin} is not a setting; did you mean {near[0]}?")

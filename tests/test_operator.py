@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from adsync.bot.actions import Actions, Caller
 from adsync.bot.cards import to_text
 from adsync.bot.commands import History, Summary
+from adsync.sync.causes import causes_line, collapse
 from adsync.sync.config import load_settings, settings_fields
 from adsync.sync.runner import Runner
 from adsync.sync.store import Store, runs
@@ -316,8 +317,10 @@ def test_every_bad_setting_is_named_at_once_with_its_source_and_form(
     )
     assert result.returncode == 2
     assert "3 settings are wrong" in result.stderr
-    assert f"PORT is malformed: expected a port number 0-65535, like 8000 (got 'abc' from {dotenv})"
-    assert "a port number" in result.stderr and str(dotenv) in result.stderr
+    assert (
+        f"PORT is malformed: expected a port number 0-65535, like 8000 (got 'abc' from {dotenv})"
+        in result.stderr
+    )
     assert "ADSYNC_LOOKBACK_DAYS is malformed" in result.stderr
     assert "like https://open.feishu.cn (got 'open.feishu.cn' from the environment)" in (
         result.stderr
@@ -400,12 +403,57 @@ def test_an_outage_is_one_line_per_cause_in_the_output_the_log_and_the_card(
     assert len(failures) == 1, result.stdout  # not one per account
     assert f"{len(granted)} accounts" in failures[0] and "50000" in failures[0]
     assert result.stdout.count("run the same command again") == 1
-    warnings = [line for line in log_file.read_text().splitlines() if " WARNING " in line]
-    assert len(warnings) == 1, warnings  # one outage, one WARNING (the retries are INFO)
-    assert f"{len(granted)} of {len(granted)} accounts failed" in warnings[0]
+    logged = log_file.read_text(encoding="utf-8").splitlines()
+    said = [line for line in logged if "accounts failed" in line]
+    assert len(said) == 1, said  # the run's log: one line per cause, with the count
+    assert f"{len(granted)} of {len(granted)} accounts failed" in said[0]
+    # Not a WARNING per account and attempt (70 calls here): the retries are INFO, and the
+    # terminal already showed the cause, so the log does not shout it a second time.
+    assert [line for line in logged if " WARNING " in line] == []
     from adsync.bot.commands import Sync
 
     yesterday = today() - timedelta(days=1)
     card = to_text(Actions(authorized).execute(Sync(yesterday, yesterday), CALLER))
     assert card.count("50000") == 1, card  # said once, above the table
     assert f"{len(granted)} of {len(granted)} accounts" in card
+
+
+def test_mixed_causes_are_one_line_each_with_their_count() -> None:
+    report = "Ocean Engine /open_api/v3.0/local/report/promotion/get/ failed"
+    reasons = [
+        f"{report}: 40002 no permission for this account (local_account_id 1 not authorized) "
+        "[request_id a1]",
+        f"{report}: 40002 no permission for this account (local_account_id 2 not authorized) "
+        "[request_id b2]",
+        f"{report}: 0 (no answer within 20s)",
+    ]
+    assert causes_line(reasons) == (
+        "3 accounts: 40002 no permission for this account (2), no answer within 20s (1)"
+    )
+    assert collapse(["table 90% full", "table 90% full", "x"]) == ["table 90% full (×2)", "x"]
+
+
+def test_a_sync_card_of_twenty_accounts_gone_says_it_once() -> None:
+    from adsync.bot.cards import sync_card
+    from adsync.sync.runner import AccountResult, RunResult
+
+    day = today() - timedelta(days=1)
+    result = RunResult(day, day, "chat", status="failed", run_id=7)
+    gone = "the Ocean Engine authorization is gone: refresh token invalid"
+    result.accounts = [AccountResult(f"17{i:014d}", f"门店{i}", "failed", gone) for i in range(3)]
+    result.accounts += [
+        AccountResult(f"18{i:014d}", f"门店{i}", "failed", "not fetched: authorization needed")
+        for i in range(17)
+    ]
+    result.accounts += [
+        AccountResult(
+            "1900000000000001", "门店X", "failed", "Ocean Engine /p/ failed: 0 (no answer)"
+        )
+    ]
+    card = sync_card(result, "en")
+    text = to_text(card)
+    assert text.count("authorization gone") == 1, text  # one line for twenty accounts
+    assert "#1 20 of 21 accounts" in text and "#2 1 of 21 accounts" in text
+    table = next(e for e in card["body"]["elements"] if e.get("tag") == "table")
+    causes = [row["reason"] for row in table["rows"]]
+    assert causes.count("#1") == 20 and causes.count("#2") == 1  # each account's, by number

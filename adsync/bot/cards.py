@@ -683,11 +683,16 @@ def sync_card(result: RunResult, lang: str) -> Card:
                 )
             )
         )
-    causes = group((a.name or a.account_id, a.reason) for a in failed)
+    # The run's own error (the authorization died) is said above; its accounts are not
+    # listed again as a cause of their own.
+    error_cause = cause_of(result.error)[0] if result.error else None
+    grouped = group((a.name or a.account_id, a.reason) for a in failed)
+    causes = [c for c in grouped if c.short != error_cause]
     if causes:
         elements.append(_markdown(_causes_block(causes, total, lg, bool(result.auth_url))))
     if total:
-        elements.append(_sync_table(result.accounts, lg, several_causes=len(causes) > 1))
+        numbers = {c.short: n for n, c in enumerate(causes, 1)} if len(causes) > 1 else {}
+        elements.append(_sync_table(result.accounts, lg, numbers))
     if result.warnings:
         elements.append(_markdown(_warnings(collapse(result.warnings), lg)))
     buttons = []
@@ -801,12 +806,13 @@ def _causes_block(causes: Sequence[Cause], total: int, lang: Lang, auth: bool) -
     """Each cause of failure once, with how many accounts it hit and what to do (the table
     below shows who): twenty accounts refused for one reason are one line, not twenty."""
     lines = []
-    for cause in causes[:MAX_LIST]:
+    for n, cause in enumerate(causes[:MAX_LIST], 1):
+        tag = f"#{n} " if len(causes) > 1 else ""  # the table's cause column refers to it
         lines.append(
             _t(
                 lang,
-                f"**✗ {cause.count:,} of {total:,} accounts**: {_md(_reason(cause.text))}",
-                f"**✗ {total:,} 个账户中 {cause.count:,} 个失败**：{_md(_reason(cause.text))}",
+                f"**✗ {tag}{cause.count:,} of {total:,} accounts**: {_md(cause.short)}",
+                f"**✗ {tag}{total:,} 个账户中 {cause.count:,} 个失败**：{_md(cause.short)}",
             )
         )
         if cause.fix and not auth:
@@ -818,18 +824,19 @@ def _causes_block(causes: Sequence[Cause], total: int, lang: Lang, auth: bool) -
 
 
 def _sync_table(
-    accounts: Sequence[AccountResult], lang: Lang, *, several_causes: bool = True
+    accounts: Sequence[AccountResult], lang: Lang, causes: Mapping[str, int] | None = None
 ) -> dict[str, Any]:
+    """The accounts, failures first. Each cause is written once above the table; with several,
+    a column gives each failed account its cause's number (#1, #2 …), not the text again."""
     ordered = sorted(accounts, key=lambda a: a.status != "failed")  # stable: failures first
-    # One cause is said once above the table; several are told apart in a column, briefly.
-    with_reasons = several_causes and any(a.reason for a in ordered)
+    with_reasons = bool(causes) and any(a.reason for a in ordered)
     columns = [
         ("account", _t(lang, "Account", "账户"), "text"),
         ("status", _t(lang, "Status", "状态"), "options"),
         ("rows", _t(lang, "Rows", "行数"), "num"),
     ]
     if with_reasons:
-        columns.append(("reason", _t(lang, "Reason", "原因"), "text"))
+        columns.append(("reason", _t(lang, "Cause", "原因"), "text"))
     rows = []
     for a in ordered:
         row: dict[str, Any] = {
@@ -838,7 +845,8 @@ def _sync_table(
             "rows": count(a.rows),
         }
         if with_reasons:
-            row["reason"] = _cell(cause_of(a.reason)[0], REASON_CHARS) if a.reason else ""
+            number = causes.get(cause_of(a.reason)[0]) if causes and a.reason else None
+            row["reason"] = f"#{number}" if number else ""
         rows.append(row)
     return _table("accounts", columns, rows)
 

@@ -8,7 +8,7 @@ from typing import TextIO
 from adsync.cli.args import resolve_account, today, when_text
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json, table
-from adsync.sync.causes import collapse, group
+from adsync.sync.causes import cause_of, collapse, group
 from adsync.sync.dates import check_reportable, parse_when
 from adsync.sync.reports import report_today, resolve_accounts
 from adsync.sync.runner import FAILED, Progress, Runner, RunResult
@@ -110,8 +110,11 @@ def render(ctx: Context, result: RunResult) -> None:
         f"{result.feishu_calls} Feishu calls · {result.seconds:.1f}s"
     )
     # One line per cause, with its count: twenty accounts refused for one reason are one line.
+    # The run's own error (the authorization died) is said below, with its count.
+    error_cause = cause_of(result.error)[0] if result.error else None
     causes = group((a.label, a.reason) for a in result.failed)
-    for cause in causes:
+    folded = sum(c.count for c in causes if c.short == error_cause)
+    for cause in (c for c in causes if c.short != error_cause):
         shown = ", ".join(cause.labels[:SHOWN_LABELS])
         more = cause.count - SHOWN_LABELS
         who = f"{shown} and {more} more" if more > 0 else shown
@@ -122,7 +125,8 @@ def render(ctx: Context, result: RunResult) -> None:
     for w in collapse(result.warnings):
         say(f"  ! {w}")
     if result.error:
-        say(f"  ✗ {result.error}")
+        not_synced = f" — {folded} accounts not synced" if folded else ""
+        say(f"  ✗ {result.error}{not_synced}")
         if result.auth_url:
             say(f"    → authorize again: {result.auth_url}")
         elif result.hint:

@@ -198,9 +198,12 @@ class Runner:
         """One log line per cause of failure with its count (the retries before it are INFO):
         an outage is one WARNING, not one per account and attempt."""
         failed = result.failed
+        # On the command line the same lines are printed as the result; the log keeps them.
+        level = logging.INFO if result.trigger in ("cli", "demo") else logging.WARNING
         for cause in group((a.account_id, a.reason) for a in failed):
             shown = ", ".join(cause.labels[:5]) + (" …" if cause.count > 5 else "")
-            log.warning(
+            log.log(
+                level,
                 "run %s: %d of %d accounts failed: %s (%s)",
                 result.run_id,
                 cause.count,

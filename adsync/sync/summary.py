@@ -236,8 +236,11 @@ def summarize(store: Store, start: date, end: date, scope: Sequence[Account] = (
         for d in (end - timedelta(days=n) for n in range(6, -1, -1))
     ]
     with_rows = {a.account_id for a in accounts if a.totals.rows}
-    unsynced = [a for a in scope if not complete(a.id, period)]
-    silent = [a for a in scope if a.id not in with_rows and complete(a.id, period)]
+    # An account is behind when it lacks a day others have; days nobody synced are said once
+    # for the whole summary (``not_synced``), not once per account.
+    others_have = [d for d in period if d in any_account]
+    unsynced = [a for a in scope if not complete(a.id, others_have)]
+    silent = [a for a in scope if a.id not in with_rows and complete(a.id, others_have)]
     return Summary(
         start,
         end,

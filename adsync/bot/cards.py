@@ -1045,7 +1045,10 @@ def summary_card(
                 )
             )
         )
-        elements.append(_failures_table(failures, lg))
+        causes = group((a.name or a.account_id, a.reason) for a in failures)
+        elements.append(_markdown(_causes_block(causes, len(failures), lg, auth=False)))
+        numbers = {c.short: n for n, c in enumerate(causes, 1)} if len(causes) > 1 else {}
+        elements.append(_failures_table(failures, lg, numbers))
     # A day nobody synced would plot as a fall to zero: it is left out of the chart.
     trend = summary.trend[-CHART_POINTS:]
     points = [(p.day.strftime("%m-%d"), p.cost) for p in trend if p.synced]
@@ -1174,18 +1177,20 @@ def _summary_table(accounts: Sequence[AccountSummary], lang: Lang) -> dict[str, 
     return _table("accounts", columns, rows)
 
 
-def _failures_table(failures: Sequence[AccountResult], lang: Lang) -> dict[str, Any]:
-    columns = [
-        ("account", _t(lang, "Account", "账户"), "text"),
-        ("reason", _t(lang, "Reason", "原因"), "text"),
-    ]
-    rows = [
-        {
-            "account": _cell(a.name or a.account_id),
-            "reason": _cell(_reason(a.reason) or "—", REASON_CHARS),
-        }
-        for a in failures
-    ]
+def _failures_table(
+    failures: Sequence[AccountResult], lang: Lang, causes: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """Who failed; each cause is written once above, a column numbers it when there are several."""
+    columns = [("account", _t(lang, "Account", "账户"), "text")]
+    if causes:
+        columns.append(("reason", _t(lang, "Cause", "原因"), "text"))
+    rows = []
+    for a in failures:
+        row = {"account": _cell(a.name or a.account_id)}
+        if causes:
+            number = causes.get(cause_of(a.reason)[0]) if a.reason else None
+            row["reason"] = f"#{number}" if number else "—"
+        rows.append(row)
     return _table("failures", columns, rows)
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import insert, select, update
 from adsync.bot import cards
 from adsync.bot.alerts import Notifier
 from adsync.bot.messenger import Messenger
+from adsync.sync.causes import cause_lines
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.oceanengine import OceanEngineError
 from adsync.sync.reports import resolve_accounts
@@ -126,7 +127,7 @@ class Clock:
             self._save(key, record)
             self._refresh_reports(end, record, failures)
             if still and done + 1 == len(plan):
-                lines = [f"{a.label}: {a.reason}" for a in failures]
+                lines = cause_lines((a.label, a.reason) for a in failures)  # once per cause
                 lines.append(
                     f"已重试 {done + 1} 次 · retried {done + 1} times; `sync` again when fixed"
                 )
@@ -249,7 +250,7 @@ class Clock:
             if result.status in ("failed", "partial"):
                 # Yesterday may still hold this morning's (not yet final) numbers: say so.
                 lines = [result.error] if result.error else []
-                lines += [f"{a.label}: {a.reason}" for a in result.failed[:10]]
+                lines += cause_lines((a.label, a.reason) for a in result.failed)
                 lines.append("yesterday's rows keep the morning's numbers; run `sync` again")
                 self.notifier.alert(
                     f"settle:failed:{today}", "结算同步失败 · the settle re-sync failed", lines
@@ -298,7 +299,7 @@ class Clock:
                 f"sync:failed:{self.today()}",
                 "同步失败 · the daily sync failed",
                 [result.error or "every account failed"]
-                + [f"{a.label}: {a.reason}" for a in result.failed[:10]],
+                + cause_lines((a.label, a.reason) for a in result.failed),
             )
         if not result.accounts:
             return

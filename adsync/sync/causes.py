@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Cause", "cause_of", "causes_line", "collapse", "fix_for", "group"]
+__all__ = ["Cause", "cause_lines", "cause_of", "causes_line", "collapse", "fix_for", "group"]
 
 # Per-call identifiers that make two reports of one problem look different.
 _CALL_IDS = re.compile(r"\s*\[(?:request_id|log_id)[^\]]*\]")
@@ -116,6 +116,19 @@ def causes_line(reasons: Sequence[str], noun: str = "account") -> str:
     if len(causes) == 1:
         return f"{len(reasons)} {plural}: {causes[0].short}"
     return f"{len(reasons)} {plural}: " + ", ".join(f"{c.short} ({c.count})" for c in causes)
+
+
+def cause_lines(failures: Iterable[tuple[str, str]], shown: int = 3) -> list[str]:
+    """(label, reason) pairs -> one line per cause for an alert: 'authorization gone — 20
+    accounts: 门店A, 门店B, 门店C and 17 more'."""
+    lines = []
+    for cause in group(failures):
+        who = ", ".join(cause.labels[:shown])
+        if cause.count > shown:
+            who += f" and {cause.count - shown} more"
+        noun = "account" if cause.count == 1 else "accounts"
+        lines.append(f"{cause.short} — {cause.count} {noun}: {who}")
+    return lines
 
 
 def collapse(lines: Sequence[str]) -> list[str]:

@@ -527,6 +527,11 @@ def test_adsync_clock_catches_up_and_stops_on_sigterm(
             assert time.monotonic() < deadline, "the clock did not catch up and report"
             time.sleep(0.2)
         if not due_passed:
+            # Stop it once it says it runs (its SIGTERM handler is in place by then), not
+            # while the interpreter is still starting.
+            assert proc.stderr is not None
+            while "clock started" not in (line := proc.stderr.readline()):
+                assert line, "the clock exited before it started"
             assert not [m for m in messages(sandbox) if m["msg_type"] == "interactive"]
     finally:
         proc.send_signal(signal.SIGTERM)

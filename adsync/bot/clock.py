@@ -467,15 +467,16 @@ def run_clock(services: Services) -> None:
         log.warning("FEISHU_APP_ID/SECRET not set: reports and alerts go to the webhook only")
     clock = build_clock(services, messenger)
     scheduler = build_scheduler(clock, blocking=True)
+    # A platform stopping the process (SIGTERM) lets a running job's transaction end cleanly;
+    # an interrupted sync is simply repeated by the next run (every write is an upsert).
+    # Installed before "clock started" is said, so a stop after that line is always clean.
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
     log.info(
         "clock started: daily at %s, settle at %s (%s)",
         settings.daily_sync_at.strftime("%H:%M"),
         settings.settle_at.strftime("%H:%M"),
         settings.timezone,
     )
-    # A platform stopping the process (SIGTERM) lets a running job's transaction end cleanly;
-    # an interrupted sync is simply repeated by the next run (every write is an upsert).
-    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
     with contextlib.suppress(KeyboardInterrupt, SystemExit):
         scheduler.start()
     log.info("clock stopped")

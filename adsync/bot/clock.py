@@ -12,7 +12,6 @@ across restarts. Every job takes its time from ``self.now()`` — the seam tests
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import signal
@@ -467,18 +466,31 @@ def run_clock(services: Services) -> None:
         log.warning("FEISHU_APP_ID/SECRET not set: reports and alerts go to the webhook only")
     clock = build_clock(services, messenger)
     scheduler = build_scheduler(clock, blocking=True)
-    # A platform stopping the process (SIGTERM) lets a running job's transaction end cleanly;
-    # an interrupted sync is simply repeated by the next run (every write is an upsert).
-    # Installed before "clock started" is said, so a stop after that line is always clean.
-    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
-    log.info(
-        "clock started: daily at %s, settle at %s (%s)",
-        settings.daily_sync_at.strftime("%H:%M"),
-        settings.settle_at.strftime("%H:%M"),
-        settings.timezone,
-    )
-    with contextlib.suppress(KeyboardInterrupt, SystemExit):
+
+    def stop(*_: Any) -> None:
+        # SIGTERM (a platform stopping the process) ends the scheduler's loop on the main
+        # thread, as Ctrl-C does; the shutdown below then runs outside the handler. Calling
+        # shutdown in the handler deadlocked when the signal landed inside the executor's
+        # submit (which holds the lock shutdown takes), and from another thread it raced the
+        # loop removing a finished one-off job.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        log.info(
+            "clock started: daily at %s, settle at %s (%s)",
+            settings.daily_sync_at.strftime("%H:%M"),
+            settings.settle_at.strftime("%H:%M"),
+            settings.timezone,
+        )
         scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        # A running job's transaction ends cleanly (the interpreter waits for its thread);
+        # an interrupted sync is simply repeated by the next run (every write is an upsert).
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
     log.info("clock stopped")
 
 

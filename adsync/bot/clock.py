@@ -81,6 +81,7 @@ class Clock:
             }
             record["reports"] = self._report(end, result)
             self._alerts_after(result, end)
+            self._account_changes(result)
             self._save(key, record)
             return result
 
@@ -115,6 +116,7 @@ class Clock:
             result = Runner(self.services).run(
                 start, end, account_ids=record["failed"], trigger="retry", requested_by="clock"
             )
+            self._account_changes(result)
             failures = result.failed
             if not result.accounts:
                 # The retry never reached the accounts (one left the scope, another run held
@@ -222,6 +224,7 @@ class Clock:
                 return None
             before = summarize(self.services.store, yesterday, yesterday).totals
             result = Runner(self.services).run(yesterday, yesterday, trigger="settle")
+            self._account_changes(result)
             after = summarize(self.services.store, yesterday, yesterday).totals
             moved = _moved_pct(before.cost, after.cost)
             conv_moved = _moved_pct(before.convert_cnt, after.convert_cnt)
@@ -315,6 +318,19 @@ class Clock:
             who = f"{anomaly.name} ({anomaly.account_id})" if anomaly.name else anomaly.account_id
             self.notifier.alert(anomaly.key, title, [who, anomaly.detail], severity="warning")
 
+    def _account_changes(self, result: RunResult) -> None:
+        """Accounts that appeared, vanished or were skipped since the last run (discovery
+        says each change once): one card to the report chats, once per run."""
+        if not result.account_changes or result.run_id is None:
+            return
+        card = cards.alert_card(
+            "账户变化 · the accounts changed",
+            [*result.account_changes, "`adsync accounts` / 账户 lists them all"],
+            severity="warning",
+            lang="zh",
+        )
+        self.notifier.broadcast(card, f"accounts:{result.run_id}")
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _scope(self) -> list[Any]:
@@ -332,8 +348,8 @@ class Clock:
             return ""
 
     def _load(self, key: str) -> dict[str, Any] | None:
-        with self.services.store.engine.connect() as conn:
-            row = conn.execute(select(notifications).where(notifications.c.key == key)).first()
+        query = select(notifications).where(notifications.c.key == key)
+        row = self.services.store.read(lambda conn: conn.execute(query).first())
         return json.loads(row.detail) if row is not None and row.detail else None
 
     def _save(self, key: str, record: dict[str, Any]) -> None:
@@ -458,25 +474,30 @@ def start_background_clock(bot: Any) -> Any:
 
 def run_clock(services: Services) -> None:
     """`adsync clock`: the scheduler alone, in the foreground."""
-    messenger = None
-    settings = services.settings
-    if settings.feishu_app_id and settings.feishu_app_secret:
-        messenger = Messenger(settings)
-    else:
-        log.warning("FEISHU_APP_ID/SECRET not set: reports and alerts go to the webhook only")
-    clock = build_clock(services, messenger)
-    scheduler = build_scheduler(clock, blocking=True)
+    from adsync.sync.recovery import recover_after_crash
 
-    def stop(*_: Any) -> None:
-        # SIGTERM (a platform stopping the process) ends the scheduler's loop on the main
-        # thread, as Ctrl-C does; the shutdown below then runs outside the handler. Calling
-        # shutdown in the handler deadlocked when the signal landed inside the executor's
-        # submit (which holds the lock shutdown takes), and from another thread it raced the
-        # loop removing a finished one-off job.
+    def on_sigterm(*_: object) -> None:
+        # A platform stopping the process (SIGTERM) ends what the main thread is doing, as
+        # Ctrl-C does: start-up, or the scheduler's loop; the shutdown below then runs outside
+        # the handler. (Calling shutdown inside it deadlocked when the signal landed in the
+        # executor's submit, which holds the lock shutdown takes.) A running job's transaction
+        # ends cleanly — the interpreter waits for its thread — and an interrupted sync is
+        # simply repeated by the next run (every write is an upsert).
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, stop)
+    # Taken first, so a SIGTERM during start-up also ends the process cleanly.
+    signal.signal(signal.SIGTERM, on_sigterm)
+    scheduler: Any = None
     try:
+        recover_after_crash(services.store)  # runs and leases a killed predecessor left behind
+        messenger = None
+        settings = services.settings
+        if settings.feishu_app_id and settings.feishu_app_secret:
+            messenger = Messenger(settings)
+        else:
+            log.warning("FEISHU_APP_ID/SECRET not set: reports and alerts go to the webhook only")
+        clock = build_clock(services, messenger)
+        scheduler = build_scheduler(clock, blocking=True)
         log.info(
             "clock started: daily at %s, settle at %s (%s)",
             settings.daily_sync_at.strftime("%H:%M"),
@@ -487,9 +508,7 @@ def run_clock(services: Services) -> None:
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        # A running job's transaction ends cleanly (the interpreter waits for its thread);
-        # an interrupted sync is simply repeated by the next run (every write is an upsert).
-        if scheduler.running:
+        if scheduler is not None and scheduler.running:
             scheduler.shutdown(wait=False)
     log.info("clock stopped")
 

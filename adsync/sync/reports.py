@@ -7,7 +7,6 @@ as ``date`` objects in the business time zone (the platform reports Beijing date
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -18,10 +17,8 @@ from sqlalchemy import insert, select, update
 
 from adsync.sync.config import Settings
 from adsync.sync.errors import AdsyncError
-from adsync.sync.oceanengine import OceanEngineAPI, OceanEngineError, PermanentError
+from adsync.sync.oceanengine import OceanEngineAPI, PermanentError
 from adsync.sync.store import Store, accounts, utcnow
-
-log = logging.getLogger("adsync.reports")
 
 PROMOTION_REPORT = "/open_api/v3.0/local/report/promotion/get/"
 METRICS = ("stat_cost", "show_cnt", "click_cnt", "convert_cnt", "clue_pay_order_cnt")
@@ -148,13 +145,31 @@ class AccountsError(AdsyncError):
 
 
 def resolve_accounts(settings: Settings, store: Store, granted: tuple[str, ...]) -> list[Account]:
-    """Accounts in scope: ``ADSYNC_ACCOUNTS`` if set, else the authorization's granted ids.
-    Names: configured name, else the cached name from the grant."""
+    """Accounts in scope: ``ADSYNC_ACCOUNTS`` if set; else the 本地推 accounts discovery found
+    (``adsync.sync.discovery``: direct ones, those of organisations and 来客 accounts); before
+    any discovery ran, the authorization's granted ids. Names: configured, else cached."""
     cached = _cached_names(store)
     if settings.accounts:
         result = [Account(a.id, a.name or cached.get(a.id, "")) for a in settings.accounts]
         remember(store, result, source="config")
         return result
+    query = (
+        select(accounts.c.account_id, accounts.c.name, accounts.c.scope, accounts.c.note)
+        .where(accounts.c.scope.is_not(None))
+        .order_by(accounts.c.account_id)
+    )
+    rows = store.read(lambda conn: conn.execute(query).all())
+    if rows:
+        found = [Account(r.account_id, r.name or "") for r in rows if r.scope == "in"]
+        if found:
+            return found
+        skipped = [f"{r.name or r.account_id}: {r.note}" for r in rows if r.scope == "skipped"]
+        raise AccountsError(
+            "no accounts in scope: the authorization reaches no 本地推 account"
+            + (f" ({'; '.join(skipped[:5])})" if skipped else ""),
+            hint="`adsync accounts` says why each granted account is skipped; set "
+            "ADSYNC_ACCOUNTS=id[:name],... or authorize the 本地推 accounts (or their 巨量工作台)",
+        )
     if not granted:
         raise AccountsError(
             "no accounts in scope: ADSYNC_ACCOUNTS is empty and the authorization granted none",
@@ -164,8 +179,8 @@ def resolve_accounts(settings: Settings, store: Store, granted: tuple[str, ...])
 
 
 def _cached_names(store: Store) -> dict[str, str]:
-    with store.engine.connect() as conn:
-        return {r.account_id: r.name for r in conn.execute(select(accounts)) if r.name}
+    found = store.read(lambda conn: conn.execute(select(accounts)).all())
+    return {r.account_id: r.name for r in found if r.name}
 
 
 def remember(store: Store, found: list[Account], source: str) -> None:
@@ -188,28 +203,6 @@ def remember(store: Store, found: list[Account], source: str) -> None:
                 )
 
 
-def refresh_names(api: OceanEngineAPI, settings: Settings, store: Store) -> dict[str, str]:
-    """Look account names up at the platform (best effort) and cache them."""
-    assert settings.oceanengine_app_id and settings.oceanengine_app_secret
-    try:
-        listed = api.client.authorized_accounts(
-            settings.oceanengine_app_id,
-            settings.oceanengine_app_secret.reveal(),
-            api.tokens.get_valid_token(),
-        )
-    except OceanEngineError as exc:
-        log.warning("account names not refreshed: %s", exc.message)
-        return {}
-    names = {
-        str(i.get("account_id") or i.get("advertiser_id")): str(
-            i.get("account_name") or i.get("advertiser_name") or ""
-        )
-        for i in listed
-    }
-    remember(store, [Account(k, v) for k, v in names.items() if v], source="grant")
-    return names
-
-
 @dataclass(frozen=True)
 class AccountState:
     id: str
@@ -221,13 +214,15 @@ class AccountState:
 
 
 def account_states(store: Store) -> dict[str, AccountState]:
-    with store.engine.connect() as conn:
-        return {
-            r.account_id: AccountState(
-                r.account_id, r.name, r.source, r.last_synced_at, r.last_outcome, r.last_reason
-            )
-            for r in conn.execute(select(accounts).order_by(accounts.c.account_id))
-        }
+    found = store.read(
+        lambda conn: conn.execute(select(accounts).order_by(accounts.c.account_id)).all()
+    )
+    return {
+        r.account_id: AccountState(
+            r.account_id, r.name, r.source, r.last_synced_at, r.last_outcome, r.last_reason
+        )
+        for r in found
+    }
 
 
 # The platform's business day: report dates and its 365-day window are Beijing dates.

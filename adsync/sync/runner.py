@@ -20,17 +20,19 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
 
-from adsync.sync import localcopy
+from adsync.sync import discovery, localcopy
 from adsync.sync.causes import cause_of, causes_line, collapse, group
 from adsync.sync.dates import check_reportable
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.leases import Busy, holding
 from adsync.sync.oceanengine import TransientError
+from adsync.sync.recovery import INTERRUPTED, RUN_LEASE_TTL, recover_after_crash, run_lease
 from adsync.sync.reports import (
     Account,
     ReportRow,
@@ -40,10 +42,17 @@ from adsync.sync.reports import (
     resolve_accounts,
 )
 from adsync.sync.services import Services
-from adsync.sync.store import accounts, actor, run_accounts, runs, utcnow
+from adsync.sync.store import (
+    BACKGROUND_WAIT_SECONDS,
+    accounts,
+    actor,
+    run_accounts,
+    runs,
+    utcnow,
+)
 
 if TYPE_CHECKING:
-    from adsync.sync.bitable import BitableSink, UpsertResult
+    from adsync.sync.bitable import BitableSink, UpsertResult, UpsertStream
 
 log = logging.getLogger("adsync.runner")
 
@@ -79,10 +88,15 @@ class RunResult:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    # Rows (among created/updated) whose Bitable write got no answer in time but were found
+    # written when read back: "written (confirmed after a timeout)".
+    confirmed_after_timeout: int = 0
     api_calls: int = 0
     feishu_calls: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    # Accounts found, gone or skipped since the previous run (adsync.sync.discovery), said once.
+    account_changes: list[str] = field(default_factory=list)
     error: str = ""
     hint: str = ""
     auth_url: str = ""
@@ -163,10 +177,13 @@ class Runner:
         started = time.monotonic()
         result = RunResult(start, end, trigger)
         account_filter = ",".join(account_ids)[:32] if account_ids else None
+        # Before taking any lease: what a crashed run left (its leases, its `running` row) is
+        # repaired now, so it costs this run nothing.
+        recover_after_crash(self.store)
         # The ledger first: a run that cannot even start (no accounts) is history too.
         result.run_id = self._open_ledger(result, account_filter, requested_by)
         try:
-            scope = self._scope(account_ids)
+            scope = self._scope(account_ids, result)
         except AdsyncError as exc:
             self._fail(result, exc, started)
             self._close_ledger(result)
@@ -175,7 +192,12 @@ class Runner:
         table = f"{self.settings.feishu_bitable_app_token}:{self.settings.feishu_bitable_table_id}"
         day_leases = [f"sync:{table}:{d.isoformat()}" for d in dates_between(start, end)]
         try:
-            with holding(self.store, day_leases, holder, wait=wait):
+            # The run's own lease, held from here to the end (waiting for the dates included):
+            # how another host's recovery tells this run from a dead one (recovery.py).
+            with (
+                holding(self.store, [run_lease(result.run_id)], holder, ttl=RUN_LEASE_TTL),
+                holding(self.store, day_leases, holder, wait=wait),
+            ):
                 self._run(result, scope, holder, table)
         except Busy as exc:
             result.status = "busy"
@@ -186,6 +208,12 @@ class Runner:
             log.exception("run %s crashed", result.run_id)
             result.status = FAILED
             result.error = f"unexpected error: {type(exc).__name__}: {exc}"
+        except KeyboardInterrupt:  # Ctrl-C on `adsync sync`: say so in the ledger, then stop
+            result.status = INTERRUPTED
+            result.error = "interrupted: stopped by the operator (Ctrl-C); sync these dates again"
+            result.seconds = round(time.monotonic() - started, 3)
+            self._close_ledger(result)
+            raise
         result.seconds = round(time.monotonic() - started, 3)
         result.warnings = collapse(result.warnings)
         self._log_causes(result)
@@ -195,7 +223,7 @@ class Runner:
 
     @staticmethod
     def _log_causes(result: RunResult) -> None:
-        """One log line per cause of failure with its count (the retries before it are INFO):
+        """One log line per cause of failure with its count (the retries before it are DEBUG):
         an outage is one WARNING, not one per account and attempt."""
         failed = result.failed
         # On the command line the same lines are printed as the result; the log keeps them.
@@ -214,7 +242,15 @@ class Runner:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def _scope(self, account_ids: Sequence[str] | None) -> list[Account]:
+    def _scope(self, account_ids: Sequence[str] | None, result: RunResult) -> list[Account]:
+        # Every run refreshes the discovered list first (ADSYNC_ACCOUNTS empty): a new account
+        # of an organisation is synced the day it appears; one that is gone is said once here
+        # and leaves the scope, instead of failing every day. If the platform cannot be asked,
+        # the stored list stands (and a dead authorization is the fetch's to report).
+        refreshed = discovery.refresh(self.services)
+        result.api_calls += refreshed.api_calls
+        result.account_changes = discovery.describe(refreshed.changes)
+        result.warnings.extend(refreshed.lines)
         granted = self.services.tokens.granted_account_ids()
         scope = resolve_accounts(self.settings, self.store, granted)
         if not account_ids:
@@ -374,8 +410,10 @@ class Runner:
     # -- the local copy and the ledger --------------------------------------------------------
 
     def _open_ledger(self, result: RunResult, account_filter: str | None, requested_by: str) -> int:
-        with self.store.begin() as conn:
-            return int(
+        # Not idempotent (an insert): if the commit's answer is lost, the run does not start
+        # and says the outcome is unknown, rather than leave a second `running` row.
+        return self.store.transact(
+            lambda conn: int(
                 conn.execute(
                     insert(runs)
                     .values(
@@ -386,51 +424,63 @@ class Runner:
                         date_to=result.end,
                         account_filter=account_filter,
                         status="running",
+                        holder=actor(),
                     )
                     .returning(runs.c.id)
                 ).scalar_one()
-            )
+            ),
+            wait=BACKGROUND_WAIT_SECONDS,
+        )
 
     def _close_ledger(self, result: RunResult) -> None:
         if result.run_id is None:
             return
         now = utcnow()
-        with self.store.begin() as conn:
+        # Idempotent, so rerun after a lost commit: the per-account rows are replaced, not added.
+        self.store.transact(
+            lambda conn: self._write_ledger(conn, result, now),
+            wait=BACKGROUND_WAIT_SECONDS,
+            idempotent=True,
+        )
+
+    @staticmethod
+    def _write_ledger(conn: Connection, result: RunResult, now: datetime) -> None:
+        conn.execute(delete(run_accounts).where(run_accounts.c.run_id == result.run_id))
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == result.run_id)
+            .values(
+                finished_at=now,
+                status=result.status,
+                api_calls=result.api_calls,
+                rows_created=result.created,
+                rows_updated=result.updated,
+                rows_unchanged=result.unchanged,
+                rows_deleted=result.deleted,
+                error=result.error or None,
+                detail=json.dumps(result.to_json(), ensure_ascii=False, default=str),
+            )
+        )
+        for a in result.accounts:
             conn.execute(
-                update(runs)
-                .where(runs.c.id == result.run_id)
-                .values(
-                    finished_at=now,
-                    status=result.status,
-                    api_calls=result.api_calls,
-                    rows_created=result.created,
-                    rows_updated=result.updated,
-                    rows_unchanged=result.unchanged,
-                    rows_deleted=result.deleted,
-                    error=result.error or None,
-                    detail=json.dumps(result.to_json(), ensure_ascii=False, default=str),
+                insert(run_accounts).values(
+                    run_id=result.run_id,
+                    account_id=a.account_id,
+                    status=a.status,
+                    reason=a.reason or None,
+                    rows=a.rows,
+                    api_calls=a.api_calls,
                 )
             )
-            for a in result.accounts:
-                conn.execute(
-                    insert(run_accounts).values(
-                        run_id=result.run_id,
-                        account_id=a.account_id,
-                        status=a.status,
-                        reason=a.reason or None,
-                        rows=a.rows,
-                        api_calls=a.api_calls,
-                    )
+            conn.execute(
+                update(accounts)
+                .where(accounts.c.account_id == a.account_id)
+                .values(
+                    last_synced_at=now if a.status != FAILED else accounts.c.last_synced_at,
+                    last_outcome=a.status,
+                    last_reason=a.reason or None,
                 )
-                conn.execute(
-                    update(accounts)
-                    .where(accounts.c.account_id == a.account_id)
-                    .values(
-                        last_synced_at=now if a.status != FAILED else accounts.c.last_synced_at,
-                        last_outcome=a.status,
-                        last_reason=a.reason or None,
-                    )
-                )
+            )
 
 
 class _Writer:
@@ -449,6 +499,7 @@ class _Writer:
         self._abandon = threading.Event()
         self._error: BaseException | None = None
         self._upsert: UpsertResult | None = None
+        self._stream: UpsertStream | None = None
         self._sink: BitableSink | None = None
         self._calls_before = 0
 
@@ -471,13 +522,20 @@ class _Writer:
         self._thread.join()
         self._count_calls()
         if self._error is not None:
+            # What was written before the failure was written: say so, never "0 created".
+            if self._stream is not None:
+                self._take(self._stream.result)
             raise self._error
         upsert = self._upsert
         assert upsert is not None
+        self._take(upsert)
+        self._result.warnings.extend(upsert.warnings)
+
+    def _take(self, upsert: UpsertResult) -> None:
         result = self._result
         result.created, result.updated = upsert.created, upsert.updated
         result.unchanged, result.deleted = upsert.unchanged, upsert.deleted
-        result.warnings.extend(upsert.warnings)
+        result.confirmed_after_timeout = upsert.confirmed_after_timeout
 
     def close(self) -> None:
         """After a crash elsewhere: stop after the write in flight, write nothing more."""
@@ -500,7 +558,7 @@ class _Writer:
                 sink = self._sink = runner._sink()
                 self._calls_before = sink.caller.calls
                 sink.prepare()
-                stream = sink.stream(
+                stream = self._stream = sink.stream(
                     dates_between(result.start, result.end),
                     run_tag=f"run{result.run_id}",
                     synced_at=utcnow(),
@@ -520,21 +578,27 @@ def recent_runs(services: Services, limit: int = 10) -> list[dict[str, Any]]:
     """The last ``limit`` runs, newest first, each with why it failed or was partial:
     ``failures`` (account, reason), ``causes`` (one per cause, with its count) and ``why``,
     one line: the run's error, then "3 accounts: 40002 no permission … (2), … (1)"."""
-    with services.store.engine.connect() as conn:
+
+    def read(conn: Connection) -> tuple[list[dict[str, Any]], list[Any]]:
         found = [
             dict(r._mapping)
             for r in conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit))
         ]
         ids = [r["id"] for r in found]
-        failures: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
+        failed = []
         if ids:
             query = (
                 select(run_accounts.c.run_id, run_accounts.c.account_id, run_accounts.c.reason)
                 .where(run_accounts.c.run_id.in_(ids), run_accounts.c.status == FAILED)
                 .order_by(run_accounts.c.id)
             )
-            for run_id, account_id, reason in conn.execute(query):
-                failures[run_id].append((account_id, reason or ""))
+            failed = list(conn.execute(query))
+        return found, failed
+
+    found, failed_rows = services.store.read(read)
+    failures: dict[int, list[tuple[str, str]]] = {r["id"]: [] for r in found}
+    for run_id, account_id, reason in failed_rows:
+        failures[run_id].append((account_id, reason or ""))
     for run in found:
         failed = failures[run["id"]]
         causes = group(failed)

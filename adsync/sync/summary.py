@@ -184,9 +184,8 @@ def synced_days(store: Store, start: date, end: date) -> dict[str, set[date]]:
         .distinct()
     )
     out: dict[str, set[date]] = defaultdict(set)
-    with store.engine.connect() as conn:
-        for account_id, first, last in conn.execute(query):
-            out[account_id].update(dates_between(max(first, start), min(last, end)))
+    for account_id, first, last in store.read(lambda conn: conn.execute(query).all()):
+        out[account_id].update(dates_between(max(first, start), min(last, end)))
     return out
 
 
@@ -286,8 +285,7 @@ def account_days(
         .where(c.stat_date >= start, c.stat_date <= end)
         .group_by(c.account_id, c.stat_date)
     )
-    with store.engine.connect() as conn:
-        found = conn.execute(query).all()
+    found = store.read(lambda conn: conn.execute(query).all())
     out: dict[tuple[str, date], Totals] = {}
     for account_id, day, name, cents, shows, clicks, converts, clues, count in found:
         out[(account_id, day)] = Totals(

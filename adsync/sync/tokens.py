@@ -29,16 +29,28 @@ from adsync.sync.config import Settings
 from adsync.sync.errors import AuthorizationNeeded, ConfigError, mask
 from adsync.sync.oceanengine import (
     AuthorizationDead,
+    OceanEngineAPI,
     OceanEngineClient,
     OceanEngineError,
     TokenGrant,
 )
-from adsync.sync.store import Store, accounts, actor, oauth_states, token_history, tokens, utcnow
+from adsync.sync.store import (
+    BACKGROUND_WAIT_SECONDS,
+    Store,
+    actor,
+    oauth_states,
+    token_history,
+    tokens,
+    utcnow,
+)
 
 log = logging.getLogger("adsync.tokens")
 
 EXPIRING_WITHIN = timedelta(days=3)  # refresh-token lifetime left that deserves a warning
 STATE_LIFETIME = timedelta(hours=24)
+# How long a caller waits for the token lock: its holder may be a refresh on the wire (one
+# call and its retries), not a stuck transaction. Not on any acknowledgement path.
+TOKEN_LOCK_WAIT = BACKGROUND_WAIT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,8 @@ class TokenManager:
 
     def _refresh(self, reason: str, rejected: str | None = None, force: bool = False) -> str:
         app_id, secret = self._credentials()
-        with self.store.exclusive() as conn:
+        # Waiting for the lock may mean waiting for another process's refresh on the wire.
+        with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
             row = self._read(conn, for_update=True)
             problem = self._problem(row)
             if problem is None:
@@ -230,7 +243,7 @@ class TokenManager:
                 "the authorization code is empty or malformed",
                 hint="copy the auth_code value from the redirect URL after authorizing",
             )
-        with self.store.exclusive() as conn:
+        with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
             # Hold the lock: a refresh of the old chain must not overwrite the new one.
             existing = self._read(conn, for_update=True)
             try:
@@ -246,8 +259,7 @@ class TokenManager:
                 "this authorization code was refused: it was already used or has expired "
                 f"(codes work once, for 10 minutes) [{refused.code}]"
             )
-        names = self._lookup_names(app_id, secret, grant.access_token, grant.advertiser_ids)
-        self._remember_accounts(grant.advertiser_ids, names)
+        names = self._discover(grant.advertiser_ids)
         log.info("authorized: %d accounts granted", len(grant.advertiser_ids))
         now = self.now()
         return AuthResult(
@@ -295,44 +307,23 @@ class TokenManager:
             )
         )
 
-    def _lookup_names(
-        self, app_id: str, secret: str, access_token: str, ids: tuple[str, ...]
-    ) -> dict[str, str]:
-        try:
-            listed = self.client.authorized_accounts(app_id, secret, access_token)
-        except OceanEngineError as exc:
-            log.warning("could not look up account names: %s", exc.message)
-            return {}
-        wanted = set(ids)
-        names = {}
-        for item in listed:
-            account_id = str(item.get("account_id") or item.get("advertiser_id") or "")
-            name = str(item.get("account_name") or item.get("advertiser_name") or "")
-            if account_id in wanted and name:
-                names[account_id] = name
-        return names
+    def _discover(self, ids: tuple[str, ...]) -> dict[str, str]:
+        """Turn the granted ids into accounts at once (adsync.sync.discovery: organisations and
+        来客 accounts are expanded), best effort: a sync does it again. Returns the granted
+        accounts' names."""
+        from adsync.sync.discovery import discover, save  # not needed by `token status`
 
-    def _remember_accounts(self, ids: tuple[str, ...], names: dict[str, str]) -> None:
-        now = self.now()
-        with self.store.begin() as conn:
-            known = {r.account_id for r in conn.execute(select(accounts.c.account_id))}
-            for account_id in ids:
-                if account_id in known:
-                    if names.get(account_id):
-                        conn.execute(
-                            update(accounts)
-                            .where(accounts.c.account_id == account_id)
-                            .values(name=names[account_id], seen_at=now)
-                        )
-                else:
-                    conn.execute(
-                        insert(accounts).values(
-                            account_id=account_id,
-                            name=names.get(account_id, ""),
-                            source="grant",
-                            seen_at=now,
-                        )
-                    )
+        try:
+            found = discover(OceanEngineAPI(self.client, self))
+        except (OceanEngineError, AuthorizationNeeded) as exc:
+            log.warning("could not list the granted accounts yet: %s", exc.message)
+            return {}
+        except (TypeError, ValueError, AttributeError):  # an answer unlike the SDK's models
+            log.exception("could not list the granted accounts yet: unexpected answer")
+            return {}
+        save(self.store, found)
+        wanted = set(ids)
+        return {g.id: g.name for g in found.grantees if g.id in wanted and g.name}
 
     # -- status -------------------------------------------------------------------------------
 
@@ -349,14 +340,14 @@ class TokenManager:
                 "`adsync auth code CODE`",
             )
         now = self.now()
-        with self.store.engine.connect() as conn:
-            last_failure = conn.execute(
-                select(token_history.c.at, token_history.c.reason)
-                .where(token_history.c.app_id == app_id)
-                .where(token_history.c.event.in_(("failed", "dead")))
-                .order_by(token_history.c.at.desc(), token_history.c.id.desc())
-                .limit(1)
-            ).first()
+        failures = (
+            select(token_history.c.at, token_history.c.reason)
+            .where(token_history.c.app_id == app_id)
+            .where(token_history.c.event.in_(("failed", "dead")))
+            .order_by(token_history.c.at.desc(), token_history.c.id.desc())
+            .limit(1)
+        )
+        last_failure = self.store.read(lambda conn: conn.execute(failures).first())
         access_left = int((row.access_expires_at - now).total_seconds())
         refresh_left = int((row.refresh_expires_at - now).total_seconds())
         last_ok = row.refreshed_at or row.authorized_at
@@ -398,13 +389,13 @@ class TokenManager:
         return tuple(json.loads(row.advertiser_ids or "[]")) if row is not None else ()
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                select(token_history)
-                .where(token_history.c.app_id == (self.settings.oceanengine_app_id or ""))
-                .order_by(token_history.c.id.desc())
-                .limit(limit)
-            ).all()
+        query = (
+            select(token_history)
+            .where(token_history.c.app_id == (self.settings.oceanengine_app_id or ""))
+            .order_by(token_history.c.id.desc())
+            .limit(limit)
+        )
+        rows = self.store.read(lambda conn: conn.execute(query).all())
         return [dict(r._mapping) for r in rows]
 
     # -- helpers ------------------------------------------------------------------------------
@@ -422,8 +413,7 @@ class TokenManager:
             query = query.with_for_update()  # PostgreSQL row lock; SQLite already holds the db
         if conn is not None:
             return conn.execute(query).first()
-        with self.store.engine.connect() as own:
-            return own.execute(query).first()
+        return self.store.read(lambda own: own.execute(query).first())
 
     def _problem(self, row: Row[Any] | None) -> str | None:
         """Why this chain cannot give a token without a person, or None."""

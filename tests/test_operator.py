@@ -223,17 +223,27 @@ def test_an_unsupported_database_scheme_exits_2_naming_the_supported_ones(
         assert "Traceback" not in result.stderr and "s3cretpw" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [["--help"], ["token", "status"]])
-def test_output_into_a_closed_pipe_ends_quietly(env: dict[str, str], args: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "unbuffered"),
+    [(["--help"], False), (["token", "status"], False), (["token", "status"], True)],
+)
+def test_output_into_a_closed_pipe_ends_quietly(
+    env: dict[str, str], args: list[str], unbuffered: bool
+) -> None:
     # `adsync … | head` where head has already gone: the read end is closed before adsync
-    # writes a byte, so the first write meets EPIPE every time.
+    # writes a byte, so the first write meets EPIPE every time — at the last flush (buffered),
+    # or inside the command itself (unbuffered, as any output larger than the buffer).
     read_end, write_end = os.pipe()
     os.close(read_end)
     proc = subprocess.Popen(
         [sys.executable, "-m", "adsync", *args],
         stdout=write_end,
         stderr=subprocess.PIPE,
-        env={"PATH": os.environ.get("PATH", ""), **env},
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            **env,
+            **({"PYTHONUNBUFFERED": "1"} if unbuffered else {}),
+        },
         cwd=Path(env["ADSYNC_DATA_DIR"]).parent,
         text=True,
     )

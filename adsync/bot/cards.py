@@ -51,12 +51,14 @@ __all__ = [
     "Card",
     "accounts_card",
     "alert_card",
+    "authorization_card",
     "card_content",
     "card_size",
     "count",
     "duration",
     "fit",
     "history_card",
+    "mentions",
     "message_card",
     "money",
     "pct",
@@ -95,7 +97,7 @@ CHART_POINTS = 31  # a month of days; the trend is normally 7
 
 TEMPLATES = {"info": "blue", "ok": "green", "success": "green", "warning": "orange", "error": "red"}
 SYNC_TEMPLATES = {"ok": "green", "partial": "orange", "failed": "red", "busy": "red"}
-HEALTH_TEMPLATES = {"ok": "green", "expiring": "orange", "reauthorize": "red"}
+HEALTH_TEMPLATES = {"ok": "green", "expiring": "orange", "reauthorize": "red", "unsaved": "red"}
 STATUS_COLORS = {  # option-tag colours in tables (the documented blue/green/orange/red)
     "ok": "green",
     "no_data": "blue",
@@ -306,6 +308,16 @@ def _reason(text: object) -> str:
 def _cell(text: object, limit: int = NAME_CHARS) -> str:
     """Table text cells are plain text (data_type text): one line, bounded, no escaping."""
     return _clip(_one_line(text), limit)
+
+
+_OPEN_ID = re.compile(r"^o[un]_[0-9A-Za-z_-]{1,64}$")
+
+
+def mentions(open_ids: Sequence[str]) -> str:
+    """Card markdown that @-mentions people: ``<at id=ou_…></at>`` renders as the person's
+    name in Feishu (the rich-text doc's "@指定人"). Only well-formed open_ids pass: the ids come
+    from configuration, but nothing else may ride into a card's markup."""
+    return " ".join(f"<at id={i}></at>" for i in open_ids if _OPEN_ID.match(i))
 
 
 # -- components (shapes from the JSON 2.0 component docs) ---------------------------------------
@@ -723,7 +735,7 @@ def sync_card(result: RunResult, lang: str) -> Card:
     if result.warnings:
         elements.append(_markdown(_warnings(collapse(result.warnings), lg)))
     buttons = []
-    if result.auth_url:
+    if result.auth_url:  # only the CLI sets one; chat cards never carry a link
         label = _t(lg, "Authorize again", "重新授权")
         buttons.append(_button(label, url=result.auth_url, kind="primary_filled"))
     if failed:
@@ -784,6 +796,15 @@ def _error_block(result: RunResult, lang: Lang) -> str:
                 "The Ocean Engine authorization has to be renewed by a person: press "
                 "**Authorize again**, tick every account, and finish; then retry.",
                 "巨量引擎授权需要人工续期：点击**重新授权**，勾选全部账户并完成，然后重试。",
+            )
+        )
+    elif getattr(result, "needs_authorization", False):
+        lines.append(
+            _t(
+                lang,
+                "The Ocean Engine authorization has to be renewed by an admin: send `auth` to "
+                "me in a direct chat, tick every account, and finish; then retry.",
+                "巨量引擎授权需要管理员续期：管理员在与我的单聊中发送“授权”，勾选全部账户并完成，然后重试。",
             )
         )
     elif result.hint:
@@ -901,9 +922,18 @@ def _warnings(warnings: Sequence[str], lang: Lang) -> str:
 
 
 def token_card(
-    status: TokenStatus, lang: str, auth_url: str | None = None, *, tz: TzLike = None
+    status: TokenStatus,
+    lang: str,
+    auth_url: str | None = None,
+    *,
+    tz: TzLike = None,
+    note: str = "",
+    admins: Sequence[str] = (),
 ) -> Card:
-    """The Ocean Engine authorization as a traffic light, with lifetimes and what to do."""
+    """The Ocean Engine authorization as a traffic light, with lifetimes and what to do.
+
+    ``auth_url`` (a re-authorize button) is given only to an admin in a direct chat; everyone
+    else gets ``note`` (who can authorize, and how) and the ``admins`` @-mentioned."""
     lg = _lang(lang)
     zone = _zone(tz)
     template = HEALTH_TEMPLATES.get(status.health, "red")
@@ -911,14 +941,19 @@ def token_card(
     subtitle = _t(lg, f"app {status.app_id}", f"应用 {status.app_id}") if status.app_id else ""
     headline = _token_headline(status, lg)
     lines = [headline]
-    if status.authorized:
+    if status.authorized and status.access_expires_at is not None:
         lines += _token_lines(status, lg, zone)
     elements: list[dict[str, Any]] = [_markdown("\n".join(lines))]
+    if status.health != "ok" and not auth_url and (note or admins):
+        advice = _md(note, TEXT_CHARS, multiline=True)
+        if mentions(admins):
+            advice = (advice + "\n" if advice else "") + mentions(admins)
+        elements.append(_markdown(advice))
     buttons = []
     if status.health != "ok" and auth_url:
         label = _t(lg, "Authorize again", "重新授权")
         buttons.append(_button(label, url=auth_url, kind="primary_filled"))
-    if status.authorized and status.health != "reauthorize":
+    if status.authorized and status.health not in ("reauthorize", "unsaved"):
         # A dead chain cannot be refreshed; offering it would only produce a second failure.
         value = {"action": "token_refresh", "lang": lg}
         buttons.append(_button(_t(lg, "Refresh now", "立即刷新"), value=value))
@@ -937,6 +972,7 @@ def _health_word(health: str, lang: Lang) -> str:
         "ok": ("healthy", "正常"),
         "expiring": ("needs attention", "需要关注"),
         "reauthorize": ("authorize again", "需要重新授权"),
+        "unsaved": ("refreshed but not saved", "已刷新但未保存"),
     }
     en, zh = words.get(health, (health, health))
     return _t(lang, en, zh)
@@ -974,11 +1010,19 @@ def _token_headline(status: TokenStatus, lang: Lang) -> str:
             "**Refresh now**).",
             "🟠 **refresh token 即将过期。** 刷新一次即可续期（会自动刷新，也可以点击**立即刷新**）。",
         )
+    if status.health == "unsaved":
+        reason = _md(status.message or "", TEXT_CHARS)
+        return _t(
+            lang,
+            f"🔴 **Refreshed but not saved.** {reason}",
+            f"🔴 **token 已刷新但未保存。** 新的 token 还没有写进数据库；如果一直如此，需要重新授权。"
+            f"（{reason}）",
+        )
     reason = _md(status.dead_reason or status.message or "", REASON_CHARS)
     return _t(
         lang,
-        f"🔴 **Authorize again.** {reason}\nSyncs stop until someone authorizes adsync again.",
-        f"🔴 **需要重新授权。** {reason}\n重新授权之前同步会停止。",
+        f"🔴 **Authorize again.** {reason}\nSyncs stop until an admin authorizes adsync again.",
+        f"🔴 **需要重新授权。** {reason}\n管理员重新授权之前同步会停止。",
     )
 
 
@@ -1008,6 +1052,9 @@ def _token_lines(status: TokenStatus, lang: Lang, zone: tzinfo) -> list[str]:
             zone,
         ),
         _t(lang, "**Last refresh** ", "**上次刷新** ") + _when(status.last_refresh_at, zone),
+        _t(lang, "**Confirmed live** ", "**最近确认有效** ")
+        + _when(status.last_confirmed_at, zone)
+        + (_t(lang, " (just checked)", "（刚刚检查）") if status.checked else ""),
     ]
     if status.last_failure_at is not None:
         lines.append(
@@ -1461,15 +1508,19 @@ def alert_card(
     severity: str = "error",
     buttons: Sequence[tuple[str, str]] = (),
     lang: str = "en",
+    people: Sequence[str] = (),
 ) -> Card:
     """An alert for the report chat: red error, orange warning, green "all clear" (``ok``).
-    ``buttons`` are (label, url) links, e.g. the authorization page."""
+    ``buttons`` are (label, url) links; ``people`` are open_ids @-mentioned on a line of their
+    own (the admins who can fix it)."""
     lg = _lang(lang)
     template = TEMPLATES.get(severity, "red")
     shown = [_md(line) for line in lines[:MAX_LIST]]
     hidden = len(lines) - len(shown)
     if hidden > 0:
         shown.append(_t(lg, f"… and {hidden:,} more", f"…… 另有 {hidden:,} 条"))
+    if mentions(people):
+        shown.append(mentions(people))
     elements: list[dict[str, Any]] = [_markdown("\n".join(shown))] if shown else []
     links = [
         _button(label, url=url, kind="primary" if i == 0 else "default")
@@ -1480,6 +1531,56 @@ def alert_card(
         elements.extend(_buttons(links))
     preview = title + (f": {_one_line(lines[0])}" if lines else "")
     return fit(_card(title, template, elements, summary=preview), note=_plain_note(lg))
+
+
+def authorization_card(
+    kind: str,
+    by: str,
+    account_ids: Sequence[str],
+    names: Mapping[str, str],
+    dropped: Sequence[str] = (),
+) -> Card:
+    """Tells the report chats who authorized what. ``kind``: authorized | confirmed (a grant
+    that drops accounts, taken by an admin) | cancelled | refused (0 accounts). ``by`` is an
+    open_id (@-mentioned) or the operator's label."""
+    who = mentions([by]) or _md(f"the operator ({by or 'cli'}) · 运维")
+
+    def listed(ids: Sequence[str]) -> str:
+        shown = [_md(names.get(i) or i, NAME_CHARS) for i in ids[:MAX_NAMES]]
+        more = len(ids) - len(shown)
+        return "、".join(shown) + (f" …（+{more}）" if more > 0 else "")
+
+    lines: list[str]
+    if kind == "refused":
+        title, template = "授权未采用 · authorization refused", "red"
+        lines = [
+            f"{who} 的授权没有勾选任何账户，未采用；巨量引擎已用它覆盖之前的授权，同步会停止。"
+            "管理员请重新授权并勾选全部账户。",
+            "The authorization ticked no accounts and was not taken; Ocean Engine replaced the "
+            "previous one with it, so nothing syncs until an admin authorizes again.",
+        ]
+    elif kind == "cancelled":
+        title, template = "授权已取消 · authorization cancelled", "orange"
+        lines = [
+            f"{who} 取消了一次会移除 {len(dropped)} 个账户的授权。巨量引擎已用它覆盖之前的授权，"
+            "同步会停止，管理员请重新授权并勾选全部账户。",
+            f"Cancelled: it would have dropped {len(dropped)} accounts. The previous "
+            "authorization no longer works: an admin must authorize again with every account.",
+        ]
+    else:
+        title, template = "巨量引擎已授权 · Ocean Engine authorized", "green"
+        lines = [f"{who} 授权了 {len(account_ids)} 个账户 · authorized {len(account_ids)} accounts"]
+        if account_ids:
+            lines.append(listed(account_ids))
+        if kind == "confirmed" and dropped:
+            template = "orange"
+            lines.append(
+                f"**确认移除 {len(dropped)} 个账户 · confirmed dropping {len(dropped)}**："
+                + listed(dropped)
+            )
+    preview = title
+    card = _card(title, template, [_markdown("\n".join(lines))], summary=preview)
+    return fit(card, note=_plain_note("zh"))
 
 
 def working_card(text: str, lang: str) -> Card:
@@ -1496,15 +1597,28 @@ def working_card(text: str, lang: str) -> Card:
     return fit(_card(title, "wathet", elements, summary=title), note=_plain_note(lg))
 
 
-def message_card(title: str, text: str, lang: str, severity: str = "info") -> Card:
-    """A plain answer: help, usage errors, denials. ``severity``: info|ok|warning|error."""
+def message_card(
+    title: str,
+    text: str,
+    lang: str,
+    severity: str = "info",
+    *,
+    people: Sequence[str] = (),
+    buttons: Sequence[tuple[str, str]] = (),
+) -> Card:
+    """A plain answer: help, usage errors, denials. ``severity``: info|ok|warning|error.
+    ``people``: open_ids @-mentioned on a line of their own (e.g. the admins to ask);
+    ``buttons``: (label, url) links."""
     lg = _lang(lang)
     template = TEMPLATES.get(severity, "blue")
     body = _md(text, TEXT_CHARS, multiline=True)
-    return fit(
-        _card(title, template, [_markdown(body)] if body else [], summary=title),
-        note=_plain_note(lg),
-    )
+    if mentions(people):
+        body = (body + "\n" if body else "") + mentions(people)
+    elements = [_markdown(body)] if body else []
+    links = [_button(label, url=url) for label, url in buttons[:MAX_BUTTONS] if url]
+    if links:
+        elements.extend(_buttons(links))
+    return fit(_card(title, template, elements, summary=title), note=_plain_note(lg))
 
 
 def _plain_note(lang: Lang) -> Callable[[int], str]:
@@ -1693,6 +1807,12 @@ _MD_STRIP = [
     (re.compile(r"<hr\s*/?>", re.I), "\n" + RULE + "\n"),
     (re.compile(r"<text_tag\b[^>]*>(.*?)</text_tag>", re.I | re.S), r"[\1]"),
     (re.compile(r"<at\b[^>]*\bid=['\"]?all['\"]?[^>]*>\s*</at>", re.I), "@all"),
+    # "<at id=ou_x></at>" shows the person's name in Feishu; the terminal has no directory,
+    # so it shows the id the name stands for ("@ou_x"); a tag with text shows the text.
+    (
+        re.compile(r"<at\b[^>]*?\b(?:id|user_id)=['\"]?([^'\" >]+)['\"]?[^>]*>\s*</at>", re.I),
+        r"@\1",
+    ),
     (re.compile(r"<at\b[^>]*>(.*?)</at>", re.I | re.S), r"@\1"),
     (re.compile(r"<link\b[^>]*\burl='([^']*)'[^>]*>(.*?)</link>", re.I | re.S), r"\2 (\1)"),
     (re.compile(r"<a\b[^>]*\bhref='([^']*)'[^>]*>(.*?)</a>", re.I | re.S), r"\2 (\1)"),

@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adsync",
         description="Ocean Engine local-push reports into a Feishu Bitable, with a Feishu bot.",
-        epilog="Exit codes: 0 done, 1 partly failed, 2 usage or configuration error, "
-        "3 authorization needed.",
+        epilog="Exit codes: 0 done, 1 partly failed, 2 usage or configuration error (or the "
+        "database is unreachable), 3 authorization needed, 4 unexpected error (details in the "
+        "log file named).",
     )
     parser.add_argument("--version", action="version", version=f"adsync {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -68,11 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     code = auth_sub.add_parser(
         "code", parents=[json_flag], help="exchange an auth_code and store the tokens"
     )
-    code.add_argument("code", help="the auth_code from the redirect after authorizing")
+    code.add_argument(
+        "code",
+        metavar="URL_OR_CODE",
+        help="the address bar's URL after authorizing (its auth_code and state are used), "
+        "or the bare auth_code",
+    )
+    code.add_argument(
+        "--confirm",
+        action="store_true",
+        help="take the grant even though it drops accounts granted before",
+    )
 
     token = sub.add_parser("token", help="the Ocean Engine token chain")
     token_sub = token.add_subparsers(dest="action", metavar="ACTION", required=True)
-    token_sub.add_parser("status", parents=[json_flag], help="lifetimes and health")
+    status = token_sub.add_parser("status", parents=[json_flag], help="lifetimes and health")
+    status.add_argument(
+        "--check", action="store_true", help="ask the platform whether the chain is live"
+    )
     token_sub.add_parser("refresh", parents=[json_flag], help="refresh now")
 
     # The date grammar of the chat (adsync.sync.dates): several words make one argument.

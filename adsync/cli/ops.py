@@ -89,6 +89,7 @@ def doctor_checks(ctx: Context) -> list[Check]:
         if checks[-1].ok:
             checks.append(_check("accounts", lambda: _accounts(ctx)))
     checks.extend(_feishu_checks(ctx))
+    checks.append(_admins(ctx))
     return checks
 
 
@@ -108,6 +109,20 @@ def _database_untouched(settings: Settings) -> str:
         store.dispose()
 
 
+def _admins(ctx: Context) -> Check:
+    """Who may change things and authorize from chat (not a failure: a setting to decide)."""
+    admins = ctx.settings.admins
+    if admins:
+        return Check("admins", True, f"{len(admins)} admin(s) may sync, refresh and authorize")
+    return Check(
+        "admins",
+        True,
+        "ADSYNC_ADMINS is not set: everyone in the chats may sync and refresh, and chat hands "
+        "out no authorization links (only `adsync auth url` does) — set ADSYNC_ADMINS to the "
+        "admins' open_ids (ou_…)",
+    )
+
+
 def _feishu_checks(ctx: Context) -> list[Check]:
     """Feishu app, Bitable reachable and writable, fields, report chats, alert webhook."""
     settings = ctx.settings
@@ -125,7 +140,10 @@ def _feishu_checks(ctx: Context) -> list[Check]:
             or f"table {settings.feishu_bitable_table_id}"
         ),
     )
-    checks = [app, table]
+    checks = [app, _check("Feishu event keys", lambda: _event_keys(settings))]
+    if app.ok:
+        checks.append(_check("Feishu bot", lambda: _bot_identity(settings)))
+    checks.append(table)
     if app.ok and table.ok:
         from adsync.sync.bitable import BitableSink  # imports lark-oapi: only when configured
 
@@ -187,6 +205,30 @@ def _membership_checks(settings: Settings) -> list[Check]:
         else:
             checks.append(Check(name, False, m.problem, m.fix, 1))
     return checks
+
+
+def _event_keys(settings: Settings) -> str:
+    """The webhook opens only with the Encrypt Key (signatures); the token is a second check."""
+    from adsync.bot.gate import webhook_key_problem
+
+    problem = webhook_key_problem(settings)
+    if problem is not None:
+        raise problem
+    if not settings.feishu_verification_token:
+        return (
+            "FEISHU_ENCRYPT_KEY set: events are signed and encrypted; FEISHU_VERIFICATION_TOKEN "
+            "is not set (recommended: each event's token is then checked too)"
+        )
+    return "FEISHU_ENCRYPT_KEY and FEISHU_VERIFICATION_TOKEN set: events are signed and checked"
+
+
+def _bot_identity(settings: Settings) -> str:
+    """The bot's own open_id: group messages count only when they @-mention it."""
+    from adsync.bot.intake import BotIdentity
+    from adsync.sync.feishu import FeishuCaller, make_client
+
+    caller = FeishuCaller(make_client(settings, timeout=10.0), attempts=2, base_delay=0.2)
+    return f"its open_id is {BotIdentity(caller).fetch()} (@-mentions of it are commands)"
 
 
 def _fields(sink: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import TextIO
 
@@ -10,6 +11,7 @@ from adsync.cli.context import Context
 from adsync.cli.fmt import print_json, table
 from adsync.sync.causes import cause_of, collapse, group
 from adsync.sync.dates import check_reportable, parse_when
+from adsync.sync.errors import AdsyncError
 from adsync.sync.reports import report_today, resolve_accounts
 from adsync.sync.runner import FAILED, Progress, Runner, RunResult
 
@@ -90,6 +92,11 @@ def sync(ctx: Context) -> int:
         requested_by="cli",
         wait=0 if ctx.args.no_wait else 1800,
     )
+    if result.needs_authorization:
+        # The operator may authorize from here: a link bound to the CLI (never minted by the
+        # run itself, whose result also reaches chat cards).
+        with contextlib.suppress(AdsyncError):
+            result.auth_url = ctx.services.tokens.authorization_url(requested_by="cli")
     if ctx.json:
         print_json(result.to_json())
     else:

@@ -99,7 +99,8 @@ class RunResult:
     account_changes: list[str] = field(default_factory=list)
     error: str = ""
     hint: str = ""
-    auth_url: str = ""
+    auth_url: str = ""  # set by the CLI, which may show a link; never by the run itself
+    needs_authorization: bool = False
 
     @property
     def failed(self) -> list[AccountResult]:
@@ -113,7 +114,7 @@ class RunResult:
     def exit_code(self) -> int:
         if self.status == "ok":
             return 0
-        return 3 if self.auth_url else 1
+        return 3 if self.needs_authorization or self.auth_url else 1
 
     @property
     def dates(self) -> str:
@@ -204,10 +205,12 @@ class Runner:
             result.error, result.hint = exc.message, exc.hint
         except AdsyncError as exc:
             self._fail(result, exc, started)
-        except Exception as exc:  # noqa: BLE001 - the ledger must record every ending
+        except Exception:  # noqa: BLE001 - the ledger must record every ending
+            # The ledger and the cards get no exception text (it can carry values, e.g. a
+            # database error's statement); the log has it, through the redactor.
             log.exception("run %s crashed", result.run_id)
             result.status = FAILED
-            result.error = f"unexpected error: {type(exc).__name__}: {exc}"
+            result.error = "an unexpected error stopped the run (the details are in adsync's log)"
         except KeyboardInterrupt:  # Ctrl-C on `adsync sync`: say so in the ledger, then stop
             result.status = INTERRUPTED
             result.error = "interrupted: stopped by the operator (Ctrl-C); sync these dates again"
@@ -363,10 +366,11 @@ class Runner:
         try:
             fetched = fetch_rows(self.services.api(client), account, start, end)
         except AdsyncError as exc:
-            res = AccountResult(account.id, account.name, FAILED, exc.message)
+            res = AccountResult(account.id, account.name, FAILED, exc.public_message)
             return self._timed(res, client, began), [], exc
         except Exception as exc:  # noqa: BLE001 - one account's surprise must not stop the others
-            # One traceback per kind of surprise in a run; the summary line counts them all.
+            # One traceback per kind of surprise in a run (in the log, never in a card: its
+            # text may carry internals); the summary line counts them all.
             with self._seen_lock:
                 first = type(exc) not in self._seen
                 self._seen.add(type(exc))
@@ -376,7 +380,8 @@ class Runner:
                 account.id,
                 exc_info=True,
             )
-            res = AccountResult(account.id, account.name, FAILED, f"{type(exc).__name__}: {exc}")
+            reason = "an unexpected error (the details are in adsync's log)"
+            res = AccountResult(account.id, account.name, FAILED, reason)
             return self._timed(res, client, began), [], exc
         finally:
             client.close()
@@ -401,9 +406,12 @@ class Runner:
 
     def _fail(self, result: RunResult, exc: AdsyncError, started: float) -> RunResult:
         result.status = FAILED
-        result.error, result.hint = exc.message, exc.hint
+        # What the ledger and the cards may say (a StoreError's message names the database).
+        result.error, result.hint = exc.public_message, exc.public_hint
+        if exc.public_message != exc.message:
+            log.error("run %s failed: %s", result.run_id, exc.message)
         if isinstance(exc, AuthorizationNeeded):
-            result.auth_url = exc.auth_url
+            result.needs_authorization = True
         result.seconds = round(time.monotonic() - started, 3)
         return result
 

@@ -288,7 +288,7 @@ def test_doctor_fails_for_a_report_chat_the_bot_is_not_in(
     sandbox.post("/_sandbox/feishu/chats", {"chat_id": "oc_sandbox_reports", "bot_member": False})
     sandbox.post("/_sandbox/feishu/chats", {"chat_id": "oc_disbanded", "dissolved": True})
     chats = "oc_sandbox_reports,oc_no_such_chat,oc_disbanded"
-    env = {**env, "FEISHU_REPORT_CHAT_IDS": chats}
+    env = {**env, "FEISHU_REPORT_CHAT_IDS": chats, "FEISHU_ENCRYPT_KEY": "doctor-test-key"}
     result = cli(["doctor"], env)
     assert result.returncode == 1 and "all checks passed" not in result.stdout
     assert "✗ bot in oc_sandbox_reports: the bot is not a member" in result.stdout

@@ -1027,7 +1027,7 @@ def test_zero_accounts_is_an_alert_never_a_success(
     assert alert.title == "同步失败 · the daily sync failed" and alert.template == "red"
     assert "no accounts" in alert.text
     [card] = reports(sandbox)
-    assert card.template == "orange" and "没有数据" in card.text  # not a blue "all fine"
+    assert card.template == "orange" and "还没有同步" in card.text  # not a blue "all fine"
     done = record(services.store, f"daily:{day}")
     assert done is not None and done["status"] == "failed"
 

@@ -35,6 +35,9 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
+from adsync.sync.causes import Cause, cause_of, collapse, group  # pure: no SQLAlchemy
+from adsync.sync.dates import spans_text
+
 if TYPE_CHECKING:  # annotations only: these modules import SQLAlchemy
     from adsync.sync.discovery import AccountsView, ListedAccount
     from adsync.sync.runner import AccountResult, RunResult
@@ -719,10 +722,18 @@ def sync_card(result: RunResult, lang: str) -> Card:
                 )
             )
         )
+    # The run's own error (the authorization died) is said above; its accounts are not
+    # listed again as a cause of their own.
+    error_cause = cause_of(result.error)[0] if result.error else None
+    grouped = group((a.name or a.account_id, a.reason) for a in failed)
+    causes = [c for c in grouped if c.short != error_cause]
+    if causes:
+        elements.append(_markdown(_causes_block(causes, total, lg, bool(result.auth_url))))
     if total:
-        elements.append(_sync_table(result.accounts, lg))
+        numbers = {c.short: n for n, c in enumerate(causes, 1)} if len(causes) > 1 else {}
+        elements.append(_sync_table(result.accounts, lg, numbers))
     if result.warnings:
-        elements.append(_markdown(_warnings(result.warnings, lg)))
+        elements.append(_markdown(_warnings(collapse(result.warnings), lg)))
     buttons = []
     if result.auth_url:  # only the CLI sets one; chat cards never carry a link
         label = _t(lg, "Authorize again", "重新授权")
@@ -866,16 +877,41 @@ def _sync_totals(result: RunResult, ok: int, total: int, lang: Lang) -> str:
     return "\n".join(lines)
 
 
-def _sync_table(accounts: Sequence[AccountResult], lang: Lang) -> dict[str, Any]:
+def _causes_block(causes: Sequence[Cause], total: int, lang: Lang, auth: bool) -> str:
+    """Each cause of failure once, with how many accounts it hit and what to do (the table
+    below shows who): twenty accounts refused for one reason are one line, not twenty."""
+    lines = []
+    for n, cause in enumerate(causes[:MAX_LIST], 1):
+        tag = f"#{n} " if len(causes) > 1 else ""  # the table's cause column refers to it
+        lines.append(
+            _t(
+                lang,
+                f"**✗ {tag}{cause.count:,} of {total:,} accounts**: {_md(cause.short)}",
+                f"**✗ {tag}{total:,} 个账户中 {cause.count:,} 个失败**：{_md(cause.short)}",
+            )
+        )
+        if cause.fix and not auth:
+            lines.append("→ " + _md(cause.fix))
+    hidden = len(causes) - MAX_LIST
+    if hidden > 0:
+        lines.append(_t(lang, f"… and {hidden:,} more causes", f"…… 另有 {hidden:,} 种原因"))
+    return "\n".join(lines)
+
+
+def _sync_table(
+    accounts: Sequence[AccountResult], lang: Lang, causes: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The accounts, failures first. Each cause is written once above the table; with several,
+    a column gives each failed account its cause's number (#1, #2 …), not the text again."""
     ordered = sorted(accounts, key=lambda a: a.status != "failed")  # stable: failures first
-    with_reasons = any(a.reason for a in ordered)
+    with_reasons = bool(causes) and any(a.reason for a in ordered)
     columns = [
         ("account", _t(lang, "Account", "账户"), "text"),
         ("status", _t(lang, "Status", "状态"), "options"),
         ("rows", _t(lang, "Rows", "行数"), "num"),
     ]
     if with_reasons:
-        columns.append(("reason", _t(lang, "Reason", "原因"), "text"))
+        columns.append(("reason", _t(lang, "Cause", "原因"), "text"))
     rows = []
     for a in ordered:
         row: dict[str, Any] = {
@@ -884,7 +920,8 @@ def _sync_table(accounts: Sequence[AccountResult], lang: Lang) -> dict[str, Any]
             "rows": count(a.rows),
         }
         if with_reasons:
-            row["reason"] = _cell(_reason(a.reason), REASON_CHARS) if a.reason else ""
+            number = causes.get(cause_of(a.reason)[0]) if causes and a.reason else None
+            row["reason"] = f"#{number}" if number else ""
         rows.append(row)
     return _table("accounts", columns, rows)
 
@@ -1137,9 +1174,12 @@ def summary_card(
         else _t(lg, f"vs the previous {days} days", f"对比前 {days} 天")
     )
     empty = not summary.totals.rows
-    template = "orange" if failures or empty else "blue"
+    unsynced = not summary.synced or summary.not_synced or summary.unsynced_accounts
+    template = "orange" if failures or empty or unsynced else "blue"
     elements: list[dict[str, Any]] = _tiles(_summary_tiles(summary, average, lg, one_day))
-    if empty:
+    if unsynced:
+        elements.append(_markdown(_not_synced_block(summary, lg)))
+    elif empty:
         elements.append(
             _markdown(
                 _t(
@@ -1159,10 +1199,21 @@ def summary_card(
                 )
             )
         )
-        elements.append(_failures_table(failures, lg))
-    points = [(p.day.strftime("%m-%d"), p.cost) for p in summary.trend[-CHART_POINTS:]]
+        causes = group((a.name or a.account_id, a.reason) for a in failures)
+        elements.append(_markdown(_causes_block(causes, len(failures), lg, auth=False)))
+        numbers = {c.short: n for n, c in enumerate(causes, 1)} if len(causes) > 1 else {}
+        elements.append(_failures_table(failures, lg, numbers))
+    # A day nobody synced would plot as a fall to zero: it is left out of the chart.
+    trend = summary.trend[-CHART_POINTS:]
+    points = [(p.day.strftime("%m-%d"), p.cost) for p in trend if p.synced]
     if points:
         chart_title = _t(lg, f"Spend, last {len(points)} days", f"近 {len(points)} 天消耗")
+        if len(points) < len(trend):
+            chart_title = _t(
+                lg,
+                f"Spend, the {len(points)} synced days of the last {len(trend)}",
+                f"近 {len(trend)} 天中已同步的 {len(points)} 天消耗",
+            )
         elements.append(_chart(chart_title, points))
     if summary.accounts:
         elements.append(_hr())
@@ -1188,6 +1239,45 @@ def summary_card(
     return fit(card, note=_note_for("accounts", "账户", "adsync summary", lg))
 
 
+def _not_synced_block(summary: Summary, lang: Lang) -> str:
+    """Days or accounts nobody has synced yet: said as such, never shown as a fall to zero."""
+    period = _span(summary.start, summary.end)
+    if not summary.synced:
+        return _t(
+            lang,
+            f"⚠️ **{period} is not synced yet**, so there are no figures for it (not a fall "
+            f"to zero). Sync it: `sync {period}`.",
+            f"⚠️ **{period} 还没有同步**，所以没有数字（不是降到 0）。请同步：“同步 {period}”。",
+        )
+    lines = []
+    if summary.not_synced:
+        missing = spans_text(summary.not_synced)
+        n, days = len(summary.not_synced), summary.days
+        lines.append(
+            _t(
+                lang,
+                f"⚠️ **Not synced yet: {_md(missing)}** ({n} of {days} days); the figures cover "
+                f"the other days and are not compared with the previous period. Sync them: "
+                f"`sync {_md(missing.split(', ')[0])}`.",
+                f"⚠️ **还没有同步：{_md(missing)}**（{days} 天中的 {n} 天）；以上数字只含其他日期，"
+                f"不做环比。请同步：“同步 {_md(missing.split(', ')[0])}”。",
+            )
+        )
+    elif summary.unsynced_accounts:
+        names = [_md(a.name or a.id, NAME_CHARS) for a in summary.unsynced_accounts]
+        listed = _more_list(names, MAX_NAMES, lang, _t(lang, ", ", "、"))
+        lines.append(
+            _t(
+                lang,
+                f"⚠️ **Not synced yet for {len(names):,} accounts** (their figures are missing, "
+                f"not zero): {listed}. Sync them: `sync {period}`.",
+                f"⚠️ **{len(names):,} 个账户还没有同步**（缺数据，不是 0）：{listed}。"
+                f"请同步：“同步 {period}”。",
+            )
+        )
+    return "\n".join(lines)
+
+
 def _summary_tiles(
     summary: Summary, average: Totals | None, lang: Lang, one_day: bool
 ) -> list[tuple[str, str, list[str]]]:
@@ -1196,11 +1286,14 @@ def _summary_tiles(
         lang, "vs prev day" if one_day else "vs prev period", "较前一天" if one_day else "较上期"
     )
     avg_word = _t(lang, "vs 7-day avg", "较 7 日均值")
+    # A period with days nobody synced compares with nothing: "—", never a fake −100 %.
+    comparable = summary.comparable
 
     def notes(pick: Callable[[Totals], object]) -> list[str]:
-        out = [f"{prev_word} {pct(_change(pick(now), pick(before)))}"]
+        out = [f"{prev_word} {pct(_change(pick(now), pick(before)) if comparable else None)}"]
         if average is not None:
-            out.append(f"{avg_word} {pct(_change(pick(now), pick(average)))}")
+            moved = _change(pick(now), pick(average)) if not summary.not_synced else None
+            out.append(f"{avg_word} {pct(moved)}")
         return out
 
     return [
@@ -1229,7 +1322,7 @@ def _summary_table(accounts: Sequence[AccountSummary], lang: Lang) -> dict[str, 
         {
             "account": _cell(a.name or a.account_id),
             "spend": money(a.totals.cost),
-            "change": pct(_change(a.totals.cost, a.previous.cost)),
+            "change": pct(_change(a.totals.cost, a.previous.cost) if a.comparable else None),
             "conv": count(a.totals.convert_cnt),
             "cpa": money(a.totals.conversion_cost),
         }
@@ -1238,18 +1331,20 @@ def _summary_table(accounts: Sequence[AccountSummary], lang: Lang) -> dict[str, 
     return _table("accounts", columns, rows)
 
 
-def _failures_table(failures: Sequence[AccountResult], lang: Lang) -> dict[str, Any]:
-    columns = [
-        ("account", _t(lang, "Account", "账户"), "text"),
-        ("reason", _t(lang, "Reason", "原因"), "text"),
-    ]
-    rows = [
-        {
-            "account": _cell(a.name or a.account_id),
-            "reason": _cell(_reason(a.reason) or "—", REASON_CHARS),
-        }
-        for a in failures
-    ]
+def _failures_table(
+    failures: Sequence[AccountResult], lang: Lang, causes: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """Who failed; each cause is written once above, a column numbers it when there are several."""
+    columns = [("account", _t(lang, "Account", "账户"), "text")]
+    if causes:
+        columns.append(("reason", _t(lang, "Cause", "原因"), "text"))
+    rows = []
+    for a in failures:
+        row = {"account": _cell(a.name or a.account_id)}
+        if causes:
+            number = causes.get(cause_of(a.reason)[0]) if a.reason else None
+            row["reason"] = f"#{number}" if number else "—"
+        rows.append(row)
     return _table("failures", columns, rows)
 
 
@@ -1331,7 +1426,7 @@ def history_card(runs: Sequence[Mapping[str, Any]], lang: str, *, tz: TzLike = N
         ("dates", _t(lg, "Dates", "日期"), "text"),
         ("status", _t(lg, "Status", "状态"), "options"),
         ("rows", _t(lg, "Created/updated/same", "新增/更新/未变"), "num"),
-        ("error", _t(lg, "Error", "错误"), "text"),
+        ("error", _t(lg, "Why", "原因"), "text"),
     ]
     rows = []
     for r in runs:
@@ -1345,7 +1440,8 @@ def history_card(runs: Sequence[Mapping[str, Any]], lang: str, *, tz: TzLike = N
                 "status": _option(status, lg),
                 "rows": f"{count(r.get('rows_created') or 0)}/{count(r.get('rows_updated') or 0)}/"
                 f"{count(r.get('rows_unchanged') or 0)}",
-                "error": _cell(r.get("error") or "", REASON_CHARS),
+                # Why it failed or was partial, each cause once with its count (recent_runs).
+                "error": _cell(r.get("why") or r.get("error") or "", REASON_CHARS),
             }
         )
     latest = str(runs[0].get("status") or "")

@@ -12,7 +12,6 @@ across restarts. Every job takes its time from ``self.now()`` — the seam tests
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import signal
@@ -27,6 +26,7 @@ from sqlalchemy import insert, select, update
 from adsync.bot import cards
 from adsync.bot.alerts import Notifier
 from adsync.bot.messenger import Messenger
+from adsync.sync.causes import cause_lines
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded, TokenNotSaved
 from adsync.sync.oceanengine import OceanEngineError
 from adsync.sync.reports import resolve_accounts
@@ -134,7 +134,7 @@ class Clock:
             self._save(key, record)
             self._refresh_reports(end, record, failures)
             if still and done + 1 == len(plan):
-                lines = [f"{a.label}: {a.reason}" for a in failures]
+                lines = cause_lines((a.label, a.reason) for a in failures)  # once per cause
                 lines.append(
                     f"已重试 {done + 1} 次 · retried {done + 1} times; `sync` again when fixed"
                 )
@@ -369,7 +369,7 @@ class Clock:
             if result.status in ("failed", "partial"):
                 # Yesterday may still hold this morning's (not yet final) numbers: say so.
                 lines = [result.error] if result.error else []
-                lines += [f"{a.label}: {a.reason}" for a in result.failed[:10]]
+                lines += cause_lines((a.label, a.reason) for a in result.failed)
                 lines.append("yesterday's rows keep the morning's numbers; run `sync` again")
                 self.notifier.alert(
                     f"settle:failed:{today}", "结算同步失败 · the settle re-sync failed", lines
@@ -425,7 +425,7 @@ class Clock:
                 f"sync:failed:{self.today()}",
                 "同步失败 · the daily sync failed",
                 [result.error or "every account failed"]
-                + [f"{a.label}: {a.reason}" for a in result.failed[:10]],
+                + cause_lines((a.label, a.reason) for a in result.failed),
             )
         if not result.accounts:
             return
@@ -614,37 +614,40 @@ def run_clock(services: Services) -> None:
     """`adsync clock`: the scheduler alone, in the foreground."""
     from adsync.sync.recovery import recover_after_crash
 
-    # A platform stopping the process (SIGTERM) lets a running job's transaction end cleanly;
-    # an interrupted sync is simply repeated by the next run (every write is an upsert). Taken
-    # first, so a SIGTERM during start-up also ends the process cleanly.
-    stopping = threading.Event()
-    started: list[Any] = []
-
     def on_sigterm(*_: object) -> None:
-        stopping.set()
-        if started and started[0].running:
-            started[0].shutdown(wait=False)
+        # A platform stopping the process (SIGTERM) ends what the main thread is doing, as
+        # Ctrl-C does: start-up, or the scheduler's loop; the shutdown below then runs outside
+        # the handler. (Calling shutdown inside it deadlocked when the signal landed in the
+        # executor's submit, which holds the lock shutdown takes.) A running job's transaction
+        # ends cleanly — the interpreter waits for its thread — and an interrupted sync is
+        # simply repeated by the next run (every write is an upsert).
+        raise SystemExit(0)
 
+    # Taken first, so a SIGTERM during start-up also ends the process cleanly.
     signal.signal(signal.SIGTERM, on_sigterm)
-    recover_after_crash(services.store)  # runs and leases a killed predecessor left behind
-    messenger = None
-    settings = services.settings
-    if settings.feishu_app_id and settings.feishu_app_secret:
-        messenger = Messenger(settings)
-    else:
-        log.warning("FEISHU_APP_ID/SECRET not set: reports and alerts go to the webhook only")
-    clock = build_clock(services, messenger)
-    scheduler = build_scheduler(clock, blocking=True)
-    started.append(scheduler)
-    log.info(
-        "clock started: daily at %s, settle at %s (%s)",
-        settings.daily_sync_at.strftime("%H:%M"),
-        settings.settle_at.strftime("%H:%M"),
-        settings.timezone,
-    )
-    if not stopping.is_set():
-        with contextlib.suppress(KeyboardInterrupt, SystemExit):
-            scheduler.start()
+    scheduler: Any = None
+    try:
+        recover_after_crash(services.store)  # runs and leases a killed predecessor left behind
+        messenger = None
+        settings = services.settings
+        if settings.feishu_app_id and settings.feishu_app_secret:
+            messenger = Messenger(settings)
+        else:
+            log.warning("FEISHU_APP_ID/SECRET not set: reports and alerts go to the webhook only")
+        clock = build_clock(services, messenger)
+        scheduler = build_scheduler(clock, blocking=True)
+        log.info(
+            "clock started: daily at %s, settle at %s (%s)",
+            settings.daily_sync_at.strftime("%H:%M"),
+            settings.settle_at.strftime("%H:%M"),
+            settings.timezone,
+        )
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
     log.info("clock stopped")
 
 

@@ -32,6 +32,10 @@ class Context:
         if self._services is None:
             from adsync.sync.services import open_services
 
+            # Without the Ocean Engine app nothing stored can be used: say what to set rather
+            # than create ./data and a database for a configuration that is not there.
+            self.settings.require("OCEANENGINE_APP_ID")
+
             self._services = open_services(self.settings)
         return self._services
 
@@ -51,7 +55,8 @@ def run(handler: Callable[[Context], int | None], args: argparse.Namespace) -> i
     ctx: Context | None = None
     settings: Settings | None = None
     try:
-        settings = load_settings()
+        # The demo and the sandbox bring their own configuration: the operator's is not read.
+        settings = Settings() if getattr(args, "own_configuration", False) else load_settings()
         from adsync.sync.logs import configure_logging
 
         quiet = args.command not in ("serve", "clock", "sandbox")
@@ -68,6 +73,8 @@ def run(handler: Callable[[Context], int | None], args: argparse.Namespace) -> i
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): not an error; `adsync.cli.main` ends quietly
     except Exception as exc:  # noqa: BLE001 - one line and a file, never a traceback with values
         return _unexpected(exc, settings, args, wants_json)
     finally:

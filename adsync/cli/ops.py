@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json
@@ -14,7 +15,10 @@ from adsync.sync.errors import AdsyncError, AuthorizationNeeded, ConfigError
 def sandbox(ctx: Context) -> int:
     from adsync.sandbox.server import main as serve
 
-    return serve(["--port", str(ctx.args.port), "--seed", str(ctx.args.seed)])
+    argv = ["--port", str(ctx.args.port), "--seed", str(ctx.args.seed)]
+    if ctx.args.write_env:
+        argv += ["--write-env", ctx.args.write_env]
+    return serve(argv)
 
 
 @dataclass
@@ -24,6 +28,11 @@ class Check:
     detail: str
     fix: str = ""
     exit_code: int = 0
+    skipped: bool = False  # not run: an earlier check it depends on failed
+
+
+def _skipped(name: str, because: str) -> Check:
+    return Check(name, True, f"skipped: {because}", skipped=True)
 
 
 def _check(name: str, fn: Callable[[], str]) -> Check:
@@ -35,32 +44,69 @@ def _check(name: str, fn: Callable[[], str]) -> Check:
 
 def doctor_checks(ctx: Context) -> list[Check]:
     settings = ctx.settings
-    checks = [
-        _check(
-            "Ocean Engine app",
-            lambda: (
-                settings.require("OCEANENGINE_APP_ID", "OCEANENGINE_APP_SECRET")
-                or f"app {settings.oceanengine_app_id}, API {settings.oceanengine_api_base}"
-            ),
+    checks = []
+    if settings.unknown:
+        checks.append(
+            Check(
+                "settings",
+                False,
+                "; ".join(settings.unknown),
+                "rename or remove them (.env.example lists every setting)",
+                2,
+            )
+        )
+    app = _check(
+        "Ocean Engine app",
+        lambda: (
+            settings.require("OCEANENGINE_APP_ID", "OCEANENGINE_APP_SECRET")
+            or f"app {settings.oceanengine_app_id}, API {settings.oceanengine_api_base}"
         ),
+    )
+    checks.append(app)
+    checks.append(
         _check(
             "redirect URI",
             lambda: (
                 settings.require("OCEANENGINE_REDIRECT_URI")
                 or str(settings.oceanengine_redirect_uri)
             ),
-        ),
-        _check("database", lambda: ctx.services.store.check()),
-    ]
-    if not checks[-1].ok:
-        return checks
-    checks.append(_check("Ocean Engine reachable", lambda: _reachable(ctx)))
-    checks.append(_check("token", lambda: _token(ctx)))
-    if checks[-1].ok:
-        checks.append(_check("accounts", lambda: _accounts(ctx)))
+        )
+    )
+    if not app.ok:
+        # Nothing at the platform can be checked without the app, and retrying it would only
+        # cost seconds; nor is a database (./data) created for a configuration not there.
+        checks.append(_check("database", lambda: _database_untouched(settings)))
+        because = "set the Ocean Engine app first"
+        checks.append(_skipped("Ocean Engine reachable", because))
+        checks.append(_skipped("token", because))
+        checks.append(_skipped("accounts", because))
+    else:
+        checks.append(_check("database", lambda: ctx.services.store.check()))
+        if not checks[-1].ok:
+            return checks
+        checks.append(_check("Ocean Engine reachable", lambda: _reachable(ctx)))
+        checks.append(_check("token", lambda: _token(ctx)))
+        if checks[-1].ok:
+            checks.append(_check("accounts", lambda: _accounts(ctx)))
     checks.extend(_feishu_checks(ctx))
     checks.append(_admins(ctx))
     return checks
+
+
+def _database_untouched(settings: Settings) -> str:
+    """The database, looked at without creating it (the configuration is incomplete)."""
+    from sqlalchemy.engine import make_url
+
+    from adsync.sync.store import Store
+
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return f"{url.database} does not exist yet; the first command that needs it creates it"
+    store = Store(settings.db_url)
+    try:
+        return store.check()
+    finally:
+        store.dispose()
 
 
 def _admins(ctx: Context) -> Check:
@@ -106,15 +152,18 @@ def _feishu_checks(ctx: Context) -> list[Check]:
         checks.append(fields)
         if fields.ok:
             checks.append(_check("Bitable writable", lambda: _writable(sink)))
-    checks.append(
-        _check(
-            "report chats",
-            lambda: (
-                settings.require("FEISHU_REPORT_CHAT_IDS")
-                or f"{len(settings.feishu_report_chat_ids)} chat(s) get the daily report and alerts"
-            ),
-        )
+    chats = _check(
+        "report chats",
+        lambda: (
+            settings.require("FEISHU_REPORT_CHAT_IDS")
+            or f"{len(settings.feishu_report_chat_ids)} chat(s) get the daily report and alerts"
+        ),
     )
+    checks.append(chats)
+    if chats.ok and app.ok:
+        checks.extend(_membership_checks(settings))
+    elif chats.ok:
+        checks.append(_skipped("bot in the report chats", "set the Feishu app first"))
     if settings.feishu_alert_webhook_url is None:
         checks.append(
             Check(
@@ -125,6 +174,36 @@ def _feishu_checks(ctx: Context) -> list[Check]:
         )
     else:
         checks.append(Check("alert webhook", True, "set: alerts fall back to it if the bot fails"))
+    return checks
+
+
+def _membership_checks(settings: Settings) -> list[Check]:
+    """One check per report chat: the bot must be in it, or every report to it fails (230002)."""
+    from adsync.sync.chats import memberships
+    from adsync.sync.feishu import FeishuCaller, make_client
+
+    # Two tries, short waits: a doctor answers in seconds, not after a retry ladder.
+    caller = FeishuCaller(make_client(settings), attempts=2, base_delay=0.2)
+    checks = []
+    for m in memberships(caller, settings.feishu_report_chat_ids):
+        name = f"bot in {m.chat_id}"
+        if m.member:
+            checks.append(
+                Check(name, True, "the bot is a member: reports and alerts can be posted")
+            )
+        elif m.member is False:
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    "the bot is not a member of this chat: reports and alerts to it would fail",
+                    "open the group → settings → Bots → Add bot → this app; or remove the chat "
+                    "from FEISHU_REPORT_CHAT_IDS",
+                    1,
+                )
+            )
+        else:
+            checks.append(Check(name, False, m.problem, m.fix, 1))
     return checks
 
 
@@ -293,8 +372,14 @@ def doctor(ctx: Context) -> int:
         print_json({"ok": worst == 0, "checks": [c.__dict__ for c in checks]})
         return worst
     for c in checks:
-        ctx.say(f"{'✓' if c.ok else '✗'} {c.name}: {c.detail}")
+        mark = "·" if c.skipped else "✓" if c.ok else "✗"
+        ctx.say(f"{mark} {c.name}: {c.detail}")
         if not c.ok and c.fix:
             ctx.say(f"    fix: {c.fix}")
-    ctx.say("all checks passed" if worst == 0 else "some checks failed; fix them from the top")
+    if worst:
+        ctx.say("some checks failed; fix them from the top")
+    elif any(c.skipped for c in checks):
+        ctx.say("no check failed, but some were skipped")
+    else:
+        ctx.say("all checks passed")
     return worst

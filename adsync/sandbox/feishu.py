@@ -18,6 +18,7 @@ Simulated (all under ``/open-apis``):
   POST  .../records/batch_create | batch_update | batch_delete
   GET   .../records  and  .../records/:record_id
   POST  /im/v1/messages?receive_id_type=...
+  GET   /im/v1/chats/:chat_id/members/is_in_chat         (is the bot in this chat?)
   POST  /im/v1/messages/:message_id/reply
   PATCH /im/v1/messages/:message_id
   POST  /interactive/v1/card/update                      (delayed card update)
@@ -29,7 +30,7 @@ Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
   GET  /messages?chat_id=            every IM message with parsed content and versions
   GET  /tables/<app_token>/<table_id> fields + all records in write format
   POST /tables                       create/replace a table (layout + records)
-  POST /chats                        {chat_id, name?, bot_member, chat_mode?: group|topic|p2p}
+  POST /chats                        {chat_id, name?, bot_member, chat_mode?: group|topic|p2p, dissolved?}
   POST /hooks                        {hook_id?, secret?} -> {hook_id, path, url}
   GET  /hooks/<hook_id>/messages
   POST /card_token                   {message_id} -> {token}
@@ -211,6 +212,8 @@ CODE_MESSAGES: dict[int, str] = {
     1255002: "RpcError",
     1255040: "Request timed out, please try again later",
     230002: "Bot/User can NOT be out of the chat.",
+    232006: "Your request specifies a chat_id which is invalid.",
+    232009: "Your request specifies a chat which has already been dissolved.",
     230020: "This operation triggers the frequency limit.",
     11232: "frequency limited",
     11233: "frequency limited",
@@ -532,6 +535,7 @@ class Chat:
     name: str
     bot_member: bool
     chat_type: str = "group"  # the platform's chat_mode: group | topic | p2p
+    dissolved: bool = False  # a group that was disbanded: its id answers 232009
 
 
 @dataclass
@@ -849,7 +853,11 @@ class FeishuSandbox:
         if mode not in CHAT_MODES:
             raise ControlError(f"chat_mode must be one of {sorted(CHAT_MODES)}")
         chat = Chat(
-            chat_id, str(spec.get("name") or chat_id), bool(spec.get("bot_member", True)), mode
+            chat_id,
+            str(spec.get("name") or chat_id),
+            bool(spec.get("bot_member", True)),
+            mode,
+            dissolved=bool(spec.get("dissolved", False)),
         )
         self._chats[chat_id] = chat
         return chat
@@ -877,6 +885,12 @@ class FeishuSandbox:
             ("POST", "/open-apis/im/v1/messages", self._create_message, True),
             ("POST", "/open-apis/im/v1/messages/<message_id>/reply", self._reply_message, True),
             ("PATCH", "/open-apis/im/v1/messages/<message_id>", self._patch_message, True),
+            (
+                "GET",
+                "/open-apis/im/v1/chats/<chat_id>/members/is_in_chat",
+                self._is_in_chat,
+                True,
+            ),
             ("POST", "/open-apis/interactive/v1/card/update", self._delayed_card_update, True),
             ("POST", "/open-apis/bot/v2/hook/<hook_id>", self._hook, False),
             ("GET", "/open-apis/bot/v3/info", self._bot_info, True),
@@ -1729,6 +1743,21 @@ class FeishuSandbox:
             self._new_version(self._messages[entry.message_id], content, "card_update")
             return {}
 
+    def _is_in_chat(self, chat_id: str) -> dict[str, Any]:
+        """Is the caller (with a tenant token: the bot) a member of ``chat_id``?
+
+        The platform's contract (open.feishu.cn → server-docs/group/chat-member/is_in_chat;
+        lark-oapi 1.7.5 ``IsInChatChatMembersRequest`` / ``...ResponseBody.is_in_chat``): a chat
+        the bot is not in is an answer (``is_in_chat: false``), not an error; an id that names
+        no chat is 232006, a dissolved group 232009 (both HTTP 400)."""
+        with self._lock:
+            chat = self._chats.get(chat_id)
+            if chat is None:
+                raise ApiError(232006, CODE_MESSAGES[232006])
+            if chat.dissolved:
+                raise ApiError(232009, CODE_MESSAGES[232009])
+            return {"is_in_chat": chat.bot_member}
+
     # ---- IM helpers ------------------------------------------------------------------------
 
     def _im_app_limit(self, api: str) -> None:
@@ -2096,6 +2125,7 @@ class FeishuSandbox:
                 "chat_id": chat.chat_id,
                 "bot_member": chat.bot_member,
                 "chat_mode": chat.chat_type,
+                "dissolved": chat.dissolved,
             },
         }
 

@@ -47,7 +47,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, text, update
-from sqlalchemy.engine import Connection
 
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.oceanengine import OceanEngineAPI, OceanEngineError, PermanentError
@@ -325,10 +324,13 @@ def save(
     """Record a discovery and return what changed since the previous one. One writer at a
     time (so two runs finishing together report a change once, not twice). ``keep``: accounts
     of chains that were not asked (they do not vanish); ``reach``: what each chain asked
-    reaches, recorded for ``routes``."""
+    reaches, recorded for ``routes``.
+
+    Idempotent, so it is rerun when the connection drops even during the commit: a rerun after
+    a commit that did land finds the new list already stored and reports no change again."""
     now = now or utcnow()
 
-    def write(conn: Connection) -> list[Change]:
+    def record(conn: Any) -> list[Change]:
         if store.dialect == "postgresql":
             conn.execute(text(DISCOVERY_LOCK))
         for chain_id, ids in (reach or {}).items():
@@ -443,9 +445,7 @@ def save(
             )
         return changes
 
-    # A dropped connection reruns the whole transaction (it reads what it compares with);
-    # a commit whose answer was lost is not rerun (the changes it found would be lost).
-    return store.transact(write, exclusive=True)
+    return store.transact(record, exclusive=True, idempotent=True)
 
 
 def _via(f: Found) -> str:

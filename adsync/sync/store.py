@@ -568,7 +568,14 @@ class Store:
         self, url: str, data_dir: Path | None = None, *, wait: float = DB_WAIT_SECONDS
     ) -> None:
         self.url_for_humans = _describe(url)
-        self.dialect = make_url(url).get_backend_name()
+        try:
+            self.dialect = make_url(url).get_backend_name()
+        except (SQLAlchemyError, ValueError):
+            raise StoreError(
+                f"{self.url_for_humans} is not a database URL",
+                hint="set ADSYNC_DATABASE_URL to sqlite:///path/to/adsync.db or "
+                "postgresql://user:password@host:5432/db",
+            ) from None
         self.wait = wait  # seconds a call waits for a lock or a lost connection (ADSYNC_DB_WAIT)
         self.data_dir = data_dir
         self.sqlite_path: Path | None = None  # the database file, for SQLite on disk
@@ -589,7 +596,8 @@ class Store:
             self.migrate()
         except StoreError:
             raise
-        except (SQLAlchemyError, sqlite3.Error, OSError, ValueError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError, ValueError, ImportError) as exc:
+            # ImportError: a URL naming a driver that is not installed (mysql://, …).
             raise self._error("cannot open", exc) from None
 
     def _error(self, doing: str, exc: BaseException) -> StoreError:

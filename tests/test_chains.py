@@ -258,6 +258,57 @@ def test_an_account_granted_by_both_logins_is_fetched_once_and_by_the_other_if_i
     assert {r["同步键"] for r in table_records(sandbox)} == keys_of(sandbox, yesterday, set(ids))
 
 
+def test_configured_accounts_under_two_agents_are_each_fetched_with_the_login_that_may_read_them(
+    env: dict[str, str], sandbox: Sandbox, day: date, tmp_path: Path
+) -> None:
+    """Each login granted an agent (代理: adsync cannot list the 本地推 accounts behind one), so
+    ADSYNC_ACCOUNTS names them and nothing says which login reaches which: each account is
+    asked with the logins in order until one may read it (40002 from the other)."""
+    from adsync.sync.config import load_settings
+    from adsync.sync.services import open_services
+
+    ids = everyone(sandbox)
+    configured = {**env, "ADSYNC_ACCOUNTS": ",".join(ids)}
+    services = open_services(load_settings(configured, cwd=tmp_path))
+    try:
+        for user, theirs in ((None, ids[:4]), (BOB, ids[4:])):
+            body: dict[str, Any] = {"grants": [{"type": "AGENT", "account_ids": theirs}]}
+            if user:
+                body["user"] = user
+            code = sandbox.post("/_sandbox/oceanengine/auth_code", body)["auth_code"]
+            services.tokens.authorize(code)
+        chains = services.tokens.chains()
+        routes = discovery.routes(chains, services.store, OE_APP_ID, ids)
+        assert all(r.guessed and len(r.chains) == 2 for r in routes.values())
+        yesterday = day - timedelta(days=1)
+        denied = sandbox.stats()["errors"].get("40002", 0)
+        result = Runner(services).run(yesterday, yesterday)
+        assert result.status == "ok", [a.reason for a in result.failed]
+        assert {a.account_id for a in result.accounts} == set(ids)
+        assert sandbox.stats()["errors"].get("40002", 0) > denied  # the other login said no
+        assert {r["同步键"] for r in table_records(sandbox)} == keys_of(
+            sandbox, yesterday, set(ids)
+        )
+    finally:
+        services.close()
+
+
+def test_accounts_check_with_one_login_dead_names_its_accounts_and_exits_3(
+    services: Any, sandbox: Sandbox, env: dict[str, str], cli: Any
+) -> None:
+    ids = everyone(sandbox)
+    authorize(services, sandbox, ids[:4])
+    authorize(services, sandbox, ids[4:], user=BOB)
+    sandbox.post("/_sandbox/oceanengine/revoke", {"user": BOB})
+    checked = cli(["accounts", "--check", "--json"], env)
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    results = {r["id"]: r for r in json.loads(checked.stdout)["check"]["results"]}
+    assert {i for i, r in results.items() if r["ok"]} == set(ids[:4])
+    for account_id in ids[4:]:
+        assert BOB_NAME in results[account_id]["error"]
+        assert "authorizes again" in results[account_id]["fix"]
+
+
 # -- who replaces what ----------------------------------------------------------------------------
 
 

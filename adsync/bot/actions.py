@@ -217,9 +217,12 @@ class Actions:
     def _do_auth(self, command: Auth, caller: Caller, trigger: str) -> Card:
         text = (
             "在 15 分钟内打开链接，勾选全部本地推账户并确认；完成后我会在群里告诉大家。"
+            "授权的是浏览器中已登录的巨量引擎账号：同一账号会替换它之前的授权，另一个账号则新增一个授权。"
             if command.lang == "zh"
             else "Open the link within 15 minutes, tick every local-push account and confirm; "
-            "I will tell the group when it is done."
+            "I will tell the group when it is done. It authorizes the Ocean Engine login "
+            "signed in in that browser: that login's earlier authorization is replaced, "
+            "another login's is added beside the others."
         )
         return self._auth_card(command.lang, text, caller)
 

@@ -85,7 +85,10 @@ class AccountCheck:
 
     @property
     def exit_code(self) -> int:
-        """0 every account answers; 1 some fail (as a partly failed sync)."""
+        """0 every account answers; 1 some fail (as a partly failed sync); 3 when some fail
+        because their authorization is gone (a person must authorize again, as a sync says)."""
+        if any(r.fix == REAUTHORIZE_FIX for r in self.failed):
+            return 3
         return 1 if self.failed else 0
 
     def to_json(self) -> dict[str, Any]:

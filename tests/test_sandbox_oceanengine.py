@@ -918,3 +918,52 @@ def test_consenting_again_replaces_the_grant_before_any_exchange(oe: OE) -> None
     headers = {"Access-Token": old["access_token"]}
     assert oe.get("/open_api/2/user/info/", headers=headers)["code"] == 40105
     assert oe.refresh(old["refresh_token"])["code"] == 40107
+
+
+def test_each_user_has_a_grant_of_their_own(oe: OE) -> None:
+    """Authorization is per user ("API授权是以User为纬度的", reference §1.1): a second user's
+    consent adds a grant and kills nobody's; user/info names the token's user; revoking one user
+    leaves the other alive; one account may be granted by both."""
+    everyone = oe.get("/_sandbox/oceanengine/grant")["all_account_ids"]
+    alice = oe.authorize(account_ids=everyone[:3])
+    bob = oe.authorize(account_ids=everyone[2:], user="bob")
+
+    def info(tokens: dict[str, Any]) -> dict[str, Any]:
+        return oe.get("/open_api/2/user/info/", headers={"Access-Token": tokens["access_token"]})
+
+    a, b = info(alice), info(bob)
+    assert a["code"] == b["code"] == 0
+    assert (
+        a["data"]["display_name"] == "本地推运营（沙盒）"
+        and b["data"]["display_name"] == "bob（沙盒）"
+    )
+    assert a["data"]["id"] != b["data"]["id"] and isinstance(b["data"]["id"], int)
+    shared = everyone[2]
+    params = {
+        "local_account_id": shared,
+        "start_date": TODAY,
+        "end_date": TODAY,
+        "time_granularity": "TIME_GRANULARITY_DAILY",
+        "metrics": json.dumps(ALL_METRICS),
+        "page": 1,
+        "page_size": 10,
+    }
+    for tokens in (alice, bob):
+        headers = {"Access-Token": tokens["access_token"]}
+        assert oe.get(PROMOTION, params, headers=headers)["code"] == 0
+    outside = {**params, "local_account_id": everyone[0]}
+    assert (
+        oe.get(PROMOTION, outside, headers={"Access-Token": bob["access_token"]})["code"] == 40002
+    )
+    # Bob consents again: only his grant is replaced.
+    oe.code(user="bob")
+    assert info(bob)["code"] == 40105 and info(alice)["code"] == 0
+    bob = oe.authorize(account_ids=everyone[2:], user="bob")
+    # Bob removes the app: Alice's tokens still work, and still refresh.
+    assert oe.post("/_sandbox/oceanengine/revoke", {"user": "bob"})["authorized_users"] == [
+        "default"
+    ]
+    assert info(bob)["code"] == 40105 and oe.refresh(bob["refresh_token"])["code"] == 40107
+    assert oe.refresh(alice["refresh_token"])["code"] == 0
+    grant = oe.get("/_sandbox/oceanengine/grant", {"user": "bob"})
+    assert not grant["authorized"] and grant["user"]["display_name"] == "bob（沙盒）"

@@ -56,7 +56,6 @@ Run: ``.venv/bin/python bench/webhook_ack.py [--rounds 3] [--deliveries 200]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import selectors
 import shlex
@@ -70,7 +69,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -151,15 +150,15 @@ def create_inline_app() -> Any:
     return app
 
 
-class _NoLanes:
-    """Chat lanes that run nothing: for ``create_dispatch_app``."""
+def _no_spool() -> Any:
+    """A spool that keeps nothing: for ``create_dispatch_app``."""
+    from adsync.bot.spool import Spool
 
-    @contextlib.contextmanager
-    def acknowledging(self) -> Iterator[None]:
-        yield
+    class NoSpool(Spool):
+        def append(self, record: dict[str, Any]) -> None:
+            return None
 
-    def submit(self, lane: str, job: Callable[[], None]) -> None:
-        return None
+    return NoSpool(Path(tempfile.gettempdir()) / "adsync-bench-no-spool")
 
 
 def create_dispatch_app() -> Any:
@@ -173,7 +172,7 @@ def create_dispatch_app() -> Any:
 
     settings = load_settings()
     bot = build_bot(settings)
-    bot.lanes = _NoLanes()  # type: ignore[assignment]
+    bot.spool = _no_spool()
     return create_app(settings, bot)
 
 

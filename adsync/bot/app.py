@@ -3,7 +3,9 @@
 Events go through lark-oapi's ``EventDispatcherHandler`` (decryption, verification token,
 ``X-Lark-Signature``). Its own answer to a bad request is HTTP 500 — which Feishu would retry
 for seven hours — so the view maps every refusal to a 4xx: our handlers never raise (they only
-claim and queue), so a 500 from the dispatcher can only mean the request itself was refused.
+filter and spool), so a 500 from the dispatcher means the request itself was refused. The one
+exception is an event that could not be written to the spool (a full or read-only disk): it was
+not kept, so it must not be acknowledged — the view answers 503 and Feishu delivers it again.
 
 Gunicorn: ``gunicorn 'adsync.bot.app:create_app()'`` (what the Procfile runs).
 """
@@ -16,7 +18,7 @@ import logging
 from typing import Any
 
 import lark_oapi as lark
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, has_request_context, jsonify, request
 from lark_oapi.adapter.flask import parse_req
 from lark_oapi.api.im.v1 import (
     P2ImChatMemberBotAddedV1,
@@ -30,7 +32,7 @@ from lark_oapi.event.callback.model.p2_card_action_trigger import (
 
 from adsync.bot.actions import Actions
 from adsync.bot.messenger import Messenger, message_uuid
-from adsync.bot.worker import Bot, Incoming, message_text
+from adsync.bot.worker import Bot, Incoming, NotStored, message_text
 from adsync.sync.config import Settings, load_settings
 from adsync.sync.errors import AdsyncError
 
@@ -44,6 +46,12 @@ def build_bot(settings: Settings) -> Bot:
 
     services = open_services(settings)
     return Bot(services.store, Actions(services), Messenger(settings))
+
+
+def stop_bot(bot: Bot) -> None:
+    """The mover's last pass, then the connections: for a clean exit."""
+    bot.stop_mover()
+    bot.actions.services.close()
 
 
 def build_dispatcher(settings: Settings, bot: Bot, *, for_ws: bool = False) -> Any:
@@ -96,6 +104,11 @@ class EventHandlers:
             )
             outcome = self.bot.on_message(incoming)
             log.debug("message %s: %s", incoming.message_id, outcome)
+        except NotStored:
+            # Not on disk, so not acknowledged: the view answers 503 and Feishu re-delivers.
+            if has_request_context():
+                g.adsync_not_stored = True
+            raise
         except Exception:  # noqa: BLE001 - a 500 here would make Feishu retry for hours
             log.exception("could not take a message event")
 
@@ -117,6 +130,10 @@ class EventHandlers:
     def bot_added(self, data: P2ImChatMemberBotAddedV1) -> None:
         try:
             self.bot.on_bot_added(data.header.event_id, data.event.chat_id or "")
+        except NotStored:
+            if has_request_context():
+                g.adsync_not_stored = True
+            raise
         except Exception:  # noqa: BLE001
             log.exception("could not take a bot-added event")
 
@@ -137,6 +154,7 @@ def create_app(settings: Settings | None = None, bot: Bot | None = None) -> Flas
         settings.require("FEISHU_APP_ID", "FEISHU_APP_SECRET")
         bot = build_bot(settings)
     dispatcher = build_dispatcher(settings, bot)
+    bot.start_mover()  # spooled events into the database queue, as soon as it takes them
     app = Flask("adsync")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["adsync_bot"] = bot
@@ -150,9 +168,11 @@ def create_app(settings: Settings | None = None, bot: Bot | None = None) -> Flas
             return _refuse(400, "the body is not JSON")
         if not isinstance(body, dict):
             return _refuse(400, "the body is not a JSON object")
-        # Queued commands wait while requests are being acknowledged (see ChatLanes).
-        with bot.lanes.acknowledging():
+        # The spool's mover waits while requests are being acknowledged (see Bot).
+        with bot.acknowledging():
             answer = dispatcher.do(parse_req())
+        if g.get("adsync_not_stored"):
+            return _refuse(503, "the event could not be stored; deliver it again")
         if answer.status_code == 200:
             return Response(answer.content, 200, content_type="application/json; charset=utf-8")
         reason = _reason(answer.content)
@@ -181,6 +201,12 @@ def create_app(settings: Settings | None = None, bot: Bot | None = None) -> Flas
             if not value
         ]
         checks["configuration"] = "ok" if not missing else f"missing: {', '.join(missing)}"
+        try:
+            checks["queue"] = bot.queue.waiting() if bot.queue is not None else {}
+        except Exception:  # noqa: BLE001 - the database check above says why
+            checks["queue"] = "unknown"
+        if bot.spool is not None:
+            checks["spooled_bytes"] = bot.spool.backlog()
         ok = not missing and not str(checks["database"]).startswith("FAILED")
         return jsonify({"ok": ok, **checks}), (200 if ok else 503)
 

@@ -32,6 +32,7 @@ COMMANDS = {
     ("chat",): "adsync.cli.serve:chat",
     ("serve",): "adsync.cli.serve:serve",
     ("clock",): "adsync.cli.serve:clock",
+    ("worker",): "adsync.cli.serve:worker",
 }
 
 
@@ -91,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=15)
     sub.add_parser("chat", help="the bot's commands in this terminal")
     sub.add_parser("clock", help="the scheduler alone (the Procfile's clock process)")
+    worker = sub.add_parser(
+        "worker", help="run queued chat commands (the Procfile's worker process)"
+    )
+    worker.add_argument("--threads", type=int, default=8, help="commands run at once")
+    worker.add_argument("--clock", action="store_true", help="also run the scheduler")
+    worker.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # serve's: exit with it
     serve = sub.add_parser("serve", help="the webhook server (and the scheduler)")
     serve.add_argument("--port", type=int, help="default: $PORT or 8000")
     serve.add_argument("--ws", action="store_true", help="take events over the long connection")

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -198,6 +199,39 @@ dedup = Table(
     Index("ix_dedup_expires", "expires_at"),
 )
 
+# The durable command queue (adsync.sync.queue): every acknowledged chat event until it is
+# answered. ``lane`` + ``seq`` order a chat's commands; ``holder`` + ``lease_until`` say who runs
+# one; ``answer`` is stored before it is posted, so a crash after posting repeats the post (same
+# uuid) rather than the work.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("lane", String(120), nullable=False),  # the chat
+    Column("seq", BigInteger, nullable=False),  # ms: when it was said (order within the lane)
+    Column("kind", String(24), nullable=False),  # message | card_action | bot_added
+    Column("weight", String(8), nullable=False),  # quick | long
+    Column("event_id", String(100), nullable=False, default=""),
+    Column("message_id", String(100), nullable=False, default=""),
+    Column("payload", Text, nullable=False),  # JSON: what the handler needs
+    Column("state", String(16), nullable=False),  # queued|running|joined|answered|done|failed
+    Column("released", Boolean, nullable=False, default=False),  # quick commands may pass it
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("holder", String(160)),
+    Column("lease_until", UTCDateTime),
+    Column("not_before", UTCDateTime, nullable=False),
+    Column("topic", String(200)),  # what a running job does, for others to join (sync:…)
+    Column("leader_id", Integer),  # joined: the job whose answer this one shows
+    Column("working_id", String(100)),  # the "working on it" message the answer replaces
+    Column("answer", Text),  # JSON: the answer, stored before it is posted
+    Column("error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Index("ix_jobs_state", "state", "not_before"),
+    Index("ix_jobs_lane", "lane", "seq"),
+)
+
 # Named leases: one holder at a time across processes; a dead holder's lease runs out.
 leases = Table(
     "leases",
@@ -277,6 +311,15 @@ def add_missing_columns(conn: Connection, table: Table) -> None:
 # tables do (add_missing_columns).
 # Register a step right after its function: ``MIGRATIONS.append((N, _vN))``.
 MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
+
+
+def _v3(conn: Connection) -> None:
+    # The durable command queue. A database that recorded step 1 before ``jobs`` existed gets
+    # it here; on a fresh one step 1 already made it (checkfirst).
+    jobs.create(conn, checkfirst=True)
+
+
+MIGRATIONS.append((3, _v3))
 
 
 def schema_target() -> int:
@@ -478,7 +521,9 @@ class Store:
         """True the first time ``key`` is claimed within ``ttl`` (across processes)."""
         return self.claim_all([key], ttl)
 
-    def claim_all(self, keys: Sequence[str], ttl: timedelta) -> bool:
+    def claim_all(
+        self, keys: Sequence[str], ttl: timedelta, conn: Connection | None = None
+    ) -> bool:
         """True if this call claimed every one of ``keys``: each was new, or its claim had
         expired. Keys that were free are taken even when another was held (as separate claims
         would), so a retry under a new event id of a known message is remembered as well.
@@ -487,15 +532,20 @@ class Store:
         if expired; a live claim is left alone and not counted, so the count of rows written
         says whether all were ours. (It was two transactions a key, the second only after an
         IntegrityError.) Concurrent claims of a key on PostgreSQL wait for each other at the
-        unique index and then see the winner's row; SQLite has one writer at a time."""
+        unique index and then see the winner's row; SQLite has one writer at a time. With
+        ``conn``, the claim is part of the caller's transaction (the queue claims a delivery and
+        stores its job in one)."""
         wanted = sorted(set(keys))  # one row per key, and one lock order on PostgreSQL
         if not wanted:
             return True
         now = utcnow()
         params: dict[str, Any] = {"now": now, "until": now + ttl}
         params.update({f"key{i}": k for i, k in enumerate(wanted)})
-        with self.begin() as conn:
-            return conn.execute(self._claim_statement(len(wanted)), params).rowcount == len(wanted)
+        statement = self._claim_statement(len(wanted))
+        if conn is not None:
+            return conn.execute(statement, params).rowcount == len(wanted)
+        with self.begin() as own:
+            return own.execute(statement, params).rowcount == len(wanted)
 
     def _claim_statement(self, n: int) -> Any:
         """The upsert for ``n`` keys, as SQL text (the same on SQLite and PostgreSQL), built once
@@ -557,6 +607,7 @@ __all__ = [
     "run_accounts",
     "report_rows",
     "dedup",
+    "jobs",
     "leases",
     "oauth_states",
     "notifications",

@@ -54,6 +54,7 @@ from adsync.sync.store import Store
 log = logging.getLogger("adsync.worker")
 
 STALE_AFTER_MS = 30 * 60 * 1000
+LONG_TURN_POLL_S = 0.25  # how often a long job looks whether the chat's earlier ones are done
 # Worth another try later rather than an error card: the database locked, restarting, gone.
 TRANSIENT: tuple[type[BaseException], ...] = (StoreError, OperationalError, InterfaceError)
 SYNC_TOPIC = "sync|"
@@ -309,11 +310,12 @@ class Bot:
             accounts = self._accounts_of(command)
             if self._join(job, command, accounts):
                 return None
-            self._release(job, self.actions.working(command))
+            self._release(job, self.actions.working(command), _topic(command, accounts))
             return lambda: self._finish_sync(job, command, caller, accounts, "chat")
         self._release(job, self.actions.working(command))
 
         def finish() -> None:
+            self._after_earlier_long_jobs(job)
             card = self.actions.execute(command, caller, transient=TRANSIENT)
             self._count()
             self._answer(job, card)
@@ -331,8 +333,8 @@ class Bot:
             accounts = [str(a) for a in p.get("accounts") or []] or None
             if self._join(job, command, accounts, post=False):
                 return None
-            assert self.queue is not None
-            self.queue.release(job, None)  # the button's card is what gets the answer
+            # The button's card is what gets the answer: no "working on it" card of its own.
+            self._release(job, None, _topic(command, accounts))
             return lambda: self._finish_sync(job, command, caller, accounts, "retry")
         card = self.actions.execute(
             TokenRefresh(lang=lang), caller, trigger="button", transient=TRANSIENT
@@ -343,17 +345,20 @@ class Bot:
 
     # -- long commands ------------------------------------------------------------------------
 
-    def _release(self, job: Job, working: dict[str, Any]) -> None:
-        """Post the "working on it" card (once: a job run again after a crash reuses it) and
-        let the chat's quick commands go past."""
+    def _release(self, job: Job, working: dict[str, Any] | None, topic: str = "") -> None:
+        """Post the "working on it" card (once: a job run again after a crash reuses it), let
+        the chat's quick commands go past, and say what this job will do (``topic``), so that
+        the same sync asked meanwhile joins it instead of running again."""
         assert self.queue is not None
         working_id = job.working_id
-        if not working_id:
+        if working is not None and not working_id:
             posted = self.messenger.reply(
                 job.message_id, working, message_uuid("working", job.message_id)
             )
             working_id = posted.message_id
         self.queue.release(job, working_id)
+        if topic:
+            self.queue.publish(job, topic)
 
     def _join(
         self, job: Job, command: Sync, accounts: list[str] | None, *, post: bool = True
@@ -383,12 +388,21 @@ class Bot:
                 return True
         return False
 
+    def _after_earlier_long_jobs(self, job: Job) -> None:
+        """A chat's syncs and verifies do their work one at a time, in order."""
+        assert self.queue is not None
+        while self.queue.long_ahead(job):
+            time.sleep(LONG_TURN_POLL_S)
+
     def _finish_sync(
         self, job: Job, command: Sync, caller: Caller, accounts: list[str] | None, trigger: str
     ) -> None:
         def finish() -> None:
-            assert self.queue is not None
-            self.queue.publish(job, _topic(command.start, command.end, accounts))
+            self._after_earlier_long_jobs(job)
+            # A covering sync may have started while this one waited its turn (or both started
+            # at the same moment): join it rather than fetch the same reports again.
+            if self._join(job, command, accounts, post=False):
+                return
             card, result = self.actions.execute_sync(
                 command,
                 caller,
@@ -509,8 +523,10 @@ class Bot:
             self.handled += 1
 
 
-def _topic(start: date, end: date, accounts: list[str] | None) -> str:
-    return f"{SYNC_TOPIC}{start}|{end}|{','.join(sorted(accounts)) if accounts else '*'}"
+def _topic(command: Sync, accounts: list[str] | None) -> str:
+    """What a sync does, for another to see whether it covers it: dates and accounts."""
+    scope = ",".join(sorted(accounts)) if accounts else "*"
+    return f"{SYNC_TOPIC}{command.start}|{command.end}|{scope}"
 
 
 def _covers(topic: str, start: date, end: date, accounts: list[str] | None) -> bool:

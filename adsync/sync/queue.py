@@ -8,19 +8,22 @@ message); an ``answered`` one is only posted again, never re-run. "Finished" the
 *posted*, and the gap between posting and marking is covered by the platform's uuid, which
 Feishu honours for an hour — so a job whose answer was stored is re-posted, never recomputed.
 
-Order: jobs of one lane (a chat) start in the order they were said. A quick job (a read) waits
-for every earlier job of its chat to be answered, except long ones (sync, verify) that have
-already posted their "working on it" card and ``released`` the lane: reads never wait behind a
-sync, and answers to quick commands keep their order. Long jobs of a chat run one at a time.
+Order: jobs of one lane (a chat) start in the order they were said. A job waits for every
+earlier job of its chat to be answered, except long ones (sync, verify) that have already
+posted their "working on it" card and ``released`` the lane: reads never wait behind a sync,
+and answers to quick commands keep their order. A long job may start (post its card, join a
+run that covers it) behind a released one, but does its work only after it (``long_ahead``):
+a chat's long jobs run one at a time.
 
 Joining: a running job may publish a ``topic`` (what it does, e.g. the dates it syncs); a later
 job doing the same ``join``s it and is answered with the leader's answer when it is stored —
 one set of platform calls for every asker.
 
 Jobs that keep failing (their process died under them, or posting the answer kept failing)
-stop after ``MAX_ATTEMPTS`` and end ``failed``; the caller tells the chat. Deliveries are
-claimed by ``event_id`` and ``message_id`` in the ``dedup`` table (12 h, longer than Feishu's
-7.1 h re-delivery ladder) in the same transaction that stores the job.
+stop after ``MAX_ATTEMPTS`` and end ``failed``; the caller tells the chat. A delivery is stored
+once: ``event_id`` and ``message_id`` are unique, and finished jobs are kept two days (Feishu
+re-delivers for 7.1 h), so a retried delivery, a new event id for a known message, or a spool
+drained twice finds its job and is skipped — across processes and restarts.
 
 Nothing in here knows about chat: the payload and the answer are JSON for the caller.
 """
@@ -29,12 +32,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, false, func, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, false, func, or_, select, update
 from sqlalchemy.engine import Row
 
 from adsync.sync.liveness import holder_is_dead, this_process
@@ -54,11 +58,10 @@ OPEN = (QUEUED, RUNNING, JOINED, ANSWERED)
 QUICK, LONG = "quick", "long"
 
 LEASE = timedelta(seconds=90)  # renewed every LEASE/6 while held; a dead holder's runs out
-DEDUP_TTL = timedelta(hours=12)  # past Feishu's re-delivery ladder (15 s … 6 h, ~7.1 h in all)
 MAX_ATTEMPTS = 4  # runs of one job (a crash of its process counts) before it is given up
 MAX_DELIVERIES = 10  # tries to post a stored answer (Feishu down) before it is given up
 BACKOFF_S = (2, 10, 30, 60, 120, 300)  # before the next try, by attempts so far
-KEEP_FINISHED = timedelta(days=2)
+KEEP_FINISHED = timedelta(days=2)  # also how long deliveries are recognised: > Feishu's 7.1 h
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,6 @@ class NewJob:
     payload: dict[str, Any]
     event_id: str = ""
     message_id: str = ""
-
-    @property
-    def dedup_keys(self) -> list[str]:
-        keys = [f"evt:{self.event_id}"] if self.event_id else []
-        if self.message_id:
-            keys.append(f"msg:{self.message_id}")
-        return keys
 
 
 @dataclass
@@ -113,8 +109,8 @@ class Job:
             state=row.state,
             attempts=row.attempts,
             payload=json.loads(row.payload or "{}"),
-            event_id=row.event_id,
-            message_id=row.message_id,
+            event_id=row.event_id or "",
+            message_id=row.message_id or "",
             released=bool(row.released),
             working_id=row.working_id,
             answer=json.loads(row.answer) if row.answer else None,
@@ -146,27 +142,46 @@ class JobQueue:
         self.store = store
         self.holder = holder or f"{this_process()}:queue"
         self.lease = lease
+        # The jobs this object holds: only these are renewed. A claim whose commit landed but
+        # whose answer was lost is held without our knowing; its lease runs out and it is freed.
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
+
+    def _hold(self, job_id: int, held: bool) -> None:
+        with self._held_lock:
+            if held:
+                self._held.add(job_id)
+            else:
+                self._held.discard(job_id)
+
+    @property
+    def held(self) -> set[int]:
+        with self._held_lock:
+            return set(self._held)
 
     # -- in ------------------------------------------------------------------------------------
 
     def enqueue(self, new: Sequence[NewJob]) -> list[int | None]:
-        """Store ``new`` in one transaction; a delivery already claimed (the platform's retry,
-        or a spool drained twice) is skipped. Returns each job's id, None for a duplicate."""
+        """Store ``new`` in one transaction; a delivery already stored (by its event id or its
+        message id: the platform's retry, a new event id for a known message, a spool drained
+        twice) is skipped. Returns each job's id, None for a duplicate."""
+        if self.store.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
         ids: list[int | None] = []
         now = utcnow()
         with self.store.begin() as conn:
             for job in new:
-                if not self.store.claim_all(job.dedup_keys, DEDUP_TTL, conn):
-                    ids.append(None)
-                    continue
-                result = conn.execute(
-                    insert(jobs).values(
+                row = conn.execute(
+                    upsert(jobs)
+                    .values(
                         lane=job.lane,
                         seq=job.seq,
                         kind=job.kind,
                         weight=job.weight,
-                        event_id=job.event_id[:100],
-                        message_id=job.message_id[:100],
+                        event_id=job.event_id[:100] or None,
+                        message_id=job.message_id[:100] or None,
                         payload=_dump(job.payload),
                         state=QUEUED,
                         released=False,
@@ -175,8 +190,10 @@ class JobQueue:
                         created_at=now,
                         updated_at=now,
                     )
-                )
-                ids.append(int(result.inserted_primary_key[0]))
+                    .on_conflict_do_nothing()
+                    .returning(jobs.c.id)
+                ).first()
+                ids.append(int(row.id) if row is not None else None)
         return ids
 
     # -- claiming ------------------------------------------------------------------------------
@@ -193,10 +210,7 @@ class JobQueue:
         earlier = or_(k.c.seq < j.c.seq, and_(k.c.seq == j.c.seq, k.c.id < j.c.id))
         in_the_way = or_(
             k.c.state == QUEUED,
-            and_(
-                k.c.state.in_((RUNNING, ANSWERED)),
-                or_(k.c.released == false(), and_(j.c.weight == LONG, k.c.weight == LONG)),
-            ),
+            and_(k.c.state.in_((RUNNING, ANSWERED)), k.c.released == false()),
         )
         blocked = exists().where(k.c.lane == j.c.lane, earlier, in_the_way)
         runnable = and_(
@@ -233,6 +247,7 @@ class JobQueue:
                     )
                 ).rowcount
             if taken:
+                self._hold(candidate.id, True)
                 return self.get(candidate.id)
         return None
 
@@ -242,12 +257,15 @@ class JobQueue:
         return Job.from_row(row) if row is not None else None
 
     def renew(self) -> int:
-        """Heartbeat: extend the lease of every job this process holds."""
+        """Heartbeat: extend the lease of every job this object holds."""
+        held = self.held
+        if not held:
+            return 0
         now = utcnow()
         with self.store.begin() as conn:
             return conn.execute(
                 update(jobs)
-                .where(jobs.c.holder == self.holder, jobs.c.state.in_((RUNNING, ANSWERED)))
+                .where(jobs.c.id.in_(held), jobs.c.holder == self.holder)
                 .values(lease_until=now + self.lease)
             ).rowcount
 
@@ -257,15 +275,16 @@ class JobQueue:
         longer answer them get its answer or run themselves. Returns the jobs freed."""
         now = utcnow()
         with self.store.engine.connect() as conn:
-            held = conn.execute(
+            taken = conn.execute(
                 select(jobs.c.id, jobs.c.holder, jobs.c.state, jobs.c.lease_until).where(
-                    jobs.c.state.in_((RUNNING, ANSWERED)),
-                    jobs.c.holder.is_not(None),
-                    jobs.c.holder != self.holder,
+                    jobs.c.state.in_((RUNNING, ANSWERED)), jobs.c.holder.is_not(None)
                 )
             ).all()
+        held = self.held
         freed = 0
-        for row in held:
+        for row in taken:
+            if row.holder == self.holder and row.id in held:
+                continue
             expired = row.lease_until is None or row.lease_until < now
             if not expired and not holder_is_dead(row.holder):
                 continue
@@ -322,6 +341,19 @@ class JobQueue:
         job.topic = topic
         return self._update_mine(job, topic=topic[:200])
 
+    def long_ahead(self, job: Job) -> bool:
+        """Is an earlier long job of this chat still unfinished? A long job starts (and may
+        join a run) once the ones before it released the chat, but does its work only after
+        them: a chat's syncs and verifies run one at a time, in order."""
+        query = select(jobs.c.id).where(
+            jobs.c.lane == job.lane,
+            jobs.c.weight == LONG,
+            jobs.c.state.in_((QUEUED, RUNNING, ANSWERED)),
+            or_(jobs.c.seq < job.seq, and_(jobs.c.seq == job.seq, jobs.c.id < job.id)),
+        )
+        with self.store.engine.connect() as conn:
+            return conn.execute(query.limit(1)).first() is not None
+
     def running_topics(self, prefix: str) -> list[tuple[int, str]]:
         with self.store.engine.connect() as conn:
             rows = conn.execute(
@@ -357,6 +389,7 @@ class JobQueue:
             ).rowcount
         if joined:
             job.state, job.leader_id = JOINED, leader_id
+            self._hold(job.id, False)
         return bool(joined)
 
     def answer(
@@ -376,6 +409,7 @@ class JobQueue:
                 .values(state=ANSWERED, answer=_dump(answer), updated_at=now)
             ).rowcount
             if not stored:
+                self._hold(job.id, False)
                 return False
             followers = conn.execute(
                 select(jobs).where(jobs.c.leader_id == job.id, jobs.c.state == JOINED)
@@ -400,15 +434,17 @@ class JobQueue:
     def done(self, job: Job) -> bool:
         now = utcnow()
         job.state = DONE
-        return self._update_mine(
+        mine = self._update_mine(
             job, state=DONE, holder=None, lease_until=None, finished_at=now, error=None
         )
+        self._hold(job.id, False)
+        return mine
 
     def retry_later(self, job: Job, error: str) -> bool:
         """Let go of ``job`` after a failure; it is tried again after a backoff (run again if
         it had no answer yet, posted again if it had)."""
         state = ANSWERED if job.state == ANSWERED else QUEUED
-        return self._update_mine(
+        mine = self._update_mine(
             job,
             state=state,
             holder=None,
@@ -416,6 +452,8 @@ class JobQueue:
             not_before=utcnow() + backoff(job.attempts),
             error=error[:500],
         )
+        self._hold(job.id, False)
+        return mine
 
     def give_up(self, job: Job, error: str) -> bool:
         """``job`` failed for good. Jobs waiting on it run themselves."""
@@ -440,6 +478,7 @@ class JobQueue:
                     .values(state=QUEUED, leader_id=None, not_before=now, updated_at=now)
                 )
         job.state = FAILED
+        self._hold(job.id, False)
         return bool(mine)
 
     def let_go(self) -> int:
@@ -456,6 +495,8 @@ class JobQueue:
                 .where(jobs.c.holder == self.holder, jobs.c.state == ANSWERED)
                 .values(holder=None, lease_until=None, not_before=now)
             ).rowcount
+        with self._held_lock:
+            self._held.clear()
         return n
 
     def _update_mine(self, job: Job, **values: Any) -> bool:

@@ -200,9 +200,10 @@ dedup = Table(
 )
 
 # The durable command queue (adsync.sync.queue): every acknowledged chat event until it is
-# answered. ``lane`` + ``seq`` order a chat's commands; ``holder`` + ``lease_until`` say who runs
-# one; ``answer`` is stored before it is posted, so a crash after posting repeats the post (same
-# uuid) rather than the work.
+# answered, and for two days after (its event and message ids are unique: a re-delivery, which
+# Feishu sends for up to 7.1 h, is not stored twice). ``lane`` + ``seq`` order a chat's
+# commands; ``holder`` + ``lease_until`` say who runs one; ``answer`` is stored before it is
+# posted, so a crash after posting repeats the post (same uuid) rather than the work.
 jobs = Table(
     "jobs",
     metadata,
@@ -211,8 +212,8 @@ jobs = Table(
     Column("seq", BigInteger, nullable=False),  # ms: when it was said (order within the lane)
     Column("kind", String(24), nullable=False),  # message | card_action | bot_added
     Column("weight", String(8), nullable=False),  # quick | long
-    Column("event_id", String(100), nullable=False, default=""),
-    Column("message_id", String(100), nullable=False, default=""),
+    Column("event_id", String(100)),  # NULL when the event has none (never two NULLs clash)
+    Column("message_id", String(100)),
     Column("payload", Text, nullable=False),  # JSON: what the handler needs
     Column("state", String(16), nullable=False),  # queued|running|joined|answered|done|failed
     Column("released", Boolean, nullable=False, default=False),  # quick commands may pass it
@@ -230,6 +231,8 @@ jobs = Table(
     Column("finished_at", UTCDateTime),
     Index("ix_jobs_state", "state", "not_before"),
     Index("ix_jobs_lane", "lane", "seq"),
+    Index("ux_jobs_event", "event_id", unique=True),
+    Index("ux_jobs_message", "message_id", unique=True),
 )
 
 # Named leases: one holder at a time across processes; a dead holder's lease runs out.
@@ -521,9 +524,7 @@ class Store:
         """True the first time ``key`` is claimed within ``ttl`` (across processes)."""
         return self.claim_all([key], ttl)
 
-    def claim_all(
-        self, keys: Sequence[str], ttl: timedelta, conn: Connection | None = None
-    ) -> bool:
+    def claim_all(self, keys: Sequence[str], ttl: timedelta) -> bool:
         """True if this call claimed every one of ``keys``: each was new, or its claim had
         expired. Keys that were free are taken even when another was held (as separate claims
         would), so a retry under a new event id of a known message is remembered as well.
@@ -532,20 +533,15 @@ class Store:
         if expired; a live claim is left alone and not counted, so the count of rows written
         says whether all were ours. (It was two transactions a key, the second only after an
         IntegrityError.) Concurrent claims of a key on PostgreSQL wait for each other at the
-        unique index and then see the winner's row; SQLite has one writer at a time. With
-        ``conn``, the claim is part of the caller's transaction (the queue claims a delivery and
-        stores its job in one)."""
+        unique index and then see the winner's row; SQLite has one writer at a time."""
         wanted = sorted(set(keys))  # one row per key, and one lock order on PostgreSQL
         if not wanted:
             return True
         now = utcnow()
         params: dict[str, Any] = {"now": now, "until": now + ttl}
         params.update({f"key{i}": k for i, k in enumerate(wanted)})
-        statement = self._claim_statement(len(wanted))
-        if conn is not None:
-            return conn.execute(statement, params).rowcount == len(wanted)
-        with self.begin() as own:
-            return own.execute(statement, params).rowcount == len(wanted)
+        with self.begin() as conn:
+            return conn.execute(self._claim_statement(len(wanted)), params).rowcount == len(wanted)
 
     def _claim_statement(self, n: int) -> Any:
         """The upsert for ``n`` keys, as SQL text (the same on SQLite and PostgreSQL), built once

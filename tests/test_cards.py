@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from adsync.bot import cards
 from adsync.bot.cards import CARD_LIMIT, card_size, fit, to_text
 from adsync.sandbox.feishu import card_problem
+from adsync.sync.discovery import AccountsView, ListedAccount, OtherAccount
 from adsync.sync.reports import Account
 from adsync.sync.runner import AccountResult, RunResult
 from adsync.sync.summary import AccountSummary, DayPoint, Summary, Totals
@@ -182,12 +183,30 @@ def history_rows() -> list[dict[str, Any]]:
     ]
 
 
-def account_rows() -> list[tuple[str, str, datetime | None, str | None, str | None]]:
-    return [
-        ("1811111111111111111", "杭州西湖店", NOW, "ok", None),
-        ("1833333333333333333", "北京朝阳店", NOW - timedelta(days=1), "failed", REASON_40002),
-        ("1866666666666666666", "", None, None, None),
-    ]
+def account_rows() -> AccountsView:
+    return AccountsView(
+        "discovery",
+        [
+            ListedAccount(
+                "1811111111111111111", "杭州西湖店", "direct", last_synced_at=NOW, last_outcome="ok"
+            ),
+            ListedAccount(
+                "1833333333333333333",
+                "北京朝阳店",
+                "organisation",
+                "1600000000000001",
+                "巨量工作台-天后医美集团",
+                NOW - timedelta(days=1),
+                "failed",
+                REASON_40002,
+            ),
+            ListedAccount("1866666666666666666", "", "life", "1600000000000002", "抖音来客-天后"),
+        ],
+        skipped=[
+            OtherAccount("1600000000000003", "代理商", "AGENT", "not a 本地推 account", "set *x*")
+        ],
+        vanished=[OtherAccount("1811111111111111112", "旧店", "", "no longer listed", at=NOW)],
+    )
 
 
 def every_card(lang: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -535,7 +554,19 @@ def test_verify_history_accounts_cards() -> None:
     accounts = cards.accounts_card(account_rows(), "en")
     assert cells(accounts, "accounts", "account")[0] == "北京朝阳店"  # failures first
     assert cells(accounts, "accounts", "synced") == ["2026-02-10 08:00", "2026-02-11 08:00", "—"]
-    assert "1 failed last time" in accounts["header"]["subtitle"]["content"]
+    assert cells(accounts, "accounts", "source") == [
+        "via organisation 巨量工作台-天后医美集团",
+        "direct",
+        "via 来客 抖音来客-天后",
+    ]
+    subtitle = accounts["header"]["subtitle"]["content"]
+    assert "1 failed last time" in subtitle and "1 skipped" in subtitle
+    notes = markdown(accounts)
+    assert "代理商 (1600000000000003)" in notes and "AGENT" in notes and "set &#42;x&#42;" in notes
+    assert "No longer found" in notes and "旧店" in notes
+    zh = cards.accounts_card(account_rows(), "zh")
+    assert cells(zh, "accounts", "source")[0] == "工作台 巨量工作台-天后医美集团"
+    assert "已跳过" in markdown(zh)
 
 
 def test_alert_severities_and_link_buttons() -> None:
@@ -617,8 +648,10 @@ def test_500_accounts_fit_with_a_note(lang: str) -> None:
     big = summary(accounts=500)
     big.silent_accounts = [Account(str(i), long_name(i)) for i in range(500)]
     report = cards.summary_card(big, lang, failures=many[1::2], average=big.previous)
-    rows = [(a.account_id, a.name, NOW, a.status, a.reason) for a in many]
-    listed = cards.accounts_card(rows, lang)
+    rows = [
+        ListedAccount(a.account_id, a.name, "direct", "", "", NOW, a.status, a.reason) for a in many
+    ]
+    listed = cards.accounts_card(AccountsView("discovery", rows), lang)
     for card, ids, total in (
         (sync, ["accounts"], 500),
         (report, ["accounts", "failures"], None),

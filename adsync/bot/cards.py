@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:  # annotations only: these modules import SQLAlchemy
+    from adsync.sync.discovery import AccountsView, ListedAccount
     from adsync.sync.runner import AccountResult, RunResult
     from adsync.sync.summary import AccountSummary, Summary, Totals
     from adsync.sync.tokens import TokenStatus
@@ -1209,52 +1210,106 @@ def _history_note(lang: Lang) -> Callable[[int], str]:
     return _note_for("runs", "记录", "adsync history", lang)
 
 
-AccountRow = tuple[str, str, datetime | None, str | None, str | None]
-
-
-def accounts_card(accounts: Sequence[AccountRow], lang: str, *, tz: TzLike = None) -> Card:
-    """Accounts in scope: (id, name, last_synced_at, last_outcome, last_reason) each."""
+def accounts_card(view: AccountsView, lang: str, *, tz: TzLike = None) -> Card:
+    """Accounts in scope with where each came from (direct, via an organisation, via a 来客
+    account, ADSYNC_ACCOUNTS) and its last outcome; then the granted accounts that are not
+    synced — skipped (with the fix) and vanished — and what the last listing could not do."""
     lg = _lang(lang)
     zone = _zone(tz)
     title = _t(lg, "Ad accounts", "广告账户")
-    if not accounts:
+    notes = _accounts_notes(view, lg, zone)
+    if not view.accounts:
         text = _t(
             lg,
             "No accounts in scope. Authorize the accounts (send `auth`) or set ADSYNC_ACCOUNTS.",
             "没有可同步的账户。请授权账户（发送“授权”）或设置 ADSYNC_ACCOUNTS。",
         )
-        return fit(_card(title, "orange", [_markdown(text)]), note=_accounts_note(lg))
-    failed = sum(1 for a in accounts if a[3] == "failed")
-    never = sum(1 for a in accounts if not a[3])
+        elements = [_markdown(text)] + ([_markdown(notes)] if notes else [])
+        return fit(_card(title, "orange", elements), note=_accounts_note(lg))
+    failed = sum(1 for a in view.accounts if a.last_outcome == "failed")
+    never = sum(1 for a in view.accounts if not a.last_outcome)
     columns = [
         ("account", _t(lg, "Account", "账户"), "text"),
         ("id", "ID", "text"),
+        ("source", _t(lg, "Source", "来源"), "text"),
         ("synced", _t(lg, "Last synced", "上次同步"), "text"),
         ("outcome", _t(lg, "Last outcome", "上次结果"), "options"),
         ("reason", _t(lg, "Reason", "原因"), "text"),
     ]
-    ordered = sorted(accounts, key=lambda a: a[3] != "failed")
+    ordered = sorted(view.accounts, key=lambda a: a.last_outcome != "failed")
     rows = []
-    for account_id, name, synced_at, outcome, reason in ordered:
+    for a in ordered:
+        outcome = a.last_outcome
         rows.append(
             {
-                "account": _cell(name or account_id),
-                "id": _cell(account_id, 32),
-                "synced": _when(synced_at, zone),
+                "account": _cell(a.name or a.id),
+                "id": _cell(a.id, 32),
+                "source": _cell(_source_words(a, lg)),
+                "synced": _when(a.last_synced_at, zone),
                 "outcome": _option(outcome, lg) if outcome else [{"text": "—", "color": "blue"}],
-                "reason": _cell(_reason(reason), REASON_CHARS),
+                "reason": _cell(_reason(a.last_reason), REASON_CHARS),
             }
         )
     subtitle = _t(
         lg,
-        f"{len(accounts):,} in scope · {failed:,} failed last time · {never:,} never synced",
-        f"共 {len(accounts):,} 个 · 上次失败 {failed:,} 个 · 从未同步 {never:,} 个",
+        f"{len(view.accounts):,} in scope · {failed:,} failed last time · {never:,} never synced"
+        + (f" · {len(view.skipped):,} skipped" if view.skipped else ""),
+        f"共 {len(view.accounts):,} 个 · 上次失败 {failed:,} 个 · 从未同步 {never:,} 个"
+        + (f" · 跳过 {len(view.skipped):,} 个" if view.skipped else ""),
     )
-    template = "orange" if failed else "blue"
-    card = _card(
-        title, template, [_table("accounts", columns, rows)], subtitle=subtitle, summary=title
-    )
+    template = "orange" if failed or view.skipped or view.problems else "blue"
+    elements = [_table("accounts", columns, rows)]
+    if notes:
+        elements.append(_markdown(notes))
+    card = _card(title, template, elements, subtitle=subtitle, summary=title)
     return fit(card, note=_accounts_note(lg))
+
+
+def _source_words(account: ListedAccount, lang: Lang) -> str:
+    parent = account.parent_name or account.parent_id
+    if account.source == "organisation":
+        return _t(lang, f"via organisation {parent}", f"工作台 {parent}")
+    if account.source == "life":
+        return _t(lang, f"via 来客 {parent}", f"来客 {parent}")
+    if account.source == "config":
+        return "ADSYNC_ACCOUNTS"
+    return _t(lang, "direct", "直接授权")
+
+
+def _accounts_notes(view: AccountsView, lang: Lang, zone: tzinfo) -> str:
+    """Skipped, vanished and problems, each a bounded list of escaped lines."""
+    lines: list[str] = []
+    if view.skipped:
+        lines.append(
+            _t(
+                lang,
+                f"**Skipped** ({len(view.skipped):,} granted, not synced):",
+                f"**已跳过**（已授权但不同步，{len(view.skipped):,} 个）：",
+            )
+        )
+        for s in view.skipped[:MAX_LIST]:
+            lines.append(f"· {_md(s.label, NAME_CHARS)} · {_md(s.account_type, 48)}: {_md(s.note)}")
+            if s.fix:
+                lines.append(_t(lang, f"  fix: {_md(s.fix)}", f"  处理：{_md(s.fix)}"))
+        if len(view.skipped) > MAX_LIST:
+            hidden = len(view.skipped) - MAX_LIST
+            lines.append(_t(lang, f"… and {hidden:,} more", f"…… 另有 {hidden:,} 个"))
+    if view.vanished:
+        lines.append(
+            _t(
+                lang,
+                f"**No longer found** ({len(view.vanished):,}, not synced any more):",
+                f"**已不在授权范围**（{len(view.vanished):,} 个，不再同步）：",
+            )
+        )
+        for v in view.vanished[:MAX_LIST]:
+            lines.append(f"· {_md(v.label, NAME_CHARS)} · {_when(v.at, zone)}: {_md(v.note)}")
+        if len(view.vanished) > MAX_LIST:
+            hidden = len(view.vanished) - MAX_LIST
+            lines.append(_t(lang, f"… and {hidden:,} more", f"…… 另有 {hidden:,} 个"))
+    for problem in view.problems[:MAX_LIST]:
+        lines.append(f"⚠️ {_md(problem)}")
+    return "\n".join(lines)
 
 
 def _accounts_note(lang: Lang) -> Callable[[int], str]:

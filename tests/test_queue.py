@@ -55,6 +55,20 @@ def job(lane: str, weight: str = QUICK, text: str = "token status", **kw: Any) -
     )
 
 
+def put(queue: JobQueue, *new: NewJob) -> list[int]:
+    """Store ``new`` (all of it, none a duplicate) and return their ids, in order."""
+    assert queue.enqueue(list(new)) == len(new)
+    with queue.store.engine.connect() as conn:
+        ids = dict(
+            conn.execute(
+                select(jobs.c.event_id, jobs.c.id).where(
+                    jobs.c.event_id.in_([n.event_id for n in new])
+                )
+            ).all()
+        )
+    return [ids[n.event_id] for n in new]
+
+
 @pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
     s = Store(db_url)
@@ -70,12 +84,12 @@ def state_of(store: Store, job_id: int) -> str:
 def test_a_redelivered_event_or_message_is_stored_once_across_processes(store: Store) -> None:
     first, second = JobQueue(store, "host:1"), JobQueue(Store(store.engine.url), "host:2")
     a = job("oc_a", event_id="ev_1", message_id="om_1")
-    assert first.enqueue([a])[0] is not None
-    assert second.enqueue([a]) == [None]  # the platform's retry, through another process
+    assert first.enqueue([a]) == 1
+    assert second.enqueue([a]) == 0  # the platform's retry, through another process
     again = job("oc_a", event_id="ev_other", message_id="om_1")  # a new event id, same message
     card = NewJob("card_action", "oc_a", 1, QUICK, {}, event_id="ev_1")  # a known event id
     fresh = job("oc_a")
-    assert second.enqueue([again, card, fresh])[:2] == [None, None]
+    assert second.enqueue([again, card, fresh]) == 1  # only the fresh one
     assert first.open_count() == 2
     second.store.dispose()
 
@@ -84,16 +98,15 @@ def test_a_chats_reads_answer_in_order_and_never_wait_behind_a_running_sync(
     store: Store,
 ) -> None:
     queue = JobQueue(store, "host:1")
-    read1, sync1, read2, sync2, read3 = queue.enqueue(
-        [
-            job("oc_a"),
-            job("oc_a", LONG, "sync yesterday"),
-            job("oc_a"),
-            job("oc_a", LONG, "verify"),
-            job("oc_a"),
-        ]
+    read1, sync1, read2, sync2, read3 = put(
+        queue,
+        job("oc_a"),
+        job("oc_a", LONG, "sync yesterday"),
+        job("oc_a"),
+        job("oc_a", LONG, "verify"),
+        job("oc_a"),
     )
-    other = queue.enqueue([job("oc_b")])[0]
+    [other] = put(queue, job("oc_b"))
     first = queue.claim()
     assert first is not None and first.id == read1
     # Nothing else of oc_a may start while read1 is unanswered; oc_b goes on.
@@ -139,7 +152,7 @@ def test_a_job_held_by_a_dead_process_is_taken_over_at_once_a_live_ones_is_not(
     crashed = JobQueue(store, dead_holder)
     elsewhere = JobQueue(store, "another-host:4242:queue")  # cannot be seen: its lease decides
     mine = JobQueue(store)
-    ids = crashed.enqueue([job("oc_a"), job("oc_b")])
+    ids = put(crashed, job("oc_a"), job("oc_b"))
     a = crashed.claim()
     b = elsewhere.claim()
     assert a is not None and b is not None and {a.id, b.id} == set(ids)
@@ -163,7 +176,7 @@ def test_a_job_that_keeps_dying_is_given_up_and_the_next_in_its_chat_runs(store:
     import socket
 
     queue = JobQueue(store)
-    first, second = queue.enqueue([job("oc_a"), job("oc_a")])
+    first, second = put(queue, job("oc_a"), job("oc_a"))
     for _ in range(MAX_ATTEMPTS + 1):
         taken = queue.claim()
         assert taken is not None and taken.id == first
@@ -186,8 +199,8 @@ def test_a_job_that_keeps_dying_is_given_up_and_the_next_in_its_chat_runs(store:
 
 def test_a_sync_that_joined_a_running_one_gets_its_answer_or_runs_itself(store: Store) -> None:
     queue = JobQueue(store)
-    lead_id, follow_id, late_id = queue.enqueue(
-        [job("oc_a", LONG, "sync"), job("oc_b", LONG, "sync"), job("oc_c", LONG, "sync")]
+    lead_id, follow_id, late_id = put(
+        queue, job("oc_a", LONG, "sync"), job("oc_b", LONG, "sync"), job("oc_c", LONG, "sync")
     )
     leader = queue.claim()
     follower = queue.claim()
@@ -208,7 +221,7 @@ def test_a_sync_that_joined_a_running_one_gets_its_answer_or_runs_itself(store: 
     assert not queue.join(late, lead_id, None) and state_of(store, late_id) == RUNNING
     # A leader given up sends its followers back to run themselves.
     queue.publish(late, "sync|2026-02-01|2026-02-07|*")
-    waiting = queue.enqueue([job("oc_d", LONG, "sync")])[0]
+    [waiting] = put(queue, job("oc_d", LONG, "sync"))
     follower2 = queue.claim()
     assert follower2 is not None and follower2.id == waiting
     assert queue.join(follower2, late_id, None)
@@ -220,7 +233,7 @@ def test_a_sync_that_joined_a_running_one_gets_its_answer_or_runs_itself(store: 
 
 def test_a_stored_answer_is_posted_again_never_recomputed(store: Store) -> None:
     queue = JobQueue(store)
-    job_id = queue.enqueue([job("oc_a")])[0]
+    [job_id] = put(queue, job("oc_a"))
     taken = queue.claim()
     assert taken is not None and queue.answer(taken, {"card": {"n": 1}})
     assert queue.retry_later(taken, "Feishu did not answer")  # posting failed

@@ -234,13 +234,16 @@ def _sync_directory(directory: Path) -> None:
 class AckGate:
     """Acknowledgements first. Everything in a process shares one GIL, so under a burst the
     mover's database work would take CPU from requests still waiting for their 200 (a 3 s
-    deadline); the mover has none, so it waits while requests are being acknowledged — at
+    deadline); the mover has none, so it waits until no request is being acknowledged and
+    none has been for ``quiet`` seconds (the gaps inside a burst are shorter than that) — at
     most ``cap`` seconds, so a stream of requests that never pauses does not hold it for
     good."""
 
-    def __init__(self, cap: float = 0.5) -> None:
+    def __init__(self, cap: float = 0.5, quiet: float = 0.005) -> None:
         self.cap = cap
+        self.quiet = quiet
         self._in_flight = 0
+        self._last = 0.0  # when the last acknowledgement ended (monotonic)
         self._done = threading.Condition(threading.Lock())
 
     @contextlib.contextmanager
@@ -252,17 +255,25 @@ class AckGate:
         finally:
             with self._done:
                 self._in_flight -= 1
+                self._last = time.monotonic()
                 if not self._in_flight:
                     self._done.notify_all()
 
     def wait(self) -> None:
         deadline = time.monotonic() + self.cap
         with self._done:
-            while self._in_flight:
-                left = deadline - time.monotonic()
+            while True:
+                now = time.monotonic()
+                left = deadline - now
                 if left <= 0:
                     return
-                self._done.wait(left)
+                if self._in_flight:
+                    self._done.wait(left)
+                    continue
+                calm = self._last + self.quiet - now
+                if calm <= 0:
+                    return
+                self._done.wait(min(calm, left))
 
 
 class Mover:

@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--threads", type=int, default=8, help="commands run at once")
     worker.add_argument("--clock", action="store_true", help="also run the scheduler")
+    worker.add_argument(
+        "--nice",
+        type=int,
+        default=5,
+        help="lower this process's CPU priority by N (default 5: on a shared machine the "
+        "webhook's 3-second acknowledgements go first; 0 to keep it)",
+    )
     worker.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # serve's: exit with it
     serve = sub.add_parser("serve", help="the webhook server (and the scheduler)")
     serve.add_argument("--port", type=int, help="default: $PORT or 8000")

@@ -127,6 +127,10 @@ def worker(ctx: Context) -> int:
 
     settings = ctx.settings
     settings.require("FEISHU_APP_ID", "FEISHU_APP_SECRET")
+    if ctx.args.nice > 0:
+        # Commands have no deadline; acknowledgements have 3 s. Where both share a machine
+        # (adsync serve, or web and worker on one host) the web process gets the CPU first.
+        os.nice(ctx.args.nice)
     bot = build_bot(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -38,11 +38,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, false, func, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Row
 
 from adsync.sync.liveness import holder_is_dead, this_process
-from adsync.sync.store import Store, jobs, utcnow
+from adsync.sync.store import Store, UTCDateTime, jobs, utcnow
 
 log = logging.getLogger("adsync.queue")
 
@@ -127,6 +138,16 @@ class Job:
         return self.attempts > limit
 
 
+# ON CONFLICT DO NOTHING (no target): either unique index, event id or message id, means
+# "already stored". The same text on SQLite and PostgreSQL.
+_INSERT = text(
+    "INSERT INTO jobs (lane, seq, kind, weight, event_id, message_id, payload, state, "
+    "released, attempts, not_before, created_at, updated_at) VALUES (:lane, :seq, :kind, "
+    f":weight, :event_id, :message_id, :payload, '{QUEUED}', :released, 0, :now, :now, :now) "
+    "ON CONFLICT DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("released", value=False))
+
+
 def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=BACKOFF_S[min(max(attempts - 1, 0), len(BACKOFF_S) - 1)])
 
@@ -161,40 +182,31 @@ class JobQueue:
 
     # -- in ------------------------------------------------------------------------------------
 
-    def enqueue(self, new: Sequence[NewJob]) -> list[int | None]:
+    def enqueue(self, new: Sequence[NewJob]) -> int:
         """Store ``new`` in one transaction; a delivery already stored (by its event id or its
         message id: the platform's retry, a new event id for a known message, a spool drained
-        twice) is skipped. Returns each job's id, None for a duplicate."""
-        if self.store.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        ids: list[int | None] = []
+        twice) is skipped. Returns how many were stored.
+
+        One prepared statement run for every job (``executemany``): building an ``insert()``
+        per row cost SQLAlchemy ~0.5 ms a job, on the interpreter that acknowledges."""
+        if not new:
+            return 0
         now = utcnow()
+        rows = [
+            {
+                "lane": job.lane,
+                "seq": job.seq,
+                "kind": job.kind,
+                "weight": job.weight,
+                "event_id": job.event_id[:100] or None,
+                "message_id": job.message_id[:100] or None,
+                "payload": _dump(job.payload),
+                "now": now,
+            }
+            for job in new
+        ]
         with self.store.begin() as conn:
-            for job in new:
-                row = conn.execute(
-                    upsert(jobs)
-                    .values(
-                        lane=job.lane,
-                        seq=job.seq,
-                        kind=job.kind,
-                        weight=job.weight,
-                        event_id=job.event_id[:100] or None,
-                        message_id=job.message_id[:100] or None,
-                        payload=_dump(job.payload),
-                        state=QUEUED,
-                        released=False,
-                        attempts=0,
-                        not_before=now,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .on_conflict_do_nothing()
-                    .returning(jobs.c.id)
-                ).first()
-                ids.append(int(row.id) if row is not None else None)
-        return ids
+            return int(conn.execute(_INSERT, rows).rowcount or 0)
 
     # -- claiming ------------------------------------------------------------------------------
 

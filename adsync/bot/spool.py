@@ -239,7 +239,7 @@ class AckGate:
     most ``cap`` seconds, so a stream of requests that never pauses does not hold it for
     good."""
 
-    def __init__(self, cap: float = 0.5, quiet: float = 0.005) -> None:
+    def __init__(self, cap: float = 0.2, quiet: float = 0.005) -> None:
         self.cap = cap
         self.quiet = quiet
         self._in_flight = 0

@@ -91,7 +91,9 @@ class Bot:
     now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     handled: int = 0  # commands executed in this process (for tests and /healthz)
     sync_wait: float = 900.0  # a queued sync waits this long for other runs of its dates
-    ack_priority: float = 0.5  # longest the mover waits for acknowledgements in flight
+    # Longest the mover waits for acknowledgements in flight. Short, because it is also how far
+    # apart two messages of a chat delivered to two web processes must be to keep their order.
+    ack_priority: float = 0.2
 
     def __post_init__(self) -> None:
         if self.spool is None:

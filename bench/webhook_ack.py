@@ -35,9 +35,12 @@ How it is measured:
     event objects) and our handlers cost, the bound for any app built on that stack;
   - floor: ``webhook_ack:floor_app``, which reads the body and answers 200: what the HTTP
     stack alone costs at this concurrency on this machine.
-  The gunicorn ones use the Procfile's ``web:`` settings (workers, threads). One database for
+  The gunicorn ones use the Procfile's ``web:`` command (its settings module
+  ``adsync.bot.gunicorn_conf``: the buffering worker, threads, access log). One database for
   all but serve (an SQLite file by default; ``--database-url`` for PostgreSQL, in fresh
   schemas dropped afterwards); serve's gets a copy of the authorization.
+* ``--with-gthread`` adds ``gthread``: the production app on gunicorn's own gthread worker
+  (what the Procfile ran before the buffering worker), answered by adsync's worker.
 * "While a sync runs": each measurement first delivers ``sync <7 days>`` through a webhook
   (the server's own; adsync's for the stack and the floor), a new week each time so rows
   really are fetched and written, Ocean Engine paced at the shipped 5 req/s; it waits until
@@ -297,16 +300,16 @@ def procfile(name: str) -> list[str]:
     raise RuntimeError(f"no {name}: line in the Procfile")
 
 
-def gunicorn_argv(app_spec: str, port: int) -> list[str]:
+def gunicorn_argv(app_spec: str, port: int, extra: tuple[str, ...] = ()) -> list[str]:
     """The Procfile's ``web:`` command with gunicorn run by this interpreter: its production
-    settings, bound to loopback instead of every interface, ``app_spec`` instead of its app,
-    and no control socket (gunicorn's default is one path in $HOME shared by every instance)."""
+    settings, bound to loopback instead of every interface (the command line's --bind
+    overrides the settings module's $PORT), ``app_spec`` instead of its app, and no control
+    socket (gunicorn's default is one path in $HOME shared by every instance)."""
     argv = procfile("web")
-    if argv[0] != "gunicorn" or "--bind" not in argv:
-        raise RuntimeError(f"the Procfile's web process is not gunicorn with --bind: {argv}")
-    argv = [sys.executable, "-m", "gunicorn", *argv[1:-1]]
-    argv[argv.index("--bind") + 1] = f"127.0.0.1:{port}"
-    return argv + ["--no-control-socket", "--pythonpath", str(ROOT / "bench"), app_spec]
+    if argv[0] != "gunicorn":
+        raise RuntimeError(f"the Procfile's web process is not gunicorn: {argv}")
+    argv = [sys.executable, "-m", "gunicorn", *argv[1:-1], "--bind", f"127.0.0.1:{port}"]
+    return [*argv, "--no-control-socket", "--pythonpath", str(ROOT / "bench"), *extra, app_spec]
 
 
 def adsync_argv(argv: list[str]) -> list[str]:
@@ -751,13 +754,17 @@ class Bench:
             servers.append(
                 Server("serve", serve, serve_env, workdir / "serve", port, self.db_serve)
             )
-            for name, spec in (
-                ("inline", "webhook_ack:create_inline_app()"),
-                ("stack", "webhook_ack:create_dispatch_app()"),
-                ("floor", "webhook_ack:floor_app"),
-            ):
+            others = [
+                ("inline", "webhook_ack:create_inline_app()", ()),
+                ("stack", "webhook_ack:create_dispatch_app()", ()),
+                ("floor", "webhook_ack:floor_app", ()),
+            ]
+            if self.args.with_gthread:
+                others.append(("gthread", app, ("--worker-class", "gthread")))
+            for name, spec, extra in others:
                 port = free_port()
-                servers.append(Server(name, gunicorn_argv(spec, port), env, workdir, port, self.db))
+                argv = gunicorn_argv(spec, port, extra)
+                servers.append(Server(name, argv, env, workdir, port, self.db))
         except BaseException:
             for server in servers:
                 server.close()
@@ -780,6 +787,11 @@ class Bench:
                 f"{med(name, 100):>9.1f}{non_200:>9}"
             )
         stack, floor, inline = med("stack", 99), med("floor", 99), med("inline", 99)
+        if "gthread" in rows:
+            plain = med("gthread", 99)
+            print(
+                f"p99 adsync (buffering worker) / adsync on gthread = {med('adsync', 99) / plain:.2f}x"
+            )
         print(
             "p99 ratios: "
             + ";  ".join(f"{q} / stack = {med(q, 99) / stack:.2f}x" for q in QUEUED)
@@ -912,6 +924,11 @@ def main() -> int:
         "--skip-chat", action="store_true", help="only the bursts (no busy chat, no overlap)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs and the database")
+    parser.add_argument(
+        "--with-gthread",
+        action="store_true",
+        help="also measure the app on gunicorn's own gthread worker",
+    )
     return Bench(parser.parse_args()).run()
 
 

@@ -31,9 +31,6 @@ OE_SECRET = "sandbox-oe-secret"
 FEISHU_APP_ID = "cli_sandbox_app"
 FEISHU_SECRET = "sandbox-feishu-secret"
 
-ENCRYPT_KEY = "sandbox-encrypt-key-7f3a"
-VERIFY_TOKEN = "sandbox-verification-token-91c2"
-
 REPORT_FILE = "ADSYNC_TEST_REPORT_FILE"
 
 
@@ -197,12 +194,6 @@ def env(sandbox: Sandbox, db_url: str, tmp_path: Path) -> dict[str, str]:
         "ADSYNC_HTTP_TIMEOUT": "10",
         "ADSYNC_BITABLE_WRITE_GAP": "0",
     }
-
-
-@pytest.fixture
-def bot_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with the event security a webhook server needs (encrypted, signed events)."""
-    return {**env, "FEISHU_ENCRYPT_KEY": ENCRYPT_KEY, "FEISHU_VERIFICATION_TOKEN": VERIFY_TOKEN}
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ from sqlalchemy import select
 from adsync.sandbox import events as ev
 from adsync.sync.store import runs
 
-from .conftest import ENCRYPT_KEY, VERIFY_TOKEN, Sandbox, report
-from .test_bot import CHAT, BotServer, messages, say
+from .conftest import Sandbox, report
+from .test_bot import CHAT, ENCRYPT_KEY, VERIFY_TOKEN, BotServer, messages, say
 
 REPORT_PATHS = ("/open_api/v3.0/local/report/",)
 
@@ -62,6 +62,11 @@ def report_calls(sandbox: Sandbox) -> int:
 
 def add_chat(sandbox: Sandbox, chat_id: str) -> None:
     sandbox.post("/_sandbox/feishu/chats", {"chat_id": chat_id, "bot_member": True})
+
+
+@pytest.fixture
+def bot_env(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "FEISHU_ENCRYPT_KEY": ENCRYPT_KEY, "FEISHU_VERIFICATION_TOKEN": VERIFY_TOKEN}
 
 
 @pytest.fixture
@@ -443,11 +448,12 @@ def test_the_procfiles_web_and_worker_processes_answer_and_stop_cleanly(
     lines = dict(line.split(":", 1) for line in procfile.splitlines() if ":" in line)
     assert lines["worker"].strip() == "adsync worker"
     port = free_port()
-    web_argv = lines["web"].strip().replace("$PORT", str(port)).replace("0.0.0.0", "127.0.0.1")
-    argv = shlex.split(web_argv)
+    argv = shlex.split(lines["web"].strip())
     assert argv[0] == "gunicorn"
-    env = {**bot_env, "ADSYNC_DAILY_SYNC_AT": "23:59"}
-    web = Served(env, tmp_path, ["-m", "gunicorn", *argv[1:]], port=port)
+    # $PORT, as a platform sets it; loopback only (the command line's --bind wins).
+    env = {**bot_env, "ADSYNC_DAILY_SYNC_AT": "23:59", "PORT": str(port)}
+    bind = ["--bind", f"127.0.0.1:{port}"]
+    web = Served(env, tmp_path, ["-m", "gunicorn", *argv[1:-1], *bind, argv[-1]], port=port)
     worker = None
     try:
         web.ready()

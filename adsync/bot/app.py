@@ -1,13 +1,17 @@
 """The Flask app: ``POST /feishu/events``, ``GET /oauth/oceanengine/callback``, ``GET /healthz``.
 
 Events go through lark-oapi's ``EventDispatcherHandler`` (decryption, verification token,
-``X-Lark-Signature``). Its own answer to a bad request is HTTP 500 — which Feishu would retry
-for seven hours — so the view maps every refusal to a 4xx: our handlers never raise (they only
-filter and spool), so a 500 from the dispatcher means the request itself was refused. The one
-exception is an event that could not be written to the spool (a full or read-only disk): it was
-not kept, so it must not be acknowledged — the view answers 503 and Feishu delivers it again.
+``X-Lark-Signature``) after ``gate`` has screened the body: the endpoint exists only with
+``FEISHU_ENCRYPT_KEY`` set, every body that is not a signed, encrypted event is refused with a
+fixed 4xx before lark-oapi decrypts anything, and lark-oapi's own non-200 answers (it says 500
+for everything, which Feishu would retry for hours) become the same fixed 4xx reasons — never
+exception text. ``intake`` decides which authenticated events are taken (addressed to the bot,
+fresh button presses, the real chat type). Our handlers only filter and spool (``worker``); an
+event that could not be written to the spool (a full or read-only disk) was not kept, so it is
+not acknowledged either: 503, and Feishu delivers it again.
 
-Gunicorn: ``gunicorn 'adsync.bot.app:create_app()'`` (what the Procfile runs).
+Gunicorn: ``gunicorn -c python:adsync.bot.gunicorn_conf 'adsync.bot.app:create_app()'`` (what
+the Procfile runs; ``adsync serve`` reads the same settings).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import lark_oapi as lark
@@ -29,8 +34,11 @@ from lark_oapi.event.callback.model.p2_card_action_trigger import (
     P2CardActionTrigger,
     P2CardActionTriggerResponse,
 )
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from adsync.bot import gate
 from adsync.bot.actions import Actions
+from adsync.bot.intake import Intake
 from adsync.bot.messenger import Messenger, message_uuid
 from adsync.bot.worker import Bot, Incoming, NotStored, message_text
 from adsync.sync.config import Settings, load_settings
@@ -38,13 +46,17 @@ from adsync.sync.errors import AdsyncError
 
 log = logging.getLogger("adsync.app")
 
+# The event was authentic but could not be written down: not acknowledged, delivered again.
+NOT_STORED = gate.Refusal(503, "event not stored; deliver it again")
 MAX_BODY = 1024 * 1024  # Feishu events are a few KB; anything near this is not from Feishu
 
 
 def build_bot(settings: Settings) -> Bot:
+    from adsync.sync.recovery import recover_after_crash
     from adsync.sync.services import open_services
 
     services = open_services(settings)
+    recover_after_crash(services.store)  # runs and leases a killed predecessor left behind
     return Bot(services.store, Actions(services), Messenger(settings))
 
 
@@ -54,7 +66,9 @@ def stop_bot(bot: Bot) -> None:
     bot.actions.services.close()
 
 
-def build_dispatcher(settings: Settings, bot: Bot, *, for_ws: bool = False) -> Any:
+def build_dispatcher(
+    settings: Settings, bot: Bot, *, for_ws: bool = False, intake: Intake | None = None
+) -> Any:
     """lark-oapi's dispatcher with a handler for every event type the app subscribes to, so
     none is answered 500 (and retried for hours). Over the long connection both keys must be
     empty strings (the platform neither encrypts nor signs there)."""
@@ -66,7 +80,10 @@ def build_dispatcher(settings: Settings, bot: Bot, *, for_ws: bool = False) -> A
         if for_ws or not settings.feishu_verification_token
         else settings.feishu_verification_token.reveal()
     )
-    handlers = EventHandlers(bot)
+    if intake is None:
+        intake = Intake.for_settings(settings)
+        intake.identity.prefetch()  # the bot's open_id, before the first group message
+    handlers = EventHandlers(bot, intake, None if for_ws else _signed_timestamp)
     return (
         lark.EventDispatcherHandler.builder(encrypt, token)
         .register_p2_im_message_receive_v1(handlers.message)
@@ -81,17 +98,36 @@ def build_dispatcher(settings: Settings, bot: Bot, *, for_ws: bool = False) -> A
     )
 
 
-class EventHandlers:
-    """Adapters from lark-oapi's event objects to the Bot. Never raise, never block."""
+def _not_stored() -> None:
+    """Mark the webhook request whose event could not be spooled (the view answers 503)."""
+    if has_request_context():
+        g.adsync_not_stored = True
 
-    def __init__(self, bot: Bot) -> None:
+
+def _signed_timestamp() -> str | None:
+    """The webhook request's ``X-Lark-Request-Timestamp`` (covered by the signature)."""
+    return request.headers.get(gate.TIMESTAMP) if has_request_context() else None
+
+
+class EventHandlers:
+    """Adapters from lark-oapi's event objects to the Bot. Never raise, never block.
+
+    ``sent_at`` gives the webhook's signed request timestamp; over the long connection (no
+    headers) a callback is dated by its event header's ``create_time``."""
+
+    def __init__(
+        self, bot: Bot, intake: Intake, sent_at: Callable[[], str | None] | None = None
+    ) -> None:
         self.bot = bot
+        self.intake = intake
+        self.sent_at = sent_at
 
     def message(self, data: P2ImMessageReceiveV1) -> None:
         try:
             event = data.event
             msg = event.message
             sender = event.sender.sender_id if event.sender else None
+            self.intake.chats.remember(msg.chat_id or "", msg.chat_type or "")
             incoming = Incoming(
                 event_id=data.header.event_id if data.header else "",
                 message_id=msg.message_id or "",
@@ -100,14 +136,12 @@ class EventHandlers:
                 user_id=(sender.open_id if sender else "") or "",
                 text=message_text(msg.message_type or "", msg.content or "", msg.mentions),
                 create_time_ms=int(msg.create_time or 0),
-                mentioned=bool(msg.mentions),
+                mentioned=self.intake.addressed(msg.chat_type or "group", msg.mentions),
             )
             outcome = self.bot.on_message(incoming)
             log.debug("message %s: %s", incoming.message_id, outcome)
         except NotStored:
-            # Not on disk, so not acknowledged: the view answers 503 and Feishu re-delivers.
-            if has_request_context():
-                g.adsync_not_stored = True
+            _not_stored()
             raise
         except Exception:  # noqa: BLE001 - a 500 here would make Feishu retry for hours
             log.exception("could not take a message event")
@@ -115,12 +149,23 @@ class EventHandlers:
     def card_action(self, data: P2CardActionTrigger) -> P2CardActionTriggerResponse:
         try:
             event = data.event
+            header = data.header
+            value = dict(event.action.value or {}) if event.action else {}
+            sent_at = (self.sent_at() if self.sent_at else None) or (
+                header.create_time if header else None
+            )
+            event_id = (header.event_id if header else "") or ""
+            refusal = self.intake.card_action_refusal(event_id, sent_at, str(value.get("lang")))
+            if refusal is not None:
+                return P2CardActionTriggerResponse(refusal)
+            chat_id = (event.context.open_chat_id if event.context else "") or ""
             answer = self.bot.on_card_action(
-                event_id=data.header.event_id if data.header else "",
-                value=dict(event.action.value or {}) if event.action else {},
+                event_id=event_id,
+                value=value,
                 user_id=(event.operator.open_id if event.operator else "") or "",
-                chat_id=(event.context.open_chat_id if event.context else "") or "",
+                chat_id=chat_id,
                 message_id=(event.context.open_message_id if event.context else "") or "",
+                chat_type=self.intake.chats.kind(chat_id),
             )
         except Exception:  # noqa: BLE001
             log.exception("could not take a card action")
@@ -131,8 +176,7 @@ class EventHandlers:
         try:
             self.bot.on_bot_added(data.header.event_id, data.event.chat_id or "")
         except NotStored:
-            if has_request_context():
-                g.adsync_not_stored = True
+            _not_stored()
             raise
         except Exception:  # noqa: BLE001
             log.exception("could not take a bot-added event")
@@ -148,48 +192,34 @@ class EventHandlers:
         return None
 
 
-def create_app(settings: Settings | None = None, bot: Bot | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, bot: Bot | None = None, *, webhook: bool = True
+) -> Flask:
+    """The app. ``webhook=False`` (``adsync serve --ws``: events come over the long connection)
+    leaves ``/feishu/events`` out; with it, the endpoint needs ``FEISHU_ENCRYPT_KEY`` and
+    refuses every request without it (503; ``/healthz`` names the setting)."""
     settings = settings or load_settings()
     if bot is None:
         settings.require("FEISHU_APP_ID", "FEISHU_APP_SECRET")
         bot = build_bot(settings)
-    dispatcher = build_dispatcher(settings, bot)
-    bot.start_mover()  # spooled events into the database queue, as soon as it takes them
     app = Flask("adsync")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["adsync_bot"] = bot
-
-    @app.post("/feishu/events")
-    def events() -> Any:
-        raw = request.get_data(cache=True)  # the signature covers the raw bytes
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
-            return _refuse(400, "the body is not JSON")
-        if not isinstance(body, dict):
-            return _refuse(400, "the body is not a JSON object")
-        # The spool's mover waits while requests are being acknowledged (see Bot).
-        with bot.acknowledging():
-            answer = dispatcher.do(parse_req())
-        if g.get("adsync_not_stored"):
-            return _refuse(503, "the event could not be stored; deliver it again")
-        if answer.status_code == 200:
-            return Response(answer.content, 200, content_type="application/json; charset=utf-8")
-        reason = _reason(answer.content)
-        if "processor not found" in reason:
-            # Signed and well-formed, just a type we don't subscribe to: acknowledge it.
-            log.warning("event of an unsubscribed type acknowledged: %s", reason)
-            return jsonify({"msg": "ignored"})
-        status = 401 if any(w in reason for w in ("signature", "verification", "encrypt")) else 400
-        return _refuse(status, reason)
+    bot.start_mover()  # spooled events into the database queue, as soon as it takes them
+    key_problem = gate.webhook_key_problem(settings) if webhook else None
+    if webhook:
+        _events_endpoint(app, settings, bot, key_problem)
 
     @app.get("/healthz")
     def healthz() -> Any:
-        checks: dict[str, Any] = {}
+        # Public: says ok or not and names the failing check, nothing else (no URL, path, host).
+        checks: dict[str, str] = {}
         try:
-            checks["database"] = bot.store.check()
+            bot.store.check()
+            checks["database"] = "ok"
         except AdsyncError as exc:
-            checks["database"] = f"FAILED: {exc.message}"
+            log.error("health check: the database failed: %s", exc.message)
+            checks["database"] = "failed"
         missing = [
             name
             for name, value in (
@@ -197,17 +227,12 @@ def create_app(settings: Settings | None = None, bot: Bot | None = None) -> Flas
                 ("FEISHU_APP_SECRET", settings.feishu_app_secret),
                 ("OCEANENGINE_APP_ID", settings.oceanengine_app_id),
                 ("FEISHU_BITABLE_APP_TOKEN", settings.feishu_bitable_app_token),
+                ("FEISHU_ENCRYPT_KEY", settings.feishu_encrypt_key if webhook else "n/a"),
             )
             if not value
         ]
         checks["configuration"] = "ok" if not missing else f"missing: {', '.join(missing)}"
-        try:
-            checks["queue"] = bot.queue.waiting() if bot.queue is not None else {}
-        except Exception:  # noqa: BLE001 - the database check above says why
-            checks["queue"] = "unknown"
-        if bot.spool is not None:
-            checks["spooled_bytes"] = bot.spool.backlog()
-        ok = not missing and not str(checks["database"]).startswith("FAILED")
+        ok = all(v == "ok" for v in checks.values())
         return jsonify({"ok": ok, **checks}), (200 if ok else 503)
 
     @app.get("/oauth/oceanengine/callback")
@@ -215,6 +240,50 @@ def create_app(settings: Settings | None = None, bot: Bot | None = None) -> Flas
         return _finish_authorization(bot, settings)
 
     return app
+
+
+def _events_endpoint(
+    app: Flask, settings: Settings, bot: Bot, key_problem: AdsyncError | None
+) -> None:
+    refusals = app.extensions["adsync_refusals"] = gate.RefusalLog(log)
+    gate.quiet_dispatcher_tracebacks()
+    if key_problem is not None:
+        log.error("%s — %s", key_problem.message, key_problem.hint)
+
+        @app.post("/feishu/events")
+        def events_not_configured() -> Any:
+            return _refuse(refusals, gate.NOT_CONFIGURED)
+
+        return
+
+    assert settings.feishu_encrypt_key is not None
+    encrypt_key = settings.feishu_encrypt_key.reveal()
+    intake = app.extensions["adsync_intake"] = Intake.for_settings(settings)
+    intake.identity.prefetch()  # the bot's open_id, before the first group message
+    dispatcher = build_dispatcher(settings, bot, intake=intake)
+
+    @app.post("/feishu/events")
+    def events() -> Any:
+        try:
+            raw = request.get_data(cache=True)  # the signature covers the raw bytes
+        except RequestEntityTooLarge:
+            return _refuse(refusals, gate.TOO_LARGE)
+        refusal, signed = gate.screen(raw, request.headers, encrypt_key)
+        if refusal is not None:
+            return _refuse(refusals, refusal)
+        # The spool's mover waits while requests are being acknowledged (see spool.AckGate).
+        with bot.acknowledging():
+            answer = dispatcher.do(parse_req())
+        if g.get("adsync_not_stored"):
+            return _refuse(refusals, NOT_STORED)
+        if answer.status_code == 200:
+            return Response(answer.content, 200, content_type="application/json; charset=utf-8")
+        reason = _reason(answer.content)
+        if signed and "processor not found" in reason:
+            # Signed and well-formed, just a type we don't subscribe to: acknowledge it.
+            log.warning("event of an unsubscribed type acknowledged: %s", reason[:100])
+            return jsonify({"msg": "ignored"})
+        return _refuse(refusals, gate.dispatcher_refusal(reason, signed))
 
 
 def _finish_authorization(bot: Bot, settings: Settings) -> Any:
@@ -267,8 +336,10 @@ def _reason(content: bytes | None) -> str:
         return "refused"
 
 
-def _refuse(status: int, reason: str) -> Response:
-    log.warning("refused a /feishu/events request (%d): %s", status, reason)
+def _refuse(refusals: gate.RefusalLog, refusal: gate.Refusal) -> Response:
+    refusals.refused(refusal, request.remote_addr or "")
     return Response(
-        json.dumps({"msg": reason}), status, content_type="application/json; charset=utf-8"
+        json.dumps({"msg": refusal.reason}),
+        refusal.status,
+        content_type="application/json; charset=utf-8",
     )

@@ -3,8 +3,14 @@
 Every builder is a pure function from a result object to a card dict: no I/O, no lark-oapi (the
 sender serialises the dict), no database (the result types are imported for annotations only,
 because ``adsync.sync.*`` pulls SQLAlchemy). Each returns a card that is already ``fit`` under
-the platform's 30 KB limit for interactive content (error 230025), with ``update_multi`` on so
-a "working on it…" card can be PATCHed into the answer later.
+the platform's 30 KB limit (error 230025), with ``update_multi`` on so a "working on it…" card
+can be PATCHed into the answer later.
+
+The limit is on the *request body* ("卡片消息、富文本消息请求体最大不能超过 30 KB", the create
+and reply pages), where the card travels as a JSON string inside JSON: every quote and backslash
+of the card is escaped once more. ``card_size`` counts exactly those bytes (lark-oapi 1.7.5
+serialises the body with ``json.dumps(…, ensure_ascii=False)``, ``core/json.py``), and
+``CARD_LIMIT`` leaves room for the rest of the body and a margin.
 
 Component shapes follow the JSON 2.0 docs (open.feishu.cn → feishu-cards/card-json-v2-*):
 ``markdown``, ``hr``, ``table`` (text/options columns, ``page_size`` ≤ 10, at most 5 per card,
@@ -37,10 +43,12 @@ if TYPE_CHECKING:  # annotations only: these modules import SQLAlchemy
     from adsync.sync.verify import VerifyResult
 
 __all__ = [
+    "BODY_LIMIT",
     "CARD_LIMIT",
     "Card",
     "accounts_card",
     "alert_card",
+    "card_content",
     "card_size",
     "count",
     "duration",
@@ -61,7 +69,15 @@ Card = dict[str, Any]
 Lang = Literal["en", "zh"]
 TzLike = tzinfo | str | None
 
-CARD_LIMIT = 30 * 1024  # bytes of the JSON content string, as the platform counts them
+# The platform refuses a card message whose request body exceeds 30 KB (230025; create, reply
+# and patch pages). The body is {"receive_id": …, "msg_type": …, "content": "<card>", "uuid": …}:
+# ENVELOPE_BYTES covers everything but the card (ids ≤ 64 characters, a 50-character uuid, the
+# keys), and MARGIN_BYTES stays unused: the docs warn that style tags make "the actual message
+# body longer than the request body", and "30 KB" may be counted as 30,000 bytes.
+BODY_LIMIT = 30 * 1024
+ENVELOPE_BYTES = 512
+MARGIN_BYTES = 2 * 1024
+CARD_LIMIT = BODY_LIMIT - ENVELOPE_BYTES - MARGIN_BYTES  # bytes of the card as sent (card_size)
 DEFAULT_TZ = "Asia/Shanghai"
 
 PAGE_SIZE = 10  # table rows per page: the documented maximum
@@ -84,6 +100,7 @@ STATUS_COLORS = {  # option-tag colours in tables (the documented blue/green/ora
     "failed": "red",
     "busy": "red",
     "running": "blue",
+    "interrupted": "orange",  # its process died mid-run (recovery.py); the next sync completes it
 }
 
 
@@ -104,6 +121,7 @@ _STATUS_WORDS = {
     "failed": ("failed", "失败"),
     "busy": ("already running", "正在进行中"),
     "running": ("running", "进行中"),
+    "interrupted": ("interrupted", "已中断"),
     "no_data": ("no data", "无数据"),
 }
 _TRIGGER_WORDS = {
@@ -449,9 +467,17 @@ def _more_list(items: Sequence[str], limit: int, lang: Lang, sep: str) -> str:
 # -- sizes and fitting --------------------------------------------------------------------------
 
 
+def card_content(card: Mapping[str, Any]) -> str:
+    """The ``content`` string of an interactive message: the card as compact JSON. 中文 stays
+    UTF-8 (3 bytes) instead of a 6-byte ``\\uXXXX`` escape (7 once escaped again in the body)."""
+    return json.dumps(card, ensure_ascii=False, separators=(",", ":"))
+
+
 def card_size(card: Mapping[str, Any]) -> int:
-    """Bytes of the card as the sender serialises it (``json.dumps(…, ensure_ascii=False)``)."""
-    return len(json.dumps(card, ensure_ascii=False).encode("utf-8"))
+    """Bytes the card takes in the request body: its ``content`` string as a JSON string
+    literal, quotes included, escaped the way lark-oapi's ``JSON.marshal`` writes it
+    (``ensure_ascii=False``). A ``"`` or ``\\`` in a name costs 4 bytes, a line break 3."""
+    return len(json.dumps(card_content(card), ensure_ascii=False).encode("utf-8"))
 
 
 def _note_for(noun_en: str, noun_zh: str, command: str, lang: Lang) -> Callable[[int], str]:
@@ -474,7 +500,7 @@ _NOTE_ID = re.compile(r"^m_(\w{1,10})_(\d+)$")
 
 
 def fit(card: Card, limit: int = CARD_LIMIT, *, note: Callable[[int], str] | None = None) -> Card:
-    """The card, guaranteed to serialise to at most ``limit`` bytes.
+    """The card, guaranteed to take at most ``limit`` bytes in the request body (``card_size``).
 
     Cuts in order of least loss: table rows (the same number kept in every table, with a note
     "… and N more accounts, see `adsync summary`" after each cut table), then long markdown,
@@ -772,6 +798,17 @@ def _sync_totals(result: RunResult, ok: int, total: int, lang: Lang) -> str:
             f"未变 {count(result.unchanged)} · 删除重复 {count(result.deleted)}",
         )
     )
+    confirmed = getattr(result, "confirmed_after_timeout", 0)
+    if confirmed:
+        # Feishu answered too late, the rows were read back: they are there, say so plainly.
+        lines.append(
+            _t(
+                lang,
+                f"{count(confirmed)} rows written (confirmed after a timeout): Feishu answered "
+                "late, reading the table back found them",
+                f"{count(confirmed)} 行已写入（超时后回读确认）：飞书响应超时，回读表格确认已写入",
+            )
+        )
     lines.append(
         _t(
             lang,
@@ -1196,7 +1233,9 @@ def history_card(runs: Sequence[Mapping[str, Any]], lang: str, *, tz: TzLike = N
             }
         )
     latest = str(runs[0].get("status") or "")
-    template = {"failed": "orange", "partial": "orange"}.get(latest, "blue")
+    template = {"failed": "orange", "partial": "orange", "interrupted": "orange"}.get(
+        latest, "blue"
+    )
     subtitle = _t(
         lg,
         f"last {len(runs):,} runs · times in {_zone_name(zone)}",

@@ -182,7 +182,7 @@ class Dispatcher:
                 try:
                     if self.queue.open_count() == 0:
                         return True
-                except Exception:  # noqa: BLE001 - keep waiting
-                    pass
+                except Exception:  # noqa: BLE001 - the database cannot say: not idle
+                    return False
             time.sleep(0.02)
         return False

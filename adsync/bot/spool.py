@@ -28,12 +28,11 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from adsync.sync.liveness import start_ticks
 
 log = logging.getLogger("adsync.spool")
 
@@ -101,7 +100,7 @@ class Spool:
         os.chmod(self.directory, 0o700)  # owner-only: these are people's messages
         self._serial += 1
         pid = os.getpid()
-        name = f"{pid}-{start_ticks(pid) or 0}-{self._serial}"
+        name = f"{pid}-{uuid.uuid4().hex[:12]}-{self._serial}"
         # Created under a name no one looks for and locked before it gets its real name: no
         # other process can ever find it unlocked and take it for an orphan.
         hidden = self.directory / f".{name}.new"

@@ -47,13 +47,14 @@ from adsync.bot.messenger import Messenger, Posted, message_uuid
 from adsync.bot.spool import AckGate, Mover, Spool
 from adsync.sync.errors import StoreError
 from adsync.sync.feishu import FeishuError
-from adsync.sync.queue import ANSWERED, LONG, QUICK, Job, JobQueue, NewJob
+from adsync.sync.queue import ANSWERED, KEEP_FINISHED, LONG, QUICK, Job, JobQueue, NewJob
 from adsync.sync.runner import RunResult
 from adsync.sync.store import Store
 
 log = logging.getLogger("adsync.worker")
 
 STALE_AFTER_MS = 30 * 60 * 1000
+DEDUP_TTL = KEEP_FINISHED  # how long a delivery is recognised: the queue keeps its job that long
 LONG_TURN_POLL_S = 0.25  # how often a long job looks whether the chat's earlier ones are done
 # Worth another try later rather than an error card: the database locked, restarting, gone.
 TRANSIENT: tuple[type[BaseException], ...] = (StoreError, OperationalError, InterfaceError)
@@ -136,7 +137,13 @@ class Bot:
         return "queued"
 
     def on_card_action(
-        self, event_id: str, value: dict[str, Any], user_id: str, chat_id: str, message_id: str
+        self,
+        event_id: str,
+        value: dict[str, Any],
+        user_id: str,
+        chat_id: str,
+        message_id: str,
+        chat_type: str = "group",
     ) -> dict[str, Any]:
         """A button press: answer within 3 s with a toast, queue the work (a repeated
         callback is dropped by the queue, by its event id)."""
@@ -155,7 +162,7 @@ class Bot:
         else:
             return _toast("info", "OK")
         denial = check_access(
-            command, user_id=user_id, chat_id=chat_id, chat_type="group", settings=self.settings
+            command, user_id=user_id, chat_id=chat_id, chat_type=chat_type, settings=self.settings
         )
         if denial is not None:
             return _toast("error", denial.message)
@@ -167,6 +174,7 @@ class Bot:
             "lang": lang,
             "user_id": user_id,
             "chat_id": chat_id,
+            "chat_type": chat_type,
             "message_id": message_id,
         }
         try:
@@ -329,7 +337,8 @@ class Bot:
         lang = "zh" if p.get("lang") == "zh" else "en"
         user_id = str(p.get("user_id") or "")
         chat_id = str(p.get("chat_id") or job.lane)
-        caller = Caller(user_id, chat_id, "group", is_admin(user_id, self.settings))
+        chat_type = str(p.get("chat_type") or "group")
+        caller = Caller(user_id, chat_id, chat_type, is_admin(user_id, self.settings))
         if p.get("action") == "sync_retry":
             command = Sync(date.fromisoformat(p["start"]), date.fromisoformat(p["end"]), lang=lang)
             accounts = [str(a) for a in p.get("accounts") or []] or None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json
+from adsync.sync.config import Settings
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded, ConfigError
 
 
@@ -78,7 +79,10 @@ def _feishu_checks(ctx: Context) -> list[Check]:
             or f"table {settings.feishu_bitable_table_id}"
         ),
     )
-    checks = [app, table]
+    checks = [app, _check("Feishu event keys", lambda: _event_keys(settings))]
+    if app.ok:
+        checks.append(_check("Feishu bot", lambda: _bot_identity(settings)))
+    checks.append(table)
     if app.ok and table.ok:
         from adsync.sync.bitable import BitableSink  # imports lark-oapi: only when configured
 
@@ -107,6 +111,30 @@ def _feishu_checks(ctx: Context) -> list[Check]:
     else:
         checks.append(Check("alert webhook", True, "set: alerts fall back to it if the bot fails"))
     return checks
+
+
+def _event_keys(settings: Settings) -> str:
+    """The webhook opens only with the Encrypt Key (signatures); the token is a second check."""
+    from adsync.bot.gate import webhook_key_problem
+
+    problem = webhook_key_problem(settings)
+    if problem is not None:
+        raise problem
+    if not settings.feishu_verification_token:
+        return (
+            "FEISHU_ENCRYPT_KEY set: events are signed and encrypted; FEISHU_VERIFICATION_TOKEN "
+            "is not set (recommended: each event's token is then checked too)"
+        )
+    return "FEISHU_ENCRYPT_KEY and FEISHU_VERIFICATION_TOKEN set: events are signed and checked"
+
+
+def _bot_identity(settings: Settings) -> str:
+    """The bot's own open_id: group messages count only when they @-mention it."""
+    from adsync.bot.intake import BotIdentity
+    from adsync.sync.feishu import FeishuCaller, make_client
+
+    caller = FeishuCaller(make_client(settings, timeout=10.0), attempts=2, base_delay=0.2)
+    return f"its open_id is {BotIdentity(caller).fetch()} (@-mentions of it are commands)"
 
 
 def _fields(sink: object) -> str:

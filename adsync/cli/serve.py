@@ -19,7 +19,9 @@ log = logging.getLogger("adsync.serve")
 def chat(ctx: Context) -> int:
     from adsync.bot.actions import Actions
     from adsync.bot.console import Console
+    from adsync.sync.recovery import recover_after_crash
 
+    recover_after_crash(ctx.services.store)  # runs and leases a killed predecessor left behind
     console = Console(Actions(ctx.services), ctx.out)
     return console.run(sys.stdin, interactive=sys.stdin.isatty())
 
@@ -27,10 +29,16 @@ def chat(ctx: Context) -> int:
 def serve(ctx: Context) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from adsync.bot.gate import webhook_key_problem
+
     settings = ctx.settings
     settings.require("FEISHU_APP_ID", "FEISHU_APP_SECRET")
     port = ctx.args.port or settings.port
     use_ws = bool(ctx.args.ws)
+    if not use_ws:
+        problem = webhook_key_problem(settings)
+        if problem is not None:  # an open webhook would run anyone's events
+            raise problem
     # The commands run in a process of their own, not on the interpreter that acknowledges:
     # they share no GIL with the 3-second answers (one in three bursts of 100 a second had a
     # 190 ms p99 while commands ran beside them). It also runs the scheduler.
@@ -42,14 +50,15 @@ def serve(ctx: Context) -> int:
 
     class AdsyncServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
+            from adsync.bot import gunicorn_conf
+
+            # The Procfile's settings (one place), then what this command line decides.
+            for name, value in gunicorn_conf.settings().items():
+                self.cfg.set(name, value)
             self.cfg.set("bind", f"0.0.0.0:{port}")
-            # One web process with threads: it only acknowledges (spool) and moves events into
-            # the database queue; more are safe but buy nothing for a bot this size.
+            # One web process with threads (gunicorn_conf): it only acknowledges (spool) and
+            # moves events into the database queue; the worker process answers them.
             self.cfg.set("workers", ctx.args.workers)
-            self.cfg.set("threads", 8)
-            self.cfg.set("timeout", 60)
-            self.cfg.set("graceful_timeout", 30)
-            self.cfg.set("accesslog", "-")
             self.cfg.set("post_worker_init", _start_background(use_ws))
             self.cfg.set("when_ready", child.start)
             self.cfg.set("on_exit", child.stop)
@@ -57,7 +66,7 @@ def serve(ctx: Context) -> int:
         def load(self) -> Any:
             from adsync.bot.app import create_app
 
-            return create_app(settings)
+            return create_app(settings, webhook=not use_ws)
 
     AdsyncServer().run()
     return 0

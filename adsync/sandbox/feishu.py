@@ -5,7 +5,8 @@ envelopes) so the real SDK client can be pointed at it with ``.domain(SANDBOX_UR
 is strict wherever the platform is strict (see /work/shared/reference/feishu.md): per-call and
 per-table limits, field-name lookup, value conversion by field type, filter grammar,
 ``client_token`` idempotency, serial writes per table (1254291), IM ``uuid`` dedup, message
-size limits, custom-bot signatures.
+size limits on the raw request body, the IM rate limits (``IM_LIMITS``), card JSON 2.0 rules
+(``adsync.sandbox.cards``), custom-bot signatures.
 
 Simulated (all under ``/open-apis``):
   POST  /auth/v3/tenant_access_token/internal
@@ -21,12 +22,14 @@ Simulated (all under ``/open-apis``):
   PATCH /im/v1/messages/:message_id
   POST  /interactive/v1/card/update                      (delayed card update)
   POST  /bot/v2/hook/:hook_id                            (custom bot, no tenant token)
+  GET   /bot/v3/info                                     (the bot's own identity)
+  GET   /im/v1/chats/:chat_id                            (chat info: chat_mode p2p/group)
 
 Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
   GET  /messages?chat_id=            every IM message with parsed content and versions
   GET  /tables/<app_token>/<table_id> fields + all records in write format
   POST /tables                       create/replace a table (layout + records)
-  POST /chats                        {chat_id, name?, bot_member}
+  POST /chats                        {chat_id, name?, bot_member, chat_mode?: group|topic|p2p}
   POST /hooks                        {hook_id?, secret?} -> {hook_id, path, url}
   GET  /hooks/<hook_id>/messages
   POST /card_token                   {message_id} -> {token}
@@ -34,7 +37,9 @@ Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
 
 Known approximations (codes the notes do not pin down): unknown field id on update 1254044,
 malformed filter/sort 1254018, invalid query parameter 99992402, card-update token errors
-200810, custom-bot malformed/oversized body 9499, patching a non-card message 230001.
+200810, custom-bot malformed/oversized body 9499, patching a non-card message 230001, patching
+one message more than 5 times a second 230020, 11232/11233 as HTTP 400; card sub-codes the
+docs do not name are 200621 (``adsync.sandbox.cards`` says which).
 """
 
 from __future__ import annotations
@@ -60,7 +65,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask, Response, request
 
+from adsync.sandbox.cards import validate_card
 from adsync.sandbox.faults import Fault, FaultInjector
+from adsync.sandbox.ratelimit import Window, reset_header
 
 # --------------------------------------------------------------------------------------------
 # Constants
@@ -138,6 +145,9 @@ DATE_OPERATORS = frozenset({"is", "isEmpty", "isNotEmpty", "isGreater", "isLess"
 TEXT_OPERATORS = frozenset({"is", "isNot", "contains", "doesNotContain", "isEmpty", "isNotEmpty"})
 NUMBER_OPERATORS = OPERATORS - {"contains", "doesNotContain"}
 
+# Records per call (reference §4.2, the batch_create/batch_update/batch_delete pages): 1,000 to
+# create or update, 500 to delete; one more is refused whole with 1254104. lark-oapi's request
+# builders carry no limit of their own.
 MAX_CREATE_UPDATE = 1000
 MAX_DELETE = 500
 MAX_SEARCH_PAGE = 500
@@ -149,6 +159,9 @@ IDEMPOTENCY_WINDOW_S = 24 * 3600
 TOKEN_REISSUE_BELOW_S = 30 * 60
 UUID_WINDOW_S = 3600
 UUID_MAX_LEN = 50
+# Message size limits are on the raw request body, as the create/reply pages word them:
+# "文本消息请求体最大不能超过 150 KB；卡片消息、富文本消息请求体最大不能超过 30 KB" (230025 above).
+# The card travels as a JSON string inside that body, so its escaped quotes count too.
 CARD_LIMIT_BYTES = 30 * 1024
 TEXT_LIMIT_BYTES = 150 * 1024
 CARD_EDITABLE_S = 14 * 24 * 3600
@@ -200,15 +213,30 @@ CODE_MESSAGES: dict[int, str] = {
     230002: "Bot/User can NOT be out of the chat.",
     230020: "This operation triggers the frequency limit.",
     11232: "frequency limited",
+    11233: "frequency limited",
 }
-RATE_LIMIT_CODES = frozenset({99991400, 1254290, 11232, 11233, 230020})
+# The gateway's rate limits: HTTP 429 and a header saying when to come back (频控策略 page:
+# "x-ogw-ratelimit-reset: 52 //恢复 limit 周期，单位：秒"). The IM's own limit 230020 is a plain
+# 400 without that header (its row in the send/reply error tables); 11232/11233 (server error
+# codes) are answered the same way (their status is unverified).
+GATEWAY_LIMIT_CODES = frozenset({99991400, 1254290})
+# IM limits (send and reply pages): 1,000 a minute and 50 a second per app and API, 5 a second
+# per chat (shared by every bot in it) or user; PATCH: 5 a second per message (reference §3.5).
+# The option ``im_limits`` overrides them by name (0 turns one off).
+IM_LIMITS = {"app_per_second": 50, "app_per_minute": 1000, "chat_per_second": 5,
+             "message_per_second": 5}  # fmt: skip
+# The sandbox app's bot, as GET /open-apis/bot/v3/info names it. Events that @-mention the bot
+# carry this open_id (``adsync.sandbox.events``); open_ids are "ou_" + 32 hex digits.
+BOT_OPEN_ID = "ou_5ad0c0bd1e2a4f6b8c3d7e9f01a2b3c4"
+BOT_NAME = "adsync"
+CHAT_MODES = frozenset({"group", "topic", "p2p"})  # GET /im/v1/chats/:chat_id's chat_mode
 
 
 def http_status_for(code: int) -> int:
     """The HTTP status Feishu pairs with a business code (most errors are plain 400s)."""
     if code == 0:
         return 200
-    if code in RATE_LIMIT_CODES:
+    if code in GATEWAY_LIMIT_CODES:
         return 429
     if code == 1255040:
         return 504
@@ -220,11 +248,14 @@ def http_status_for(code: int) -> int:
 class ApiError(Exception):
     """A platform error: rendered as ``{"code", "msg", "error"}`` with its HTTP status."""
 
-    def __init__(self, code: int, msg: str, http: int | None = None) -> None:
+    def __init__(
+        self, code: int, msg: str, http: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
         self.http = http if http is not None else http_status_for(code)
+        self.headers = headers or {}
 
 
 class ControlError(Exception):
@@ -279,6 +310,9 @@ class Options:
     chats: list[dict[str, Any]] = field(default_factory=_default_chats)
     write_hold_ms: float = 20.0
     token_lifetime: int = 7200
+    im_limits: dict[str, int] = field(default_factory=dict)  # overrides of IM_LIMITS
+    bot_open_id: str = BOT_OPEN_ID
+    bot_name: str = BOT_NAME
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Options:
@@ -290,6 +324,12 @@ class Options:
             ZoneInfo(opts.doc_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown doc_timezone {opts.doc_timezone!r}") from exc
+        unknown_limits = set(opts.im_limits) - set(IM_LIMITS)
+        if unknown_limits:
+            raise ValueError(f"unknown im_limits: {sorted(unknown_limits)}")
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0
+               for v in opts.im_limits.values()):  # fmt: skip
+            raise ValueError("im_limits are whole numbers >= 0 (0: no limit)")
         if opts.max_rows < 1 or opts.token_lifetime < 1 or opts.write_hold_ms < 0:
             raise ValueError("max_rows and token_lifetime must be >= 1, write_hold_ms >= 0")
         return opts
@@ -491,7 +531,7 @@ class Chat:
     chat_id: str
     name: str
     bot_member: bool
-    chat_type: str = "group"
+    chat_type: str = "group"  # the platform's chat_mode: group | topic | p2p
 
 
 @dataclass
@@ -575,39 +615,16 @@ def parse_json_or_none(text: str) -> Any:
 
 
 def card_problem(card: Any) -> str | None:
-    """Why a card JSON would be refused (None: acceptable). Mirrors the 1.0/2.0 rules."""
-    if not isinstance(card, dict):
-        return "card must be a JSON object"
-    if card.get("type") == "template":
-        data = card.get("data")
-        if not isinstance(data, dict) or not isinstance(data.get("template_id"), str):
-            return "template card needs data.template_id"
-        return None
-    schema = card.get("schema")
-    if schema == "2.0":
-        if "elements" in card:
-            return "schema 2.0: elements belong under body.elements"
-        body = card.get("body")
-        if not isinstance(body, dict) or not isinstance(body.get("elements"), list):
-            return "schema 2.0: body.elements must be a list"
-        elements = body["elements"]
-        config = card.get("config") or {}
-        if isinstance(config, dict) and config.get("update_multi") is False:
-            return "schema 2.0 cards are always shared: update_multi must be true"
-    elif schema is None:
-        elements = card.get("elements")
-        if elements is None and isinstance(card.get("i18n_elements"), dict):
-            return None
-        if not isinstance(elements, list):
-            return "card needs elements (1.0) or schema 2.0 with body.elements"
-    else:
-        return f"unknown card schema {schema!r}"
-    for element in elements:
-        if not isinstance(element, dict) or not isinstance(element.get("tag"), str):
-            return "every element needs a tag"
-        if schema == "2.0" and element["tag"] == "action":
-            return "schema 2.0 has no 'action' module; put buttons in elements"
-    return None
+    """Why a card JSON would be refused (None: acceptable); ``validate_card`` in
+    ``adsync.sandbox.cards`` holds the rules and says which sub-code the platform answers."""
+    error = validate_card(card)
+    return None if error is None else error.platform_message()
+
+
+def card_error(card: Any) -> ApiError | None:
+    """The platform's answer to an unacceptable card: 230099 with the documented sub-code."""
+    error = validate_card(card)
+    return None if error is None else ApiError(230099, error.platform_message())
 
 
 def card_is_shared(card: Any) -> bool:
@@ -659,6 +676,14 @@ class FeishuSandbox:
             self._messages: dict[str, Message] = {}
             self._uuids: dict[str, tuple[str, float]] = {}
             self._card_tokens: dict[str, CardToken] = {}
+            limits = {**IM_LIMITS, **opts.im_limits}
+            self._im_app = [
+                Window(limits[name], period)
+                for name, period in (("app_per_second", 1.0), ("app_per_minute", 60.0))
+                if limits[name]
+            ]
+            self._im_chat = Window(limits["chat_per_second"] or 10**9, 1.0)
+            self._im_patch = Window(limits["message_per_second"] or 10**9, 1.0)
             self._hooks: dict[str, Hook] = {}
             self._calls: Counter[str] = Counter()
             self._errors: Counter[str] = Counter()
@@ -820,7 +845,12 @@ class FeishuSandbox:
         chat_id = spec.get("chat_id")
         if not isinstance(chat_id, str) or not chat_id:
             raise ControlError("chat needs chat_id")
-        chat = Chat(chat_id, str(spec.get("name") or chat_id), bool(spec.get("bot_member", True)))
+        mode = spec.get("chat_mode", "group")
+        if mode not in CHAT_MODES:
+            raise ControlError(f"chat_mode must be one of {sorted(CHAT_MODES)}")
+        chat = Chat(
+            chat_id, str(spec.get("name") or chat_id), bool(spec.get("bot_member", True)), mode
+        )
         self._chats[chat_id] = chat
         return chat
 
@@ -849,6 +879,8 @@ class FeishuSandbox:
             ("PATCH", "/open-apis/im/v1/messages/<message_id>", self._patch_message, True),
             ("POST", "/open-apis/interactive/v1/card/update", self._delayed_card_update, True),
             ("POST", "/open-apis/bot/v2/hook/<hook_id>", self._hook, False),
+            ("GET", "/open-apis/bot/v3/info", self._bot_info, True),
+            ("GET", "/open-apis/im/v1/chats/<chat_id>", self._get_chat, True),
         ]
         for method, rule, handler, auth in routes:
             app.add_url_rule(
@@ -877,7 +909,8 @@ class FeishuSandbox:
             except ApiError as exc:
                 with self._lock:
                     self._errors[str(exc.code)] += 1
-                return self._error_response(exc.code, exc.msg, exc.http)
+                return self._error_response(exc.code, exc.msg, exc.http, exc.headers)
+            self.faults.after_request(request.path)  # done; a slow platform answers late
             if isinstance(result, Reply):
                 return self._json(result.body, result.status, result.headers)
             return self._json({"code": 0, "msg": "success", "data": result})
@@ -903,8 +936,11 @@ class FeishuSandbox:
             resp.headers[key] = value
         return resp
 
-    def _error_response(self, code: int, msg: str, http: int) -> Response:
-        headers = {"x-ogw-ratelimit-reset": "1"} if code in RATE_LIMIT_CODES else {}
+    def _error_response(
+        self, code: int, msg: str, http: int, extra: dict[str, str] | None = None
+    ) -> Response:
+        headers = {"x-ogw-ratelimit-reset": "1"} if code in GATEWAY_LIMIT_CODES else {}
+        headers.update(extra or {})
         log_id = self._log_id()
         body = {
             "code": code,
@@ -1596,12 +1632,21 @@ class FeishuSandbox:
         uuid = self._check_uuid(body.get("uuid"))
         self._check_content(msg_type, content)
         with self._lock:
+            self._im_app_limit("create")
             chat = self._resolve_chat(receive_id_type, receive_id)
+            self._im_limit(self._im_chat, chat.chat_id, "chat")
             duplicate = self._dedup(uuid)
             if duplicate is not None:
                 return duplicate
             message = self._store_message(
-                chat.chat_id, msg_type, content, "create", uuid, receive_id_type, receive_id
+                chat.chat_id,
+                msg_type,
+                content,
+                "create",
+                uuid,
+                receive_id_type,
+                receive_id,
+                len(request.get_data(cache=True)),
             )
             return message.as_api(self._opts.app_id)
 
@@ -1614,14 +1659,23 @@ class FeishuSandbox:
         uuid = self._check_uuid(body.get("uuid"))
         self._check_content(msg_type, content)
         with self._lock:
+            self._im_app_limit("reply")
             parent = self._messages.get(message_id)
             if parent is None:
                 raise ApiError(230001, f"invalid message_id {message_id!r}")
             self._require_bot_in(parent.chat_id)
+            self._im_limit(self._im_chat, parent.chat_id, "chat")
             duplicate = self._dedup(uuid)
             if duplicate is not None:
                 return duplicate
-            message = self._store_message(parent.chat_id, msg_type, content, "reply", uuid)
+            message = self._store_message(
+                parent.chat_id,
+                msg_type,
+                content,
+                "reply",
+                uuid,
+                body_bytes=len(request.get_data(cache=True)),
+            )
             message.parent_id = parent.message_id
             message.root_id = parent.root_id or parent.message_id
             if in_thread:
@@ -1646,6 +1700,7 @@ class FeishuSandbox:
             if self.clock() - message.create_time / 1000 > CARD_EDITABLE_S:
                 raise ApiError(230001, "a card can only be updated within 14 days")
             self._require_bot_in(message.chat_id)
+            self._im_limit(self._im_patch, message_id, "message")
             self._new_version(message, content, "patch")
             return {}
 
@@ -1654,12 +1709,17 @@ class FeishuSandbox:
         token, card = body.get("token"), body.get("card")
         if not isinstance(token, str) or not token:
             raise ApiError(200810, "token is required")
-        problem = card_problem(card)
-        if problem:
-            raise ApiError(230099, f"Failed to create card content: {problem}")
+        refused = card_error(card)
+        if refused is not None:
+            raise refused
         content = json.dumps(card, ensure_ascii=False)
-        if len(content.encode()) > CARD_LIMIT_BYTES:
-            raise ApiError(230025, "The length of the message content reaches its limit")
+        size = len(request.get_data(cache=True))
+        if size > CARD_LIMIT_BYTES:
+            raise ApiError(
+                230025,
+                "The length of the message content reaches its limit "
+                f"(request body {size:,} bytes, at most {CARD_LIMIT_BYTES:,})",
+            )
         with self._lock:
             entry = self._card_tokens.get(token)
             fresh = entry is not None and self.clock() - entry.issued <= CARD_TOKEN_TTL_S
@@ -1670,6 +1730,29 @@ class FeishuSandbox:
             return {}
 
     # ---- IM helpers ------------------------------------------------------------------------
+
+    def _im_app_limit(self, api: str) -> None:
+        """1,000 a minute and 50 a second per app and API: the gateway answers 429/99991400
+        with how long to wait (caller holds the lock)."""
+        for window in self._im_app:
+            wait = window.admit(api)
+            if wait:
+                raise ApiError(
+                    99991400,
+                    CODE_MESSAGES[99991400],
+                    headers={
+                        "x-ogw-ratelimit-limit": str(window.limit),
+                        "x-ogw-ratelimit-reset": reset_header(wait),
+                    },
+                )
+
+    def _im_limit(self, window: Window, key: str, per: str) -> None:
+        """5 a second per chat (send, reply) or per message (patch): 230020 (caller holds the
+        lock)."""
+        if window.admit(key):
+            raise ApiError(
+                230020, f"{CODE_MESSAGES[230020]} (at most {window.limit} a second per {per})"
+            )
 
     @staticmethod
     def _check_uuid(uuid: Any) -> str | None:
@@ -1685,19 +1768,23 @@ class FeishuSandbox:
             raise ApiError(230001, f"invalid msg_type {msg_type!r}")
         if not isinstance(content, str):
             raise ApiError(230001, "content must be a JSON string (json.dumps the object)")
-        size = len(content.encode())
+        size = len(request.get_data(cache=True))  # the raw body, as the platform measures it
         limit = TEXT_LIMIT_BYTES if msg_type == "text" else CARD_LIMIT_BYTES
         if size > limit:
-            raise ApiError(230025, "The length of the message content reaches its limit")
+            raise ApiError(
+                230025,
+                "The length of the message content reaches its limit "
+                f"(request body {size:,} bytes, at most {limit:,})",
+            )
         parsed = parse_json_or_none(content)
         if not isinstance(parsed, dict):
             raise ApiError(230001, "content is not a valid JSON object string")
         if msg_type == "text" and not isinstance(parsed.get("text"), str):
             raise ApiError(230001, 'text content must be {"text": "..."}')
         if msg_type == "interactive":
-            problem = card_problem(parsed)
-            if problem:
-                raise ApiError(230099, f"Failed to create card content: {problem}")
+            refused = card_error(parsed)
+            if refused is not None:
+                raise refused
         if msg_type == "post" and not parsed:
             raise ApiError(230001, "post content is empty")
 
@@ -1735,6 +1822,7 @@ class FeishuSandbox:
         uuid: str | None,
         receive_id_type: str = "chat_id",
         receive_id: str = "",
+        body_bytes: int | None = None,  # the raw request body that sent it (None: not an API call)
     ) -> Message:
         now = self._now_ms()
         message = Message(
@@ -1748,7 +1836,14 @@ class FeishuSandbox:
             receive_id_type=receive_id_type,
             receive_id=receive_id or chat_id,
             uuid=uuid,
-            versions=[{"content": parse_json_or_none(content), "at": now, "via": via}],
+            versions=[
+                {
+                    "content": parse_json_or_none(content),
+                    "at": now,
+                    "via": via,
+                    "body_bytes": body_bytes,
+                }
+            ],
         )
         self._messages[message.message_id] = message
         if uuid is not None:
@@ -1760,8 +1855,78 @@ class FeishuSandbox:
         now = self._now_ms()
         message.content = content
         message.update_time = now
-        message.versions.append({"content": parse_json_or_none(content), "at": now, "via": via})
+        message.versions.append(
+            {
+                "content": parse_json_or_none(content),
+                "at": now,
+                "via": via,
+                "body_bytes": len(request.get_data(cache=True)),  # what this update sent
+            }
+        )
         self._counters["messages_patched"] += 1
+
+    # ========================================================================================
+    # Bot identity and chat info
+    # ========================================================================================
+
+    def _bot_info(self) -> Reply:
+        """``GET /open-apis/bot/v3/info``: unlike most APIs, ``bot`` sits at the top level of
+        the answer, not under ``data`` (the platform's response table; lark-oapi 1.7.5 has no
+        model for it and reads it raw, ``lark_oapi/channel/bot_identity.py``)."""
+        with self._lock:
+            bot = {
+                "activate_status": 2,  # 2: activated
+                "app_name": self._opts.bot_name,
+                "avatar_url": "https://s1-imfile.feishucdn.com/static-resource/v1/sandbox-bot",
+                "ip_white_list": [],
+                "open_id": self._opts.bot_open_id,
+            }
+        return Reply({"code": 0, "msg": "ok", "bot": bot})
+
+    def _get_chat(self, chat_id: str) -> dict[str, Any]:
+        """``GET /open-apis/im/v1/chats/:chat_id`` (im-v1 chat/get). ``chat_mode`` is group,
+        topic or p2p; a p2p chat carries no owner, permissions or ``chat_type``; a chat the bot
+        is not in answers only its basic information (name, avatar), as the platform's notes
+        say; an unknown id is 232006."""
+        self._check_user_id_type()
+        with self._lock:
+            chat = self._chats.get(chat_id)
+            if chat is None:
+                raise ApiError(232006, "Your request specifies a chat_id which is invalid.")
+            basic: dict[str, Any] = {
+                "avatar": "https://p3-lark-file.byteimg.com/img/sandbox-chat-avatar.jpg",
+                "name": chat.name,
+                "description": "",
+                "i18n_names": {"zh_cn": chat.name, "en_us": chat.name, "ja_jp": ""},
+            }
+            if not chat.bot_member:
+                return basic
+            info = {
+                **basic,
+                "edit_permission": "all_members",
+                "chat_mode": chat.chat_type,
+                "external": False,
+                "tenant_key": TENANT_KEY,
+                "user_count": "1" if chat.chat_type == "p2p" else "5",
+                "bot_count": "1",
+                "chat_status": "normal",
+            }
+            if chat.chat_type != "p2p":
+                info.update(
+                    {
+                        "add_member_permission": "all_members",
+                        "share_card_permission": "allowed",
+                        "at_all_permission": "all_members",
+                        "owner_id_type": request.args.get("user_id_type", "open_id"),
+                        "owner_id": "ou_" + hashlib.md5(chat_id.encode()).hexdigest(),
+                        "chat_type": "private",
+                        "chat_tag": "inner",
+                        "group_message_type": "chat" if chat.chat_type == "group" else "thread",
+                        "membership_approval": "no_approval_required",
+                        "moderation_permission": "all_members",
+                    }
+                )
+            return info
 
     # ========================================================================================
     # Custom bot webhook
@@ -1789,6 +1954,7 @@ class FeishuSandbox:
             "card": body.get("card"),
             "timestamp": body.get("timestamp"),
             "received_at": self._now_ms(),
+            "body_bytes": len(raw),
         }
         with self._lock:
             hook.messages.append(entry)
@@ -1924,7 +2090,14 @@ class FeishuSandbox:
         spec = self._control_body()
         with self._lock:
             chat = self._add_chat(spec)
-        return {"ok": True, "chat": {"chat_id": chat.chat_id, "bot_member": chat.bot_member}}
+        return {
+            "ok": True,
+            "chat": {
+                "chat_id": chat.chat_id,
+                "bot_member": chat.bot_member,
+                "chat_mode": chat.chat_type,
+            },
+        }
 
     def _ctl_hook(self) -> dict[str, Any]:
         spec = self._control_body()
@@ -2009,7 +2182,7 @@ def _hook_payload_problem(body: dict[str, Any]) -> str | None:
     content = body.get("content")
     if msg_type == "interactive":
         card = body.get("card")
-        return None if isinstance(card, dict) else "interactive needs a card object"
+        return card_problem(card) if isinstance(card, dict) else "interactive needs a card object"
     if not isinstance(content, dict):
         return "content must be an object"
     required = {"text": "text", "post": "post", "image": "image_key", "share_chat": "share_chat_id"}

@@ -122,6 +122,26 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
+# A card callback older than this many seconds is refused. The bound keeps the window shorter
+# than the dedup claims' 12 hours (adsync.bot.worker.DEDUP_TTL; a test ties the two): a replay
+# that arrives after its claim expired must already be stale.
+CALLBACK_MAX_AGE_RANGE = (10, 3600)
+
+
+def _callback_max_age(raw: str) -> int:
+    low, high = CALLBACK_MAX_AGE_RANGE
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number of seconds, like 300") from None
+    if not low <= value <= high:
+        raise ValueError(
+            f"expected {low} to {high} seconds (it must stay far below the 12-hour replay "
+            "memory, and Feishu sends a button press within a second)"
+        )
+    return value
+
+
 def _minutes(raw: str) -> tuple[int, ...]:
     try:
         values = tuple(int(x) for x in _list(raw))
@@ -243,6 +263,13 @@ class Settings:
     )
     concurrency: int = var("ADSYNC_CONCURRENCY", _positive_int, 4, "accounts fetched at once")
     http_timeout: float = var("ADSYNC_HTTP_TIMEOUT", _positive_float, 20.0, "seconds per call")
+    db_wait: float = var(
+        "ADSYNC_DB_WAIT",
+        _positive_float,
+        2.0,
+        "seconds a database call waits for a lock or a lost connection before it fails "
+        "(a card action must be answered within 3 s)",
+    )
     settle_at: time = var("ADSYNC_SETTLE_AT", _hhmm, time(10, 30), "re-sync yesterday when final")
     settle_threshold_pct: float = var(
         "ADSYNC_SETTLE_THRESHOLD_PCT", _positive_float, 1.0, "settle re-sync speaks above this"
@@ -261,6 +288,12 @@ class Settings:
         _non_negative_float,
         0.3,
         "seconds between consecutive Bitable writes (Feishu advises spacing them)",
+    )
+    callback_max_age: int = var(
+        "ADSYNC_CALLBACK_MAX_AGE",
+        _callback_max_age,
+        300,
+        "seconds a card button press may take to arrive; older ones (replays) are refused",
     )
     log_level: str = var("ADSYNC_LOG_LEVEL", _log_level, "INFO")
     log_file: Path | None = var("ADSYNC_LOG_FILE", Path, doc="also log to this file")

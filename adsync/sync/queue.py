@@ -41,6 +41,7 @@ from typing import Any
 from sqlalchemy import (
     and_,
     bindparam,
+    case,
     delete,
     exists,
     false,
@@ -50,9 +51,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 
-from adsync.sync.liveness import holder_is_dead, this_process
+from adsync.sync import processes
 from adsync.sync.store import Store, UTCDateTime, jobs, utcnow
 
 log = logging.getLogger("adsync.queue")
@@ -161,7 +162,7 @@ class JobQueue:
 
     def __init__(self, store: Store, holder: str | None = None, lease: timedelta = LEASE) -> None:
         self.store = store
-        self.holder = holder or f"{this_process()}:queue"
+        self.holder = holder or f"{processes.actor()}:queue"
         self.lease = lease
         # The jobs this object holds: only these are renewed. A claim whose commit landed but
         # whose answer was lost is held without our knowing; its lease runs out and it is freed.
@@ -179,6 +180,18 @@ class JobQueue:
     def held(self) -> set[int]:
         with self._held_lock:
             return set(self._held)
+
+    def _read(self, query: Any) -> list[Any]:
+        """Rows of ``query``, retried on a lost connection within the store's bound."""
+        return self.store.read(lambda conn: conn.execute(query).all())
+
+    def _write(self, statement: Any) -> int:
+        """Run one conditional write; rows changed. Every write here is conditional on the
+        row's holder or state, so running it again after a commit whose answer was lost
+        changes nothing (``idempotent``)."""
+        return int(
+            self.store.transact(lambda conn: conn.execute(statement).rowcount, idempotent=True) or 0
+        )
 
     # -- in ------------------------------------------------------------------------------------
 
@@ -205,8 +218,11 @@ class JobQueue:
             }
             for job in new
         ]
-        with self.store.begin() as conn:
-            return int(conn.execute(_INSERT, rows).rowcount or 0)
+        # A rerun after a lost commit inserts nothing new (ON CONFLICT DO NOTHING).
+        return int(
+            self.store.transact(lambda conn: conn.execute(_INSERT, rows).rowcount, idempotent=True)
+            or 0
+        )
 
     # -- claiming ------------------------------------------------------------------------------
 
@@ -239,80 +255,72 @@ class JobQueue:
             .order_by(j.c.seq, j.c.id)
             .limit(8)
         )
-        with self.store.engine.connect() as conn:
-            candidates = conn.execute(query).all()
-        for candidate in candidates:
-            with self.store.begin() as conn:
-                taken = conn.execute(
-                    update(jobs)
-                    .where(
-                        jobs.c.id == candidate.id,
-                        jobs.c.state == candidate.state,
-                        jobs.c.holder.is_(None),
-                    )
-                    .values(
-                        state=RUNNING if candidate.state == QUEUED else ANSWERED,
-                        holder=self.holder,
-                        lease_until=now + self.lease,
-                        attempts=jobs.c.attempts + 1,
-                        updated_at=now,
-                    )
-                ).rowcount
+        for candidate in self._read(query):
+            taken = self._write(
+                update(jobs)
+                .where(
+                    jobs.c.id == candidate.id,
+                    jobs.c.state == candidate.state,
+                    jobs.c.holder.is_(None),
+                )
+                .values(
+                    state=RUNNING if candidate.state == QUEUED else ANSWERED,
+                    holder=self.holder,
+                    lease_until=now + self.lease,
+                    attempts=jobs.c.attempts + 1,
+                    updated_at=now,
+                )
+            )
             if taken:
                 self._hold(candidate.id, True)
                 return self.get(candidate.id)
         return None
 
     def get(self, job_id: int) -> Job | None:
-        with self.store.engine.connect() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-        return Job.from_row(row) if row is not None else None
+        rows = self._read(select(jobs).where(jobs.c.id == job_id))
+        return Job.from_row(rows[0]) if rows else None
 
     def renew(self) -> int:
         """Heartbeat: extend the lease of every job this object holds."""
         held = self.held
         if not held:
             return 0
-        now = utcnow()
-        with self.store.begin() as conn:
-            return conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(held), jobs.c.holder == self.holder)
-                .values(lease_until=now + self.lease)
-            ).rowcount
+        return self._write(
+            update(jobs)
+            .where(jobs.c.id.in_(held), jobs.c.holder == self.holder)
+            .values(lease_until=utcnow() + self.lease)
+        )
 
     def recover(self) -> int:
         """Free what dead holders left: a job whose holder is provably dead (same host, pid
         gone) at once, any other when its lease has run out; joined jobs whose leader can no
         longer answer them get its answer or run themselves. Returns the jobs freed."""
         now = utcnow()
-        with self.store.engine.connect() as conn:
-            taken = conn.execute(
-                select(jobs.c.id, jobs.c.holder, jobs.c.state, jobs.c.lease_until).where(
-                    jobs.c.state.in_((RUNNING, ANSWERED)), jobs.c.holder.is_not(None)
-                )
-            ).all()
+        taken = self._read(
+            select(jobs.c.id, jobs.c.holder, jobs.c.state, jobs.c.lease_until).where(
+                jobs.c.state.in_((RUNNING, ANSWERED)), jobs.c.holder.is_not(None)
+            )
+        )
         held = self.held
         freed = 0
         for row in taken:
             if row.holder == self.holder and row.id in held:
                 continue
             expired = row.lease_until is None or row.lease_until < now
-            if not expired and not holder_is_dead(row.holder):
+            if not expired and processes.alive(row.holder) is not False:
                 continue
-            with self.store.begin() as conn:
-                freed += conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == row.id, jobs.c.holder == row.holder)
-                    .values(
-                        state=QUEUED if row.state == RUNNING else ANSWERED,
-                        holder=None,
-                        lease_until=None,
-                        not_before=now,
-                        error=f"its process stopped ({row.holder})"[:500],
-                        updated_at=now,
-                    )
-                ).rowcount
+            freed += self._write(
+                update(jobs)
+                .where(jobs.c.id == row.id, jobs.c.holder == row.holder)
+                .values(
+                    state=QUEUED if row.state == RUNNING else ANSWERED,
+                    holder=None,
+                    lease_until=None,
+                    not_before=now,
+                    error=f"its process stopped ({row.holder.split('@')[0]})"[:500],
+                    updated_at=now,
+                )
+            )
             log.warning("job %s was held by %s, which stopped: freed", row.id, row.holder)
         return freed + self._orphans(now)
 
@@ -320,25 +328,23 @@ class JobQueue:
         """Joined jobs whose leader is finished without answering them (it was given up, or it
         joined another run itself after a restart): its answer if it has one, else run."""
         leader = jobs.alias("leader")
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.id, leader.c.answer, leader.c.state)
-                .select_from(jobs.outerjoin(leader, leader.c.id == jobs.c.leader_id))
-                .where(
-                    jobs.c.state == JOINED,
-                    or_(leader.c.id.is_(None), leader.c.state.in_((ANSWERED, DONE, FAILED))),
-                )
-            ).all()
+        rows = self._read(
+            select(jobs.c.id, leader.c.answer, leader.c.state)
+            .select_from(jobs.outerjoin(leader, leader.c.id == jobs.c.leader_id))
+            .where(
+                jobs.c.state == JOINED,
+                or_(leader.c.id.is_(None), leader.c.state.in_((ANSWERED, DONE, FAILED))),
+            )
+        )
         for row in rows:
             values: dict[str, Any] = {"holder": None, "not_before": now, "updated_at": now}
             if row.answer:
                 values.update(state=ANSWERED, answer=row.answer)
             else:
                 values.update(state=QUEUED, leader_id=None)
-            with self.store.begin() as conn:
-                conn.execute(
-                    update(jobs).where(jobs.c.id == row.id, jobs.c.state == JOINED).values(values)
-                )
+            self._write(
+                update(jobs).where(jobs.c.id == row.id, jobs.c.state == JOINED).values(values)
+            )
         return len(rows)
 
     # -- while running -------------------------------------------------------------------------
@@ -363,16 +369,14 @@ class JobQueue:
             jobs.c.state.in_((QUEUED, RUNNING, ANSWERED)),
             or_(jobs.c.seq < job.seq, and_(jobs.c.seq == job.seq, jobs.c.id < job.id)),
         )
-        with self.store.engine.connect() as conn:
-            return conn.execute(query.limit(1)).first() is not None
+        return bool(self._read(query.limit(1)))
 
     def running_topics(self, prefix: str) -> list[tuple[int, str]]:
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.id, jobs.c.topic).where(
-                    jobs.c.state == RUNNING, jobs.c.topic.like(f"{prefix}%")
-                )
-            ).all()
+        rows = self._read(
+            select(jobs.c.id, jobs.c.topic).where(
+                jobs.c.state == RUNNING, jobs.c.topic.like(f"{prefix}%")
+            )
+        )
         return [(r.id, r.topic) for r in rows]
 
     def join(self, job: Job, leader_id: int, working_id: str | None) -> bool:
@@ -380,25 +384,34 @@ class JobQueue:
         longer running (it finished a moment ago: run yourself). The leader's row is locked
         while we look, so its answer cannot be stored between our look and our join."""
         now = utcnow()
-        with self.store.exclusive() as conn:
+        if leader_id == job.id:
+            return False
+
+        def join(conn: Connection) -> int:
             leader = conn.execute(
                 select(jobs.c.state).where(jobs.c.id == leader_id).with_for_update()
             ).first()
-            if leader is None or leader.state != RUNNING or leader_id == job.id:
-                return False
-            joined = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job.id, jobs.c.holder == self.holder)
-                .values(
-                    state=JOINED,
-                    leader_id=leader_id,
-                    holder=None,
-                    lease_until=None,
-                    released=True,
-                    working_id=working_id,
-                    updated_at=now,
-                )
-            ).rowcount
+            if leader is None or leader.state != RUNNING:
+                return 0
+            return int(
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job.id, jobs.c.holder == self.holder)
+                    .values(
+                        state=JOINED,
+                        leader_id=leader_id,
+                        holder=None,
+                        lease_until=None,
+                        released=True,
+                        working_id=working_id,
+                        updated_at=now,
+                    )
+                ).rowcount
+            )
+
+        # Not rerun after a lost commit: the join may have landed (then this job is the
+        # leader's, and whatever this process does with it next is refused by its holder).
+        joined = self.store.transact(join, exclusive=True)
         if joined:
             job.state, job.leader_id = JOINED, leader_id
             self._hold(job.id, False)
@@ -414,14 +427,14 @@ class JobQueue:
         same transaction (``for_follower(job)``, default the same). False if the job is no
         longer ours (its lease ran out and someone else took it)."""
         now = utcnow()
-        with self.store.exclusive() as conn:
+
+        def store(conn: Connection) -> bool:
             stored = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job.id, jobs.c.holder == self.holder, jobs.c.state == RUNNING)
                 .values(state=ANSWERED, answer=_dump(answer), updated_at=now)
             ).rowcount
             if not stored:
-                self._hold(job.id, False)
                 return False
             followers = conn.execute(
                 select(jobs).where(jobs.c.leader_id == job.id, jobs.c.state == JOINED)
@@ -440,6 +453,14 @@ class JobQueue:
                         updated_at=now,
                     )
                 )
+            return True
+
+        # Exclusive: a follower joining locks this row (join), so none can join between our
+        # answer and our look for followers. Not rerun after a lost commit (it may have landed;
+        # then the job is answered and ours, and its lease running out frees it for posting).
+        if not self.store.transact(store, exclusive=True):
+            self._hold(job.id, False)
+            return False
         job.state, job.answer = ANSWERED, answer
         return True
 
@@ -453,12 +474,12 @@ class JobQueue:
         return mine
 
     def retry_later(self, job: Job, error: str) -> bool:
-        """Let go of ``job`` after a failure; it is tried again after a backoff (run again if
-        it had no answer yet, posted again if it had)."""
-        state = ANSWERED if job.state == ANSWERED else QUEUED
+        """Let go of ``job`` after a failure; it is tried again after a backoff: run again if
+        it had no answer yet, posted again if it had (as the database says: an answer whose
+        commit landed without our knowing is not thrown away)."""
         mine = self._update_mine(
             job,
-            state=state,
+            state=case((jobs.c.state == ANSWERED, ANSWERED), else_=QUEUED),
             holder=None,
             lease_until=None,
             not_before=utcnow() + backoff(job.attempts),
@@ -470,7 +491,8 @@ class JobQueue:
     def give_up(self, job: Job, error: str) -> bool:
         """``job`` failed for good. Jobs waiting on it run themselves."""
         now = utcnow()
-        with self.store.begin() as conn:
+
+        def fail(conn: Connection) -> bool:
             mine = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job.id, jobs.c.holder == self.holder)
@@ -489,68 +511,53 @@ class JobQueue:
                     .where(jobs.c.leader_id == job.id, jobs.c.state == JOINED)
                     .values(state=QUEUED, leader_id=None, not_before=now, updated_at=now)
                 )
+            return bool(mine)
+
+        mine = self.store.transact(fail, idempotent=True)
         job.state = FAILED
         self._hold(job.id, False)
-        return bool(mine)
+        return mine
 
     def let_go(self) -> int:
         """On a clean shutdown: everything this process holds goes back for others at once."""
         now = utcnow()
-        with self.store.begin() as conn:
-            n = conn.execute(
-                update(jobs)
-                .where(jobs.c.holder == self.holder, jobs.c.state == RUNNING)
-                .values(state=QUEUED, holder=None, lease_until=None, not_before=now)
-            ).rowcount
-            n += conn.execute(
-                update(jobs)
-                .where(jobs.c.holder == self.holder, jobs.c.state == ANSWERED)
-                .values(holder=None, lease_until=None, not_before=now)
-            ).rowcount
+        n = self._write(
+            update(jobs)
+            .where(jobs.c.holder == self.holder, jobs.c.state == RUNNING)
+            .values(state=QUEUED, holder=None, lease_until=None, not_before=now)
+        )
+        n += self._write(
+            update(jobs)
+            .where(jobs.c.holder == self.holder, jobs.c.state == ANSWERED)
+            .values(holder=None, lease_until=None, not_before=now)
+        )
         with self._held_lock:
             self._held.clear()
         return n
 
     def _update_mine(self, job: Job, **values: Any) -> bool:
         values.setdefault("updated_at", utcnow())
-        with self.store.begin() as conn:
-            return bool(
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job.id, jobs.c.holder == self.holder)
-                    .values(**values)
-                ).rowcount
+        return bool(
+            self._write(
+                update(jobs)
+                .where(jobs.c.id == job.id, jobs.c.holder == self.holder)
+                .values(**values)
             )
+        )
 
     # -- looking -------------------------------------------------------------------------------
 
     def open_count(self) -> int:
         """Jobs not finished: queued, running, waiting on another, or answered but not posted."""
-        with self.store.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).select_from(jobs).where(jobs.c.state.in_(OPEN))
-                ).scalar()
-                or 0
-            )
-
-    def waiting(self) -> dict[str, Any]:
-        """For /healthz: how many jobs wait to start, and for how long the oldest has."""
-        with self.store.engine.connect() as conn:
-            row = conn.execute(
-                select(func.count(), func.min(jobs.c.created_at)).where(jobs.c.state == QUEUED)
-            ).first()
-        count, oldest = (row[0] or 0, row[1]) if row is not None else (0, None)
-        age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
-        return {"queued": int(count), "oldest_s": round(max(age, 0.0), 1)}
+        rows = self._read(select(func.count()).select_from(jobs).where(jobs.c.state.in_(OPEN)))
+        return int(rows[0][0] or 0)
 
     def purge(self, keep: timedelta = KEEP_FINISHED) -> int:
-        with self.store.begin() as conn:
-            return conn.execute(
-                delete(jobs).where(
-                    jobs.c.state.in_((DONE, FAILED)), jobs.c.finished_at < utcnow() - keep
-                )
-            ).rowcount
+        return self._write(
+            delete(jobs).where(
+                jobs.c.state.in_((DONE, FAILED)), jobs.c.finished_at < utcnow() - keep
+            )
+        )
 
 
 __all__ = [

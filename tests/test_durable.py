@@ -24,7 +24,7 @@ import requests
 from sqlalchemy import select
 
 from adsync.sandbox import events as ev
-from adsync.sync.store import runs
+from adsync.sync.store import runs, utcnow
 
 from .conftest import Sandbox, report
 from .test_bot import CHAT, ENCRYPT_KEY, VERIFY_TOKEN, BotServer, messages, say
@@ -180,6 +180,83 @@ def test_the_same_sync_asked_twice_makes_one_set_of_report_calls_and_one_result(
     assert "同步" in final_text(theirs)
 
 
+def test_an_event_that_cannot_be_written_down_is_not_acknowledged(
+    bot_env: dict[str, str], authorized: Any, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The disk under the spool refuses (here: its directory's name is taken by a file). A
+    200 would lose the command — Feishu never re-delivers what it got a 200 for — so the
+    answer is 503, and the platform's re-delivery, once the disk is fixed, is answered."""
+    from adsync.bot.app import create_app
+    from adsync.sync.config import load_settings
+
+    settings = load_settings(bot_env, cwd=tmp_path)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    blocker = settings.data_dir / "spool"
+    blocker.write_text("not a directory")
+    srv = BotServer(create_app(settings))
+    try:
+        event = say(sandbox, "token status")
+        first = srv.post_event(event)
+        assert first.status_code == 503, first.text
+        srv.idle()
+        assert messages(sandbox) == [] and srv.bot.handled == 0
+        blocker.unlink()
+        again = srv.post_event(event)  # the platform's re-delivery
+        assert again.status_code == 200
+        srv.idle()
+        assert len(replies_to(sandbox, event["event"]["message"]["message_id"])) == 1
+    finally:
+        srv.stop()
+        srv.bot.actions.services.close()
+
+
+def test_a_command_whose_process_keeps_dying_is_given_up_and_the_chat_told(
+    bot_env: dict[str, str], authorized: Any, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A command that took its process down every time it ran (the state the queue holds after
+    the fourth crash: running, held by a process that is gone) is not run a fifth time: the
+    chat gets "I tried 4 times", and the chat's next command runs."""
+    from sqlalchemy import update
+
+    from adsync.bot.app import create_app
+    from adsync.bot.dispatch import Dispatcher
+    from adsync.sync.config import load_settings
+    from adsync.sync.queue import FAILED, MAX_ATTEMPTS, RUNNING
+    from adsync.sync.store import jobs
+
+    srv = BotServer(create_app(load_settings(bot_env, cwd=tmp_path)), worker=False)
+    try:
+        poison, after = say(sandbox, "summary"), say(sandbox, "help")
+        assert srv.post_event(poison).status_code == 200
+        assert srv.post_event(after).status_code == 200
+        poison_id = poison["event"]["message"]["message_id"]
+        store = srv.bot.store
+        wait_until(lambda: srv.bot.queue.open_count() == 2, 10, "both commands queued")
+        with store.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.message_id == poison_id)
+                .values(
+                    state=RUNNING,
+                    holder=f"{socket.gethostname()}:999999999:queue",  # no such process
+                    attempts=MAX_ATTEMPTS,
+                    lease_until=utcnow() + timedelta(minutes=1),
+                )
+            )
+        srv.dispatcher = Dispatcher(srv.bot).start()
+        srv.idle()
+        [told] = replies_to(sandbox, poison_id)
+        assert "tried 4 times" in final_text(told), final_text(told)
+        assert replies_to(sandbox, after["event"]["message"]["message_id"])
+        with store.engine.connect() as conn:
+            state = conn.execute(select(jobs.c.state).where(jobs.c.message_id == poison_id))
+            assert state.scalar() == FAILED
+        assert srv.bot.handled == 1  # the help; the summary was not run a fifth time
+    finally:
+        srv.stop()
+        srv.bot.actions.services.close()
+
+
 # -- commands that survive their process --------------------------------------------------------
 
 
@@ -228,7 +305,15 @@ class Served:
             return None
 
     def kill9(self) -> None:
+        """The whole tree at once (the worker `serve` starts has a session of its own), as a
+        machine or container dies."""
+        import psutil
+
+        tree = psutil.Process(self.proc.pid).children(recursive=True)
         with_group(self.proc, signal.SIGKILL)
+        for child in tree:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
         self.proc.wait(30)
 
     def stop(self) -> int:

@@ -5,9 +5,9 @@ none, and never again once it got a 200. So an event handler here only filters (
 message must mention the bot; a message older than 30 minutes is a backlog replayed after an
 outage: acknowledged, not run) and appends the event to this process's spool (``spool.py``:
 on disk before the 200, no database on the way). The spool's mover stores it in the database
-queue (``adsync.sync.queue``), where the delivery is claimed by ``event_id`` and ``message_id``
-(12 h, shared by every process), and any worker — this process, ``adsync worker``, or another
-``adsync serve`` — runs it (``dispatch.py``).
+queue (``adsync.sync.queue``), which stores a delivery once by its ``event_id`` and its
+``message_id`` (kept two days, shared by every process), and a worker — ``adsync worker``, the
+one ``adsync serve`` starts, or another's — runs it (``dispatch.py``).
 
 Running one job (``Bot.run_job``): parse, check access, answer. A long command (sync, verify)
 first posts its "working on it" card and lets the chat's quick commands past it; a sync that
@@ -287,7 +287,8 @@ class Bot:
             return None
         if job.kind == "card_action":
             return self._start_card_action(job)
-        incoming = Incoming(**job.payload)
+        known = Incoming.__dataclass_fields__
+        incoming = Incoming(**{k: v for k, v in job.payload.items() if k in known})
         try:
             command = parse(incoming.text, self.actions.today())
         except CommandError as exc:

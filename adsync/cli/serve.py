@@ -93,7 +93,11 @@ class ChildWorker:
             with self._lock:
                 if self._stopping.is_set():
                     return
-                self._proc = subprocess.Popen(self.argv)
+                # A session of its own: where the kernel shares the CPU between sessions
+                # (Linux autogroup, on by default), the web process keeps its whole share
+                # instead of splitting it with the commands. It leaves with the master all
+                # the same (--parent), and SIGTERM from on_exit stops it.
+                self._proc = subprocess.Popen(self.argv, start_new_session=True)
             # gunicorn's master reaps every child it is signalled about; Popen.wait then sees
             # no status (and says 0), so the exit code is not to be trusted here.
             self._proc.wait()

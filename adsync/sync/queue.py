@@ -317,7 +317,7 @@ class JobQueue:
                     holder=None,
                     lease_until=None,
                     not_before=now,
-                    error=f"its process stopped ({row.holder.split('@')[0]})"[:500],
+                    error="the process running it stopped",
                     updated_at=now,
                 )
             )

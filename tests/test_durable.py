@@ -348,7 +348,7 @@ def test_kill_9_of_the_server_around_20_commands_answers_each_exactly_once(
     texts = ["sync yesterday", "token status", "summary", "history", "help", "accounts"]
     asked = [say(sandbox, texts[i % len(texts)]) for i in range(20)]
     ids = [e["event"]["message"]["message_id"] for e in asked]
-    kills_at = sorted(rng.sample(range(1, 21), 4))  # after that many acknowledgements
+    kills_at = sorted(rng.sample(range(1, 21), 3))  # after that many acknowledgements
     server = Served(env, tmp_path).ready()
     kills = 0
     try:
@@ -396,7 +396,9 @@ def test_a_locked_database_delays_no_acknowledgement_and_loses_nothing(
     press: every acknowledgement under a second, every message answered once after."""
     env = {**bot_env, "ADSYNC_DAILY_SYNC_AT": "23:59"}
     server = Served(env, tmp_path).ready()
-    hold = 8.0
+    for chat in ("oc_locked_b", "oc_locked_c"):
+        add_chat(sandbox, chat)
+    hold = 6.0  # three times the database wait (ADSYNC_DB_WAIT): the mover's tries fail
     if db_url.startswith("sqlite"):
         database = db_url.removeprefix("sqlite:///")
         take = (
@@ -427,8 +429,12 @@ def test_a_locked_database_delays_no_acknowledgement_and_loses_nothing(
     try:
         assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
         locked_at = time.monotonic()
-        texts = ["token status", "summary", "history", "help", "sync yesterday"]
-        asked = [say(sandbox, texts[i % len(texts)]) for i in range(30)]
+        # Three chats: Feishu takes 5 messages a second in one chat, and the answers are due
+        # when the lock ends.
+        chats = [CHAT, "oc_locked_b", "oc_locked_c"]
+        texts = ["token status", "summary", "history", "help", "accounts"]
+        asked = [say(sandbox, texts[i % 5], chat_id=chats[i % 3]) for i in range(29)]
+        asked.insert(10, say(sandbox, "sync yesterday"))
         acks = []
         for event in asked:
             started = time.monotonic()
@@ -447,14 +453,16 @@ def test_a_locked_database_delays_no_acknowledgement_and_loses_nothing(
         still_locked = time.monotonic() - locked_at < hold
         assert still_locked, "the burst outlasted the lock: make the lock longer"
         assert locker.wait(hold + 30) == 0
-        ids = [e["event"]["message"]["message_id"] for e in asked]
+        ids = [
+            (e["event"]["message"]["message_id"], e["event"]["message"]["chat_id"]) for e in asked
+        ]
 
         def all_answered() -> bool:
-            found = [replies_to(sandbox, i) for i in ids]
+            found = [replies_to(sandbox, i, chat) for i, chat in ids]
             return all(f and not is_working(f[-1]) for f in found)
 
         wait_until(all_answered, 120, "every answer after the lock", every=0.2)
-        counts = [len(replies_to(sandbox, i)) for i in ids]
+        counts = [len(replies_to(sandbox, i, chat)) for i, chat in ids]
         report(
             f"{db_url.split(':')[0]} locked {hold:.0f} s by another process: 30 "
             "acknowledgements, slowest "

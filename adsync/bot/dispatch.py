@@ -94,7 +94,7 @@ class Dispatcher:
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the database comes back; jobs wait
                 failures += 1
-                pause = min(0.2 * 2**failures, 5.0)
+                pause = min(0.2 * 2 ** min(failures, 3), 1.0)  # after the store's own wait
                 log.warning("could not claim a job (again in %.1f s): %s", pause, _describe(exc))
                 self._stop.wait(pause)
                 continue
@@ -117,6 +117,7 @@ class Dispatcher:
                     self._long += 1
                 self._busy -= 1
                 self._state.notify_all()
+            self.bot.queued.set()  # its chat's next command may go now: look at once
         if rest is not None:
             self._long_pool.submit(self._run_long, job, rest)
 
@@ -129,6 +130,7 @@ class Dispatcher:
             with self._state:
                 self._long -= 1
                 self._state.notify_all()
+            self.bot.queued.set()
 
     # -- keeping leases, freeing the dead ------------------------------------------------------
 

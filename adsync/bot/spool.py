@@ -332,7 +332,9 @@ class Mover:
             except Exception as exc:  # noqa: BLE001 - keep the lines, try again
                 self.failures += 1
                 self.last_error = _describe(exc)
-                pause = min(0.25 * 2 ** min(self.failures, 5), 5.0)
+                # Each try already waited out the store's own bound (ADSYNC_DB_WAIT); a short
+                # pause more, so the events move within a moment of the database coming back.
+                pause = min(0.25 * 2 ** min(self.failures, 3), 1.0)
                 log.warning(
                     "could not move acknowledged events to the database (try %d, again in "
                     "%.1f s): %s",

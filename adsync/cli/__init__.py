@@ -27,6 +27,7 @@ COMMANDS = {
     ("summary",): "adsync.cli.data:summary",
     ("fields",): "adsync.cli.data:fields",
     ("records",): "adsync.cli.data:records",
+    ("tables",): "adsync.cli.data:tables",
     ("verify",): "adsync.cli.data:verify",
     ("history",): "adsync.cli.data:history",
     ("chat",): "adsync.cli.serve:chat",
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("fields", parents=[json_flag], help="the Bitable's fields and their mapping")
     records = sub.add_parser("records", parents=[json_flag], help="the Bitable's rows of a day")
     records.add_argument("date", nargs="?", help="yesterday (default), today or YYYY-MM-DD")
+    sub.add_parser(
+        "tables", parents=[json_flag], help="the Bitable tables in use: periods, rows, room left"
+    )
     verify = sub.add_parser(
         "verify", parents=[json_flag], help="reconcile the Bitable against the local copy"
     )

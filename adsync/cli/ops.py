@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
 
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded, ConfigError
+from adsync.sync.tables import period_of, table_name
 
 
 def sandbox(ctx: Context) -> int:
@@ -69,22 +72,33 @@ def _feishu_checks(ctx: Context) -> list[Check]:
             or f"app {settings.feishu_app_id} at {settings.feishu_domain}"
         ),
     )
-    table = _check(
-        "Bitable configured",
-        lambda: (
-            settings.require("FEISHU_BITABLE_APP_TOKEN", "FEISHU_BITABLE_TABLE_ID")
-            or f"table {settings.feishu_bitable_table_id}"
-        ),
-    )
+    table = _check("Bitable configured", lambda: _configured(settings))
     checks = [app, table]
     if app.ok and table.ok:
-        from adsync.sync.bitable import BitableSink  # imports lark-oapi: only when configured
+        from adsync.sync.routing import TableSet  # imports lark-oapi: only when configured
 
-        sink = BitableSink(settings)
-        fields = _check("Bitable fields", lambda: _fields(sink))
-        checks.append(fields)
-        if fields.ok:
-            checks.append(_check("Bitable writable", lambda: _writable(sink)))
+        base = TableSet(settings, ctx.services.store)
+        tables = _check("Bitable tables", lambda: _tables(base))
+        checks.append(tables)
+        current = _current(base)
+        if current is None:
+            name = table_name(
+                settings.table_name, period_of(_today(settings), settings.table_roll), 1
+            )
+            checks.append(
+                Check(
+                    "Bitable fields",
+                    True,
+                    f"no table for today's period yet: the first sync creates {name!r} "
+                    "with the 15 fields",
+                )
+            )
+        else:
+            sink = base.sink(current)
+            fields = _check("Bitable fields", lambda: _fields(sink))
+            checks.append(fields)
+            if fields.ok:
+                checks.append(_check("Bitable writable", lambda: _writable(sink)))
     checks.append(
         _check(
             "report chats",
@@ -105,6 +119,81 @@ def _feishu_checks(ctx: Context) -> list[Check]:
     else:
         checks.append(Check("alert webhook", True, "set: alerts fall back to it if the bot fails"))
     return checks
+
+
+def _today(settings: Any) -> date:
+    return datetime.now(settings.tz).date()
+
+
+def _configured(settings: Any) -> str:
+    settings.require("FEISHU_BITABLE_APP_TOKEN")
+    roll, limit = settings.table_roll, settings.table_max_rows
+    if roll == "full":
+        settings.require("FEISHU_BITABLE_TABLE_ID")
+        return (
+            f"table {settings.feishu_bitable_table_id}; the next table starts when one is full "
+            f"({limit:,} rows)"
+        )
+    first = settings.feishu_bitable_table_id
+    return f"a table per {roll} named {settings.table_name!r} ({limit:,} rows each)" + (
+        f", the first one {first}" if first else ""
+    )
+
+
+def _tables(base: Any) -> str:
+    """Every table adsync registered is still in the Base; a table of the current period's
+    name that adsync would adopt has fields that map; the Base has room for more tables."""
+    from adsync.sync.tables import MAX_TABLES, OPEN
+
+    live = base.live()
+    registered = base.registry.tables()
+    gone = [t for t in registered if t.status != "deleted" and t.table_id not in live]
+    if gone:
+        spans = base.registry.spans()
+        names = "; ".join(f"{t.label} ({spans.get(t.table_id, (0, 0, 0))[2]} dates)" for t in gone)
+        raise AdsyncError(
+            f"deleted in the Base: {names}",
+            hint="the next sync recreates it and rewrites its dates from the local copy "
+            "(run `adsync sync` now, or let the daily run do it)",
+        )
+    settings = base.settings
+    period = period_of(_today(settings), settings.table_roll)
+    known = {t.table_id for t in registered}
+    if period != "full" and not any(t.period == period for t in registered):
+        name = table_name(settings.table_name, period, 1)
+        for table_id, listed in live.items():
+            if listed == name and table_id not in known:
+                try:
+                    base.sink(table_id).prepare(create_missing=False)
+                except ConfigError as exc:
+                    raise AdsyncError(
+                        f"table {name!r} ({table_id}) has the name adsync uses for {period}, "
+                        f"but its fields do not fit: {exc.message}",
+                        hint=exc.hint + "; or rename that table so adsync creates its own",
+                    ) from None
+    if len(live) >= MAX_TABLES - 5:
+        raise AdsyncError(
+            f"the Base has {len(live)} tables; it holds at most {MAX_TABLES} tables and "
+            "dashboards (1254100)",
+            hint="move old tables to another Base, or delete unused ones",
+        )
+    in_use = [t for t in registered if t.status != "deleted"]
+    open_ = sum(1 for t in in_use if t.status == OPEN)
+    return (
+        f"{len(in_use)} table(s) in use ({open_} open), {len(live)} of {MAX_TABLES} in the Base "
+        "(`adsync tables` lists them)"
+    )
+
+
+def _current(base: Any) -> str | None:
+    """The table new days go into now (the configured one before the first sync)."""
+    from adsync.sync.tables import current_table
+
+    today = _today(base.settings)
+    found = current_table(base.registry.tables(), base.settings.table_roll, today)
+    if found is not None and found.table_id in base.live():
+        return str(found.table_id)
+    return base.where_dates([today])[today]
 
 
 def _fields(sink: object) -> str:
@@ -129,8 +218,7 @@ def _writable(sink: object) -> str:
     )
 
     caller = sink.caller  # type: ignore[attr-defined]
-    settings = sink.settings  # type: ignore[attr-defined]
-    app_token, table_id = settings.feishu_bitable_app_token, settings.feishu_bitable_table_id
+    app_token, table_id = sink.app_token, sink.table_id  # type: ignore[attr-defined]
     records = caller.client.bitable.v1.app_table_record
     created = caller.call(
         "write probe",

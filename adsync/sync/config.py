@@ -190,6 +190,30 @@ def _field_map(raw: str) -> tuple[tuple[str, str], ...]:
     return parse_field_map(raw)
 
 
+TABLE_ROLLS = ("month", "quarter", "year", "full")
+
+
+def _table_roll(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in TABLE_ROLLS:
+        raise ValueError("expected month, quarter, year or full")
+    return value
+
+
+def _table_name(raw: str) -> str:
+    # Feishu table names: 1-100 characters, trimmed, no / \ ? * : [ ] (app-table create/patch).
+    # "{period}" is the only placeholder: every rolled table needs a name of its own.
+    rest = raw.replace("{period}", "")
+    if raw.count("{period}") != 1 or "{" in rest or "}" in rest:
+        raise ValueError("expected a name with {period} once, like 本地推日报 {period}")
+    bad = sorted(set(re.findall(r"[\[\]:\\/?*]", raw)))
+    if bad:
+        raise ValueError(f"a Feishu table name cannot contain {' '.join(bad)}")
+    if len(raw.replace("{period}", "2026-Q1 #99").strip()) > 100:
+        raise ValueError("a Feishu table name has at most 100 characters")
+    return raw.strip()
+
+
 def _database_url(raw: str) -> Secret:
     # Hand psycopg 3 to SQLAlchemy for the plain URL forms people copy from hosting dashboards.
     for prefix in ("postgres://", "postgresql://"):
@@ -261,6 +285,23 @@ class Settings:
         _non_negative_float,
         0.3,
         "seconds between consecutive Bitable writes (Feishu advises spacing them)",
+    )
+    table_roll: str = var(
+        "ADSYNC_TABLE_ROLL",
+        _table_roll,
+        "full",
+        "month, quarter, year or full: when a new table starts",
+    )
+    table_name: str = var(
+        "ADSYNC_TABLE_NAME", _table_name, "本地推日报 {period}", "name template of rolled tables"
+    )
+    table_max_rows: int = var(
+        "ADSYNC_TABLE_MAX_ROWS", _positive_int, 20000, "the plan's rows per table"
+    )
+    bitable_url: str | None = var(
+        "ADSYNC_BITABLE_URL",
+        _url,
+        doc="the Base's address as the browser shows it (links in messages)",
     )
     log_level: str = var("ADSYNC_LOG_LEVEL", _log_level, "INFO")
     log_file: Path | None = var("ADSYNC_LOG_FILE", Path, doc="also log to this file")

@@ -238,6 +238,44 @@ alerts = Table(
     Column("detail", Text),
 )
 
+# -- rolling tables (adsync.sync.tables) -----------------------------------------------------
+# The Bitable tables adsync writes, per Base: the configured first table, tables it started
+# (a new period, or the previous one full), tables it found by name, and what became of them.
+bitable_tables = Table(
+    "bitable_tables",
+    metadata,
+    Column("app_token", String(64), primary_key=True),
+    Column("table_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False, default=""),
+    # "2026-02", "2026-Q1", "2026" (period rolls), "full" (rolled when full), None: the
+    # configured table before it serves a period
+    Column("period", String(16)),
+    Column("part", Integer, nullable=False, default=1),  # 1, 2, ... within the period
+    Column("origin", String(16), nullable=False),  # configured | created | found
+    Column("status", String(16), nullable=False),  # open | closed (full) | deleted
+    Column("rows", Integer),  # as last counted by a writer
+    Column("counted_at", UTCDateTime),
+    Column("registered_at", UTCDateTime, nullable=False),
+    Column("replaces", String(64)),  # the table id this one was recreated for
+    Column("replaced_by", String(64)),
+    Column("announced_at", UTCDateTime),  # the group was told it was started
+    Column("fill_warned_at", UTCDateTime),  # the group was told it fills within a week
+)
+
+# Every date has one home: the table that holds its rows. ``moving_from``: a move to this
+# table was begun and the old table may still hold the date's records (finished by the next
+# writer that meets it).
+table_dates = Table(
+    "table_dates",
+    metadata,
+    Column("app_token", String(64), primary_key=True),
+    Column("stat_date", Date, primary_key=True),
+    Column("table_id", String(64), nullable=False),
+    Column("moving_from", String(64)),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_table_dates_table", "app_token", "table_id"),
+)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -277,6 +315,15 @@ def add_missing_columns(conn: Connection, table: Table) -> None:
 # tables do (add_missing_columns).
 # Register a step right after its function: ``MIGRATIONS.append((N, _vN))``.
 MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
+
+
+def _v5(conn: Connection) -> None:
+    # The rolling-table registry: new tables on databases whose step 1 ran before they existed.
+    bitable_tables.create(conn, checkfirst=True)
+    table_dates.create(conn, checkfirst=True)
+
+
+MIGRATIONS.append((5, _v5))
 
 
 def schema_target() -> int:
@@ -561,4 +608,6 @@ __all__ = [
     "oauth_states",
     "notifications",
     "alerts",
+    "bitable_tables",
+    "table_dates",
 ]

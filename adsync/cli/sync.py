@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import datetime
 from typing import TextIO
@@ -60,11 +61,31 @@ def sync(ctx: Context) -> int:
         requested_by="cli",
         wait=0 if ctx.args.no_wait else 1800,
     )
+    if result.table_events or (result.table_forecast and result.table_forecast.warn):
+        _tell_the_group(ctx)
     if ctx.json:
         print_json(result.to_json())
     else:
         render(ctx, result)
     return result.exit_code
+
+
+def _tell_the_group(ctx: Context) -> None:
+    """A table started, recreated or filling: the group hears it now (the clock's sweep
+    would within minutes; a run from the terminal need not wait for it)."""
+    from adsync.bot.alerts import Notifier
+    from adsync.bot.messenger import Messenger
+    from adsync.bot.table_notices import TableNotices
+
+    settings = ctx.settings
+    messenger = (
+        Messenger(settings) if settings.feishu_app_id and settings.feishu_app_secret else None
+    )
+    notifier = Notifier(settings, ctx.services.store, messenger)
+    try:
+        TableNotices(ctx.services, notifier, lambda: datetime.now(settings.tz).date()).send()
+    except Exception:  # noqa: BLE001 - the sync is done; the clock's sweep tells them later
+        logging.getLogger("adsync.cli").exception("could not tell the group about the tables")
 
 
 def render(ctx: Context, result: RunResult) -> None:
@@ -87,6 +108,16 @@ def render(ctx: Context, result: RunResult) -> None:
     )
     for a in result.failed:
         say(f"  ✗ {a.label}: {a.reason}")
+    for e in result.table_events:
+        what = {"started": "started", "found": "found by name", "recreated": "recreated"}
+        extra = f", {e.rows:,} rows of {e.dates} dates rewritten" if e.kind == "recreated" else ""
+        say(f"  + table {e.name} ({e.table_id}) {what.get(e.kind, e.kind)}: {e.reason}{extra}")
+    outlook = result.table_forecast
+    if outlook is not None and outlook.warn:
+        say(
+            f"  ! {outlook.name} is full in about {outlook.days_to_full:.0f} days "
+            f"({outlook.rows:,} of {outlook.max_rows:,} rows); the next table starts by itself"
+        )
     for w in result.warnings:
         say(f"  ! {w}")
     if result.error:

@@ -122,7 +122,7 @@ class TableSet:
             )
         self.settings, self.store = settings, store
         self.app = str(settings.feishu_bitable_app_token)
-        self.roll = settings.table_roll
+        self.mode = settings.table_roll
         self.max_rows = settings.table_max_rows
         self.caller = caller or FeishuCaller(
             make_client(settings), base_delay=settings.retry_base_delay
@@ -188,7 +188,7 @@ class TableSet:
             if not tables:
                 out[day] = self.settings.feishu_bitable_table_id
                 continue
-            period = period_of(day, self.roll)
+            period = period_of(day, self.mode)
             open_ = [t for t in tables if t.status == OPEN and t.period == period]
             if open_:
                 out[day] = max(open_, key=lambda t: t.part).table_id
@@ -215,7 +215,7 @@ class TableSet:
                     + (", ".join(f"{n} ({t})" for t, n in live.items()) or "no tables")
                     + "; use one of them (tbl… from the table's address)",
                 )
-            period = FULL if self.roll == FULL else None
+            period = FULL if self.mode == FULL else None
             if not self.registry.bootstrap(configured, live[configured], period):
                 self._take_configured(configured, live[configured])
         rewrites: dict[str, list[date]] = {}
@@ -229,7 +229,7 @@ class TableSet:
         """FEISHU_BITABLE_TABLE_ID now names a table adsync has not used: new dates go there
         (dates already synced stay where they are)."""
         tables = self.registry.tables()
-        if self.roll == FULL:
+        if self.mode == FULL:
             parts = [t.part for t in tables if t.period == FULL]
             for t in tables:
                 if t.period == FULL and t.status == OPEN:
@@ -336,7 +336,7 @@ class TableSet:
             origin=origin,
             status=status,
             replaces=old.table_id,
-            rows=0 if origin == CREATED else None,
+            rows=None,  # counted once its dates are rewritten (the group is told then)
         )
         self.registry.update(old.table_id, status=DELETED, replaced_by=table_id)
         log.warning("%s: %s; recreated as %s", self.where, reason, table_id)
@@ -543,11 +543,11 @@ class RoutedUpsert:
                     self.moving[day] = homes[day].moving_from
             else:
                 self.held[day] = {}
-        for period in sorted({period_of(d, ts.roll) for d in self.held}):
+        for period in sorted({period_of(d, ts.mode) for d in self.held}):
             table = ts.open_table(period)
             if table is not None:
                 reads[table.table_id].update(
-                    d for d in self.held if period_of(d, ts.roll) == period
+                    d for d in self.held if period_of(d, ts.mode) == period
                 )
         for table_id in sorted(reads):
             self._stream(table_id, sorted(reads[table_id]))
@@ -594,7 +594,7 @@ class RoutedUpsert:
         scale = self.accounts_total / self.parts * EARLY_MARGIN
         by_period: dict[str, list[date]] = defaultdict(list)
         for day in self.held:
-            by_period[period_of(day, self.ts.roll)].append(day)
+            by_period[period_of(day, self.ts.mode)].append(day)
         for period, days in sorted(by_period.items()):
             projected = scale * sum(len(self.held[d]) for d in days)
             table = self.ts.open_table(period)
@@ -662,7 +662,7 @@ class RoutedUpsert:
         ts = self.ts
         by_period: dict[str, list[date]] = defaultdict(list)
         for day in self.held:
-            by_period[period_of(day, ts.roll)].append(day)
+            by_period[period_of(day, ts.mode)].append(day)
         for period, days in sorted(by_period.items()):
             table = ts.open_table(period)
             if table is not None:
@@ -754,7 +754,7 @@ class RoutedUpsert:
             begun = ts.registry.get(home.table_id)  # a move begun before: same target
             if begun is not None and begun.status != DELETED:
                 return begun
-        period = period_of(day, ts.roll)
+        period = period_of(day, ts.mode)
         target = ts.open_table(period)
         if target is None:
             return ts.start(period, f"the first of {period}")

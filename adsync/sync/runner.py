@@ -32,7 +32,14 @@ from adsync.sync.oceanengine import TransientError
 from adsync.sync.reports import Account, ReportRow, dates_between, fetch_rows, resolve_accounts
 from adsync.sync.services import Services
 from adsync.sync.store import accounts, actor, run_accounts, runs, utcnow
-from adsync.sync.tables import Forecast, TableEvent, day_lease, forecast, write_lease
+from adsync.sync.tables import (
+    Forecast,
+    Registry,
+    TableEvent,
+    day_lease,
+    forecast,
+    write_lease,
+)
 
 if TYPE_CHECKING:
     from adsync.sync.routing import RoutedResult, RoutedUpsert, TableSet
@@ -153,6 +160,7 @@ class Runner:
         # The ledger first: a run that cannot even start (no accounts) is history too.
         result.run_id = self._open_ledger(result, account_filter, requested_by)
         try:
+            self._remember_legacy()
             scope = self._scope(account_ids)
         except AdsyncError as exc:
             self._fail(result, exc, started)
@@ -179,6 +187,14 @@ class Runner:
         return result
 
     # -- the steps ----------------------------------------------------------------------------
+
+    def _remember_legacy(self) -> None:
+        """The first run since upgrading to rolling tables: the dates synced before are in
+        the configured table. Recorded before this run saves rows of its own."""
+        settings = self.settings
+        if settings.feishu_bitable_app_token and settings.feishu_bitable_table_id:
+            registry = Registry(self.store, settings.feishu_bitable_app_token)
+            registry.remember_legacy(settings.feishu_bitable_table_id)
 
     def _scope(self, account_ids: Sequence[str] | None) -> list[Account]:
         granted = self.services.tokens.granted_account_ids()

@@ -351,8 +351,7 @@ class Registry:
 
     def bootstrap(self, configured: str, name: str, period: str | None) -> bool:
         """A Base with no registry yet (a fresh install, or the first start after upgrading):
-        the configured table is the first table, and every date already in the local copy
-        was synced into it. True if this call registered it."""
+        the configured table is the first table. True if this call registered it."""
         now = utcnow()
         with self.store.begin() as conn:
             known = conn.execute(
@@ -374,19 +373,42 @@ class Registry:
                     registered_at=now,
                 )
             )
-            held = select(report_rows.c.stat_date).distinct().subquery()
-            conn.execute(
-                insert(table_dates).from_select(
-                    ["app_token", "stat_date", "table_id", "updated_at"],
-                    select(
-                        literal(self.app),
-                        held.c.stat_date,
-                        literal(configured),
-                        literal(now, UTCDateTime()),
-                    ),
-                )
-            )
         return True
+
+    def remember_legacy(self, configured: str) -> int:
+        """Before the Base has a registry, every date of the local copy was synced into the
+        configured table: give them that home. Called before a run fetches anything (its own
+        rows must not count as synced before), and by ``verify``. Returns the dates homed."""
+        now = utcnow()
+        with self.store.begin() as conn:
+            started = (
+                conn.execute(
+                    select(func.count())
+                    .select_from(bitable_tables)
+                    .where(bitable_tables.c.app_token == self.app)
+                ).scalar()
+                or conn.execute(
+                    select(func.count())
+                    .select_from(table_dates)
+                    .where(table_dates.c.app_token == self.app)
+                ).scalar()
+            )
+            if started:
+                return 0
+            held = select(report_rows.c.stat_date).distinct().subquery()
+            insert_ = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
+            stmt = insert_(table_dates).from_select(
+                ["app_token", "stat_date", "table_id", "updated_at"],
+                select(
+                    literal(self.app),
+                    held.c.stat_date,
+                    literal(configured),
+                    literal(now, UTCDateTime()),
+                )
+                # SQLite parses "SELECT … ON CONFLICT" only with a WHERE (its upsert docs).
+                .where(held.c.stat_date.is_not(None)),
+            )
+            return int(conn.execute(stmt.on_conflict_do_nothing()).rowcount or 0)
 
 
 def _record(r: Any) -> TableRecord:

@@ -17,7 +17,7 @@ from adsync.sync.leases import holding
 from adsync.sync.reports import dates_between
 from adsync.sync.services import Services
 from adsync.sync.store import actor, utcnow
-from adsync.sync.tables import write_lease
+from adsync.sync.tables import Registry, write_lease
 
 
 @dataclass
@@ -61,6 +61,10 @@ def verify(services: Services, start: date, end: date, fix: bool = False) -> Ver
     from adsync.sync.routing import RoutedUpsert, TableSet
 
     settings, store = services.settings, services.store
+    if settings.feishu_bitable_table_id:  # before the first sync since upgrading
+        Registry(store, str(settings.feishu_bitable_app_token)).remember_legacy(
+            settings.feishu_bitable_table_id
+        )
     local = localcopy.load(store, start, end)
     tables = TableSet(settings, store)
     names = {r.account_name: r.account_id for r in local if r.account_name}

@@ -131,7 +131,9 @@ def test_a_backfill_across_a_month_boundary_lands_each_date_in_its_months_table(
         expected = set(truth(sandbox, start, end))
         by_table = assert_one_home_per_date(sandbox, expected)
         assert set(by_table[older]) == day_keys(expected, start, boundary)
-        assert set(by_table[newer]) == day_keys(expected, *(end - timedelta(days=n) for n in (0, 1)))
+        assert set(by_table[newer]) == day_keys(
+            expected, *(end - timedelta(days=n) for n in (0, 1))
+        )
         assert by_table["广告日报"] == []  # the Base's own table: not configured, not touched
         assert sorted(e.name for e in result.table_events) == [older, newer]
         assert {e.kind for e in result.table_events} == {"started"}
@@ -326,9 +328,7 @@ def test_a_table_deleted_by_a_person_is_recreated_with_its_rows_and_the_group_is
     synced = cli(["sync", str(end), "--json"], month)
     assert synced.returncode == 0, synced.stderr
     events = json.loads(synced.stdout)["table_events"]
-    assert [(e["kind"], e["name"], e["replaces"]) for e in events] == [
-        ("recreated", name, deleted)
-    ]
+    assert [(e["kind"], e["name"], e["replaces"]) for e in events] == [("recreated", name, deleted)]
     assert events[0]["rows"] == len(kept) and events[0]["dates"] == 3
     again = base_tables(sandbox)[name]["table_id"]
     assert again != deleted and set(keys_in(sandbox, again)) == kept

@@ -17,6 +17,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from adsync.bot.alerts import Notifier
+from adsync.bot.clock import Clock
+from adsync.bot.messenger import Messenger
 from adsync.sync.config import load_settings
 from adsync.sync.runner import Runner
 from adsync.sync.services import Services, open_services
@@ -323,6 +326,9 @@ def test_a_table_deleted_by_a_person_is_recreated_with_its_rows_and_the_group_is
     assert sandbox.http.delete(f"{sandbox.url}/_sandbox/feishu/tables/{APP}/{deleted}").ok
     listing = json.loads(cli(["tables", "--json"], month).stdout)
     assert {t["table_id"]: t["status"] for t in listing["tables"]}[deleted] == "missing"
+    doctor = json.loads(cli(["doctor", "--json"], month).stdout)
+    check = next(c for c in doctor["checks"] if c["name"] == "Bitable tables")
+    assert not check["ok"] and name in check["detail"] and "recreates" in check["fix"]
 
     # The next sync, of another date, notices it and writes the table again.
     synced = cli(["sync", str(end), "--json"], month)
@@ -337,6 +343,11 @@ def test_a_table_deleted_by_a_person_is_recreated_with_its_rows_and_the_group_is
     assert len(told) == 1 and name in told[0] and again in told[0]
     cli(["sync", str(end)], month)
     assert len([m for m in _cards(sandbox) if "recreated" in m]) == 1  # once
+    text = cli(["tables"], month).stdout
+    assert name in text and again in text and f"→ {again}" in text  # the deleted one, replaced
+    assert f"{boundary + timedelta(days=1)}..{end}" in text and "new days go here" not in text
+    doctor = json.loads(cli(["doctor", "--json"], month).stdout)
+    assert next(c for c in doctor["checks"] if c["name"] == "Bitable tables")["ok"]
 
 
 def _cards(sandbox: Sandbox) -> list[str]:
@@ -382,6 +393,47 @@ def test_eight_processes_starting_the_same_new_period_create_one_table(
     assert sorted(base_tables(sandbox)) == sorted(["广告日报", name])
     assert sandbox.stats("feishu")["tables_created"] == 1
     assert_one_home_per_date(sandbox, set(truth(sandbox, days[0], days[-1])))
+
+
+# -- told, not surprised ------------------------------------------------------------------------
+
+
+def test_the_group_hears_once_of_a_new_table_and_once_a_week_before_a_table_fills(
+    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.reset(oceanengine=DENSE, feishu={"max_rows": 100})
+    services = rolling_services(env, sandbox, tmp_path, ADSYNC_TABLE_MAX_ROWS="100")
+    settings = services.settings
+    noon = datetime.combine(today(), datetime.min.time().replace(hour=12), SH)
+    notifier = Notifier(settings, services.store, Messenger(settings), now=lambda: noon)
+    clock = Clock(services, notifier, now=lambda: noon)
+    end = today() - timedelta(days=1)
+
+    def sync(first: int, last: int) -> None:
+        result = Runner(services).run(end - timedelta(days=first), end - timedelta(days=last))
+        assert result.status == "ok", result.error
+
+    try:
+        sync(11, 10)  # 20 of 100 rows at 10 a day: full in 8 days, nothing to say yet
+        assert clock.table_notices() == []
+        sync(9, 9)  # 30 rows: full in 7 days
+        assert clock.table_notices() == ["数据表即将写满 · a table fills within a week"]
+        assert clock.table_notices() == []
+        sync(8, 8)  # 40 rows, 6 days: still the same table, warned once already
+        assert clock.table_notices() == []
+        warning = [m for m in _cards(sandbox) if "fills within a week" in m]
+        assert len(warning) == 1 and "广告日报" in warning[0] and "30 / 100" in warning[0]
+        assert f"?table={CONFIGURED}" in warning[0]  # a button to the table
+
+        sync(7, 0)  # 8 more days: 6 fill the table, the last 2 start the next one
+        assert clock.table_notices() == ["新数据表已启用 · a new table was started"]
+        assert clock.table_notices() == []
+        started = [m for m in _cards(sandbox) if "a new table was started" in m]
+        second = base_tables(sandbox)["本地推日报 #2"]["table_id"]
+        assert len(started) == 1 and "本地推日报 #2" in started[0]
+        assert f"?table={second}" in started[0]
+    finally:
+        services.close()
 
 
 pytestmark = pytest.mark.timeout(300)

@@ -29,7 +29,8 @@ Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
   GET  /tables/<app_token>/<table_id> fields + all records in write format
   DELETE /tables/<app_token>/<table_id>  a person deletes the table in the Base
   GET  /tables/<app_token>           the Base's tables: {tables: [{table_id, name, records}]}
-  POST /tables                       create/replace a table (layout + records)
+  POST /tables                       create/replace a table (layout + records; "max_rows":
+                                     this table's own row limit, else the max_rows option)
   POST /chats                        {chat_id, name?, bot_member}
   POST /hooks                        {hook_id?, secret?} -> {hook_id, path, url}
   GET  /hooks/<hook_id>/messages
@@ -362,6 +363,7 @@ class Table:
     fields: list[Field] = field(default_factory=list)
     records: dict[str, Record] = field(default_factory=dict)  # insertion (view) order
     busy: bool = False  # a write is in progress (writes are serial per table)
+    max_rows: int | None = None  # this table's own row limit (plans differ); None: the option
 
     def field_by_name(self, name: Any) -> Field | None:
         # Exact match, spaces included, like the platform.
@@ -762,6 +764,11 @@ class FeishuSandbox:
         if not field_specs:
             raise ControlError("a table needs at least one field (the first is primary)")
         table = Table(app_token, table_id, str(spec.get("name") or table_id))
+        limit = spec.get("max_rows")
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ControlError("max_rows must be a whole number of at least 1")
+            table.max_rows = limit
         for i, fspec in enumerate(field_specs):
             try:
                 self._add_field(table, fspec, primary=(i == 0))
@@ -1324,10 +1331,9 @@ class FeishuSandbox:
 
         def apply(table: Table) -> dict[str, Any]:
             converted = [self._convert_fields(table, r["fields"]) for r in records]
-            if len(table.records) + len(converted) > self._opts.max_rows:
-                raise ApiError(
-                    1254103, f"RecordExceedLimit: a table holds at most {self._opts.max_rows}"
-                )
+            limit = table.max_rows or self._opts.max_rows
+            if len(table.records) + len(converted) > limit:
+                raise ApiError(1254103, f"RecordExceedLimit: a table holds at most {limit}")
             now, out = self._now_ms(), []
             for values in converted:
                 rid = self._unique_record_id(table)

@@ -254,6 +254,24 @@ def test_full_rolls_exactly_when_the_next_date_would_overflow_and_never_splits_a
         services.close()
 
 
+def test_a_date_larger_than_a_whole_table_is_refused_with_what_to_do(
+    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.reset(oceanengine=DENSE, feishu={"max_rows": 5})
+    services = rolling_services(env, sandbox, tmp_path, ADSYNC_TABLE_MAX_ROWS="5")
+    day = today() - timedelta(days=1)
+    try:
+        result = Runner(services).run(day, day)  # 10 rows; a table holds 5
+        assert result.status == "failed" and result.exit_code == 1
+        assert "10 rows, more than one table holds" in result.error
+        assert "ADSYNC_TABLE_MAX_ROWS" in result.error + result.hint
+        assert keys_in(sandbox, CONFIGURED) == [] and len(base_tables(sandbox)) == 1
+        assert sandbox.stats("feishu")["tables_created"] == 0
+        assert Registry(services.store, APP).homes([day]) == {}
+    finally:
+        services.close()
+
+
 # -- verify, deleted tables ---------------------------------------------------------------------
 
 

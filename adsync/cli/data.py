@@ -289,6 +289,8 @@ def verify(ctx: Context) -> int:
         f"Verify {start}..{end}: {result.local_rows} rows in the local copy, "
         f"{result.table_rows} records in the Bitable"
     )
+    if len(result.tables) > 1:
+        ctx.say(f"  tables: {', '.join(result.tables)}")
     for label, keys in (
         ("missing from the Bitable", result.missing),
         ("duplicated in the Bitable", result.duplicated),

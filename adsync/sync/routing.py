@@ -370,9 +370,8 @@ class TableSet:
 
     def _create(self, name: str) -> str:
         """Create ``name`` with the fields of the table it follows; its layout is known from
-        the answer (no listing needed). Hook for per-account views (issue 11): a new table
-        gets the same views as the one it follows, here, once they exist."""
-        specs = self._reference_fields()
+        the answer (no listing needed), then ``after_create`` gives it what else it needs."""
+        source, specs = self._reference_fields()
         headers = []
         for spec in specs:
             header = (
@@ -412,9 +411,16 @@ class TableSet:
             self._live[table_id] = name
         self.fresh.add(table_id)
         log.info("%s: created table %s (%s)", self.where, name, table_id)
+        self.after_create(table_id, source)
         return table_id
 
-    def _reference_fields(self) -> list[dict[str, Any]]:
+    def after_create(self, table_id: str, source: str | None) -> None:
+        """HOOK for per-account views (issue 11, not built yet): a table adsync starts gets
+        the views of ``source``, the table it follows (None: the first table of a Base), so
+        people find "their" account in the new table as in the old. Runs under the writer
+        lease, once per table created (started, or recreated after a deletion)."""
+
+    def _reference_fields(self) -> tuple[str | None, list[dict[str, Any]]]:
         """The fields a new table is created with: those of the latest live table adsync
         writes (names and types as there, so a mapped legacy layout continues as it is), its
         primary field first; the contract's defaults when there is none."""
@@ -429,7 +435,7 @@ class TableSet:
             None,
         )
         if source is None:
-            return [
+            return None, [
                 {"field_name": wanted[c.key], "type": c.type, "property": c.property, "key": c.key}
                 for c in COLUMNS
             ]
@@ -466,7 +472,7 @@ class TableSet:
                         "key": col.key,
                     }
                 )
-        return specs
+        return source.table_id, specs
 
 
 def _property(ftype: int, prop: Any) -> dict[str, Any] | None:
@@ -692,6 +698,10 @@ class RoutedUpsert:
             # the day lives there and moves whole.
             self.home[day] = table.table_id
             self.moving[day] = table.table_id
+            return table
+        if stream.planned_rows == 0:  # not even an empty table holds it
+            ts.registry.drop_homes([day])
+            self._too_big(day, len(rows))
             return table
         following = ts.roll(table)
         ts.registry.set_homes([day], following.table_id)

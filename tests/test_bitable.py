@@ -233,11 +233,11 @@ def test_upsert_creates_in_chunks_then_writes_nothing(sandbox: Sandbox, sink: Bi
     result = sink.upsert(rows, [DAY], "run1", SYNCED)
     assert (result.created, result.updated, result.deleted, result.unchanged) == (1200, 0, 0, 0)
     stats = sandbox.stats("feishu")
-    assert calls(sandbox, "records/batch_create") == 3  # 500 + 500 + 200
+    assert calls(sandbox, "records/batch_create") == 2  # 1,000 + 200: the platform's limit
     assert stats["records_created"] == 1200
-    # 1 count, 1 search (empty), 3 creates, 1 count: it matches what was created, so nobody
+    # 1 count, 1 search (empty), 2 creates, 1 count: it matches what was created, so nobody
     # else wrote meanwhile and the created dates are not searched again for duplicates
-    assert result.api_calls == sink.caller.calls - before == 6
+    assert result.api_calls == sink.caller.calls - before == 5
     assert_exact(sandbox, rows)
     report(f"bitable: 1,200 rows created in {result.seconds:.2f}s, {result.api_calls} calls")
 
@@ -249,6 +249,29 @@ def test_upsert_creates_in_chunks_then_writes_nothing(sandbox: Sandbox, sink: Bi
     report(
         f"bitable: 1,200 unchanged rows checked in {again.seconds:.2f}s, {again.api_calls} calls"
     )
+
+
+def test_updates_take_1000_a_call_and_deletes_500(sandbox: Sandbox, sink: BitableSink) -> None:
+    # The platform's per-call limits (batch_update 1,000, batch_delete 500; the sandbox answers
+    # 1254104 above them): 1,100 changed rows are two updates, not three; 600 duplicates are
+    # two deletes, never one call of 600.
+    rows = make_rows(1100)
+    sink.upsert(rows, [DAY], "run1", SYNCED)
+    table = dump(sandbox)
+    dups = [{"fields": dict(r["fields"])} for r in table["records"][:600]]
+    sandbox.post("/_sandbox/feishu/tables", {**table, "records": table["records"] + dups})
+    changed = [with_cost(r, "7.77") for r in rows]
+    before = sandbox.stats("feishu")["calls"]
+    result = sink.upsert(changed, [DAY], "run2", SYNCED)
+    after = sandbox.stats("feishu")["calls"]
+
+    def made(op: str) -> int:
+        return after.get(f"{ROUTE}/{op}", 0) - before.get(f"{ROUTE}/{op}", 0)
+
+    assert (result.created, result.updated, result.deleted) == (0, 1100, 600)
+    assert (made("records/batch_update"), made("records/batch_delete")) == (2, 2)
+    assert sandbox.stats("feishu")["errors"].get("1254104") is None
+    assert_exact(sandbox, changed)
 
 
 def test_changed_metric_updates_exactly_that_row(sandbox: Sandbox, sink: BitableSink) -> None:
@@ -441,18 +464,18 @@ def test_rows_in_parts_are_sent_as_chunks_fill_and_end_exact(
     sandbox: Sandbox, settings_: Settings
 ) -> None:
     # What a run does: each account's rows are handed over as soon as they are fetched.
-    sink = make_sink(settings_, max_rows=1000)
+    sink = make_sink(settings_, max_rows=2000)
     sink.upsert(make_rows(100), [DAY], "run1", SYNCED)
-    mine = [with_cost(r, "1.23") if i < 50 else r for i, r in enumerate(make_rows(400))]
-    theirs = make_rows(400, account=OTHER)
+    mine = [with_cost(r, "1.23") if i < 50 else r for i, r in enumerate(make_rows(600))]
+    theirs = make_rows(600, account=OTHER)
     stream = sink.stream([DAY], "run2", SYNCED)
-    stream.add(mine)  # 50 updates, 50 unchanged, 300 creates: no chunk is full yet
+    stream.add(mine)  # 50 updates, 50 unchanged, 500 creates: no chunk is full yet
     assert calls(sandbox, "records/batch_create") == 1  # run1's
-    stream.add(theirs)  # 700 creates pending: one full chunk goes out now
+    stream.add(theirs)  # 1,100 creates pending: one full chunk (1,000) goes out now
     assert calls(sandbox, "records/batch_create") == 2
     searches = calls(sandbox, "records/search")
     result = stream.finish()
-    assert (result.created, result.updated, result.unchanged) == (700, 50, 50)
+    assert (result.created, result.updated, result.unchanged) == (1100, 50, 50)
     # The count after the creates matches: the created day is not searched again.
     assert calls(sandbox, "records/search") == searches + 1
     assert_exact(sandbox, mine + theirs)
@@ -460,11 +483,11 @@ def test_rows_in_parts_are_sent_as_chunks_fill_and_end_exact(
     # A part that would overflow the table is refused before any of it is written.
     third, fourth = ("7604686719380537361", "广州天河店"), ("7604686719380537362", "深圳南山店")
     stream = sink.stream([DAY], "run3", SYNCED)
-    stream.add(make_rows(150, account=third))
+    stream.add(make_rows(450, account=third))
     with pytest.raises(CapacityError) as caught:
-        stream.add(make_rows(100, account=fourth))
-    assert "800 rows" in str(caught.value) and "250 more" in str(caught.value)
-    assert sandbox.stats("feishu")["tables"][f"{APP}/{TABLE}"] == 800
+        stream.add(make_rows(400, account=fourth))
+    assert "1,200 rows" in str(caught.value) and "850 more" in str(caught.value)
+    assert sandbox.stats("feishu")["tables"][f"{APP}/{TABLE}"] == 1200
 
 
 # -- failures -----------------------------------------------------------------------------------
@@ -515,7 +538,7 @@ def lose_first_answer(sink: BitableSink, op: str) -> list[int]:
 
 
 def test_a_retried_chunk_is_written_once(sandbox: Sandbox, sink: BitableSink) -> None:
-    rows = make_rows(700)
+    rows = make_rows(1200)
     sink.prepare()
     # One chunk's answer lost after the write, one chunk refused with a timeout code first.
     seen = lose_first_answer(sink, "batch_create")
@@ -523,8 +546,8 @@ def test_a_retried_chunk_is_written_once(sandbox: Sandbox, sink: BitableSink) ->
     result = sink.upsert(rows, [DAY], "run1", SYNCED)
     stats = sandbox.stats("feishu")
     # chunk 1: refused (1255040), written but answer lost, replayed; chunk 2: written
-    assert result.created == 700 and seen == [False, True, True, True]
-    assert stats["records_created"] == 700
+    assert result.created == 1200 and seen == [False, True, True, True]
+    assert stats["records_created"] == 1200
     assert stats["idempotent_replays"] == 1  # the retry was answered from the first write
     assert_exact(sandbox, rows)
 

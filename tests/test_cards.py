@@ -9,7 +9,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from adsync.bot import cards
 from adsync.bot.cards import CARD_LIMIT, card_size, fit, to_text
 from adsync.sandbox.feishu import card_problem
+from adsync.sync.discovery import AccountsView, ListedAccount, OtherAccount
 from adsync.sync.reports import Account
 from adsync.sync.runner import AccountResult, RunResult
 from adsync.sync.summary import AccountSummary, DayPoint, Summary, Totals
@@ -182,12 +183,30 @@ def history_rows() -> list[dict[str, Any]]:
     ]
 
 
-def account_rows() -> list[tuple[str, str, datetime | None, str | None, str | None]]:
-    return [
-        ("1811111111111111111", "杭州西湖店", NOW, "ok", None),
-        ("1833333333333333333", "北京朝阳店", NOW - timedelta(days=1), "failed", REASON_40002),
-        ("1866666666666666666", "", None, None, None),
-    ]
+def account_rows() -> AccountsView:
+    return AccountsView(
+        "discovery",
+        [
+            ListedAccount(
+                "1811111111111111111", "杭州西湖店", "direct", last_synced_at=NOW, last_outcome="ok"
+            ),
+            ListedAccount(
+                "1833333333333333333",
+                "北京朝阳店",
+                "organisation",
+                "1600000000000001",
+                "巨量工作台-天后医美集团",
+                NOW - timedelta(days=1),
+                "failed",
+                REASON_40002,
+            ),
+            ListedAccount("1866666666666666666", "", "life", "1600000000000002", "抖音来客-天后"),
+        ],
+        skipped=[
+            OtherAccount("1600000000000003", "代理商", "AGENT", "not a 本地推 account", "set *x*")
+        ],
+        vanished=[OtherAccount("1811111111111111112", "旧店", "", "no longer listed", at=NOW)],
+    )
 
 
 def every_card(lang: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -535,7 +554,19 @@ def test_verify_history_accounts_cards() -> None:
     accounts = cards.accounts_card(account_rows(), "en")
     assert cells(accounts, "accounts", "account")[0] == "北京朝阳店"  # failures first
     assert cells(accounts, "accounts", "synced") == ["2026-02-10 08:00", "2026-02-11 08:00", "—"]
-    assert "1 failed last time" in accounts["header"]["subtitle"]["content"]
+    assert cells(accounts, "accounts", "source") == [
+        "via organisation 巨量工作台-天后医美集团",
+        "direct",
+        "via 来客 抖音来客-天后",
+    ]
+    subtitle = accounts["header"]["subtitle"]["content"]
+    assert "1 failed last time" in subtitle and "1 skipped" in subtitle
+    notes = markdown(accounts)
+    assert "代理商 (1600000000000003)" in notes and "AGENT" in notes and "set &#42;x&#42;" in notes
+    assert "No longer found" in notes and "旧店" in notes
+    zh = cards.accounts_card(account_rows(), "zh")
+    assert cells(zh, "accounts", "source")[0] == "工作台 巨量工作台-天后医美集团"
+    assert "已跳过" in markdown(zh)
 
 
 def test_alert_severities_and_link_buttons() -> None:
@@ -617,8 +648,10 @@ def test_500_accounts_fit_with_a_note(lang: str) -> None:
     big = summary(accounts=500)
     big.silent_accounts = [Account(str(i), long_name(i)) for i in range(500)]
     report = cards.summary_card(big, lang, failures=many[1::2], average=big.previous)
-    rows = [(a.account_id, a.name, NOW, a.status, a.reason) for a in many]
-    listed = cards.accounts_card(rows, lang)
+    rows = [
+        ListedAccount(a.account_id, a.name, "direct", "", "", NOW, a.status, a.reason) for a in many
+    ]
+    listed = cards.accounts_card(AccountsView("discovery", rows), lang)
     for card, ids, total in (
         (sync, ["accounts"], 500),
         (report, ["accounts", "failures"], None),
@@ -844,50 +877,185 @@ def test_module_imports_nothing_heavy() -> None:
 
 # -- through lark-oapi to the sandbox ------------------------------------------------------------
 
+SANDBOX_APP = ("cli_sandbox_app", "sandbox-feishu-secret")
+# A platform error echoed into a reason: quotes and backslashes, each 4 bytes once the card is
+# a JSON string inside the JSON request body.
+LONG_REASON = (
+    "Ocean Engine /open_api/v3.0/local/report/promotion/get/ failed: 40002 no permission for "
+    'this account (没有权限进行相关操作) {"code":40002,"message":"No permission to operate '
+    'account \\"1800000000000000000\\" in C:\\\\ads\\\\report"} [request_id 20260211070000abc]'
+)
 
-def test_every_card_kind_is_accepted_by_the_feishu_sandbox_over_http() -> None:
-    import lark_oapi as lark
-    import requests
-    from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody
 
+def nasty_name(i: int) -> str:
+    return f'"{i}号"店\\{long_name(i)}'
+
+
+@pytest.fixture(scope="module")
+def feishu() -> Iterator[Any]:
+    """The Feishu sandbox in this process, over HTTP on loopback, shared by this module."""
     from adsync.sandbox.feishu import FeishuSandbox
     from adsync.sandbox.server import SandboxServer
+
+    platform = FeishuSandbox()
+    with SandboxServer(platforms=[platform]) as server:
+        server.platform = platform  # type: ignore[attr-defined]
+        yield server
+
+
+def messenger_for(feishu: Any, tmp_path: Any, chats: Sequence[str] = ()) -> Any:
+    """The real Messenger (lark-oapi client, FeishuCaller) pointed at the sandbox."""
+    import requests
+
+    from adsync.bot.messenger import Messenger
+    from adsync.sync.config import load_settings
     from adsync.sync.feishu import TOKEN_CACHE
 
-    app_id, chat = "cli_sandbox_app", "oc_sandbox_reports"
-    # lark-oapi caches tenant tokens per app_id for the whole process (adsync installs its own
-    # cache); one minted by another test's sandbox would be refused by this one.
-    TOKEN_CACHE.drop(f"self_tenant_token:{app_id}")
+    reset = {"feishu": {"chats": [{"chat_id": c, "bot_member": True} for c in chats]}}
+    requests.post(f"{feishu.url}/_sandbox/reset", json=reset, timeout=5).raise_for_status()
+    # lark-oapi caches tenant tokens per app_id for the whole process; one minted by another
+    # sandbox would be refused by this one.
+    TOKEN_CACHE.drop(f"self_tenant_token:{SANDBOX_APP[0]}")
+    env = {
+        "FEISHU_APP_ID": SANDBOX_APP[0],
+        "FEISHU_APP_SECRET": SANDBOX_APP[1],
+        "FEISHU_DOMAIN": feishu.url,
+        "ADSYNC_HTTP_TIMEOUT": "10",
+        "ADSYNC_RETRY_BASE_DELAY": "0.01",
+    }
+    return Messenger(load_settings(env, cwd=tmp_path))
+
+
+def stored(feishu: Any, chat_id: str) -> list[dict[str, Any]]:
+    import requests
+
+    return requests.get(
+        f"{feishu.url}/_sandbox/feishu/messages", params={"chat_id": chat_id}, timeout=5
+    ).json()["messages"]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_200_failed_accounts_with_long_reasons_fit_the_30_kb_request_body(
+    feishu: Any, tmp_path: Any, lang: str
+) -> None:
+    # The incident: a sync card with 77 failed accounts measured 30,361 B by adsync's count and
+    # 31,524 B as sent, and was refused (230025) exactly when the failure list mattered most.
+    # The worst case, sent, replied and updated through the real client; the sandbox measures
+    # the raw request body it received, as the platform's limit is worded.
+    from adsync.bot.messenger import SEND_LIMIT, message_uuid
+
+    chat = "oc_worst_case"
+    messenger = messenger_for(feishu, tmp_path, [chat])
+    accounts = [
+        AccountResult(str(1800000000000000000 + i), nasty_name(i), "failed", LONG_REASON)
+        for i in range(200)
+    ]
+    result = run_result("failed", accounts=accounts, created=0, updated=0, unchanged=0)
+    card = cards.sync_card(result, lang)
+    assert_valid(card)
+    working = messenger.send(chat, cards.working_card("Syncing…", lang), message_uuid("w", lang))
+    messenger.update(working.message_id, card)  # the "working on it" card becomes the answer
+    messenger.reply(working.message_id, card, message_uuid("r", lang))
+    first, reply = stored(feishu, chat)
+    sent = [first["versions"][1], reply["versions"][0]]
+    assert [v["content"] for v in sent] == [card, card]
+    for version in sent:
+        # Inside the limit with the margin kept, and cut to fit, not emptied.
+        assert SEND_LIMIT - 4096 < version["body_bytes"] <= SEND_LIMIT
+    shown = len(table(card)["rows"])
+    note = next(e for e in elements(card) if e.get("element_id", "").startswith("m_accounts"))
+    hidden = int(re.search(r"([\d,]+)", note["content"]).group(1).replace(",", ""))
+    assert shown >= 40 and shown + hidden == 200
+    retry = callback(next(b for b in of_tag(card, "button") if "behaviors" in b))
+    assert len(retry["accounts"]) == 200  # every failed account is retried, listed or not
+
+
+def worst_cards(lang: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every card kind with the most a user could make it carry: 500 accounts, names full of
+    quotes and backslashes, long reasons, many lines."""
+    many = [
+        AccountResult(str(1800000000000000000 + i), nasty_name(i), "failed", LONG_REASON, rows=i)
+        for i in range(500)
+    ]
+    warnings = [f'"{LONG_REASON}" \\ {i}' for i in range(40)]
+    yield "sync", cards.sync_card(run_result("failed", accounts=many, warnings=warnings), lang)
+    big = summary(accounts=2)
+    big.accounts = [
+        AccountSummary(a.account_id, a.name, totals("123456789.99", 10**9, 10**8, 10**6, 10**5),
+                       totals("1.00", 1, 1, 1, 1))
+        for a in many
+    ]  # fmt: skip
+    big.silent_accounts = [Account(str(i), nasty_name(i)) for i in range(500)]
+    big.trend = [DayPoint(DAY - timedelta(days=i), Decimal("99999999.99"), 1, 1) for i in range(31)]
+    yield "summary", cards.summary_card(big, lang, failures=many, average=big.previous)
+    status = dataclasses.replace(
+        token_status("expiring"),
+        last_failure_reason=LONG_REASON * 3,
+        account_ids=tuple(str(i) for i in range(2000)),
+    )
+    yield "token", cards.token_card(status, lang, AUTH_URL + "&x=" + "y" * 1000)
+    runs = [
+        {**history_rows()[0], "id": 10**9 - i, "error": LONG_REASON * 2, "trigger": "schedule"}
+        for i in range(300)
+    ]
+    yield "history", cards.history_card(runs, lang)
+    rows = [(a.account_id, a.name, NOW, "failed", LONG_REASON) for a in many]
+    yield "accounts", cards.accounts_card(rows, lang)
+    keys = [f'2026-02-11|{1800000000000000000 + i}|"{i}"\\' for i in range(5000)]
+    yield "verify", cards.verify_card(VerifyResult(DAY, DAY, 5000, 0, missing=keys), lang)
+    lines = [f'{LONG_REASON} "{i}" \\' for i in range(200)]
+    links = [(f'"按钮" {i} \\', AUTH_URL + "&n=" + "z" * 900) for i in range(20)]
+    yield "alert", cards.alert_card("同步失败 " * 40, lines, buttons=links, lang=lang)
+    yield "message", cards.message_card("帮助", "\n".join(lines), lang)
+    yield "working", cards.working_card("\n".join(lines), lang)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_every_card_kind_at_its_worst_is_accepted_as_sent(
+    feishu: Any, tmp_path: Any, lang: str
+) -> None:
+    from adsync.bot.messenger import SEND_LIMIT, message_uuid
+
+    built = list(worst_cards(lang))
+    chats = [f"oc_worst_{name}" for name, _ in built]  # one chat each: 5 messages/s per chat
+    messenger = messenger_for(feishu, tmp_path, chats)
+    for (name, card), chat in zip(built, chats, strict=True):
+        assert_valid(card)
+        messenger.send(chat, card, message_uuid(name, lang))  # raises on 230025 / 230099
+        [message] = stored(feishu, chat)
+        assert message["content"] == card, name
+        assert message["versions"][0]["body_bytes"] <= SEND_LIMIT, name
+
+
+def test_a_long_receive_id_is_refitted_by_what_the_body_weighs(feishu: Any, tmp_path: Any) -> None:
+    # The body is the card plus an envelope; an envelope larger than the one cards allow for
+    # (here a 1,500-character chat id) is measured as sent and the card refitted, not refused.
+    from adsync.bot.messenger import SEND_LIMIT, message_uuid
+
+    chat = "oc_" + "x" * 1500
+    messenger = messenger_for(feishu, tmp_path, [chat])
+    card = next(c for name, c in worst_cards("zh") if name == "accounts")
+    messenger.send(chat, card, message_uuid("long", chat))
+    [message] = stored(feishu, chat)
+    assert message["versions"][0]["body_bytes"] <= SEND_LIMIT
+    assert len(table(message["content"])["rows"]) < len(table(card)["rows"])
+
+
+def test_every_card_kind_is_accepted_by_the_feishu_sandbox_over_http(
+    feishu: Any, tmp_path: Any
+) -> None:
+    from adsync.bot.messenger import message_uuid
+
     big = summary(accounts=500)
     kinds: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         *((name, (lambda c=card: c)) for name, card in every_card("zh")),
         ("sync 500", lambda: cards.sync_card(run_result(accounts=five_hundred()), "en")),
         ("summary 500", lambda: cards.summary_card(big, "zh", failures=five_hundred()[1::2])),
     ]
-    with SandboxServer(platforms=[FeishuSandbox()]) as server:
-        client = (
-            lark.Client.builder()
-            .app_id(app_id)
-            .app_secret("sandbox-feishu-secret")
-            .domain(server.url)
-            .cache(TOKEN_CACHE)
-            .log_level(lark.LogLevel.ERROR)
-            .build()
-        )
-        for name, build in kinds:
-            card = build()
-            body = (
-                CreateMessageRequestBody.builder()
-                .receive_id(chat)
-                .msg_type("interactive")
-                .content(json.dumps(card, ensure_ascii=False))
-                .build()
-            )
-            request = CreateMessageRequest.builder().receive_id_type("chat_id").request_body(body)
-            response = client.im.v1.message.create(request.build())
-            assert response.success(), f"{name}: {response.code} {response.msg}"
-        stored = requests.get(
-            f"{server.url}/_sandbox/feishu/messages", params={"chat_id": chat}, timeout=5
-        ).json()["messages"]
-    assert len(stored) == len(kinds)
-    assert all(m["content"]["schema"] == "2.0" for m in stored)
+    chats = [f"oc_kind_{i}" for i in range(len(kinds))]  # the platform allows 5 a second a chat
+    messenger = messenger_for(feishu, tmp_path, chats)
+    for (name, build), chat in zip(kinds, chats, strict=True):
+        card = build()
+        messenger.send(chat, card, message_uuid(name))
+        [message] = stored(feishu, chat)
+        assert message["content"] == card and message["content"]["schema"] == "2.0", name

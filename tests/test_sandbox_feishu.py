@@ -939,6 +939,19 @@ def test_message_limits_and_membership(fs: Harness) -> None:
     assert _send(client, legacy_in_v2, "interactive").code == 230099
 
 
+def test_the_size_limit_is_on_the_request_body_not_the_card(fs: Harness) -> None:
+    # "卡片消息请求体最大不能超过 30 KB": the card is a JSON string inside the body, so each quote
+    # in it is escaped twice. 8,000 quotes weigh 16 KB in the card and 32 KB in the body.
+    client = fs.client()
+    quotes = {**CARD, "body": {"elements": [{"tag": "markdown", "content": '"' * 8000}]}}
+    plain = {**CARD, "body": {"elements": [{"tag": "markdown", "content": "x" * 16000}]}}
+    refused = _send(client, quotes, "interactive")
+    assert refused.code == 230025 and "request body" in refused.msg
+    assert _send(client, plain, "interactive").success()
+    [message] = fs.messages()
+    assert 16_000 < message["versions"][0]["body_bytes"] < 30 * 1024
+
+
 def test_delayed_card_update_token_works_twice(fs: Harness) -> None:
     sent = _send(fs.client(), CARD, "interactive")
     token = fs.control("card_token", {"message_id": sent.data.message_id}).json()["token"]

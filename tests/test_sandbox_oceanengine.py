@@ -284,18 +284,18 @@ def test_revoke_kills_the_whole_grant(oe: OE) -> None:
 
 def test_advertiser_list_and_denied_accounts(oe: OE) -> None:
     tokens = oe.authorize()
-    denied = tokens["advertiser_ids"][1]
-    oe.post("/_sandbox/oceanengine/accounts", {"deny": [denied]})
-    listing = oe.get(
-        "/open_api/oauth2/advertiser/get/",
-        {"access_token": tokens["access_token"], "app_id": APP_ID, "secret": SECRET},
-    )
+    denied, invalid = tokens["advertiser_ids"][1], tokens["advertiser_ids"][2]
+    # deny: the report refuses the account (40002) while the grant still lists it as valid;
+    # invalidate: the relationship is gone (is_valid false), and the report refuses it too.
+    oe.post("/_sandbox/oceanengine/accounts", {"deny": [denied], "invalidate": [invalid]})
+    listing = oe.get("/open_api/oauth2/advertiser/get/", {"access_token": tokens["access_token"]})
     assert listing["code"] == 0
     rows = {row["account_id"]: row for row in listing["data"]["list"]}
     assert list(rows) == tokens["advertiser_ids"]
-    assert rows[denied]["is_valid"] is False
+    assert rows[denied]["is_valid"] is True and rows[invalid]["is_valid"] is False
     assert all(r["account_type"] == "ADVERTISER" and r["account_name"] for r in rows.values())
     assert oe.report(tokens["access_token"], local_account_id=denied)["code"] == 40002
+    assert oe.report(tokens["access_token"], local_account_id=invalid)["code"] == 40002
     grown = oe.post("/_sandbox/oceanengine/accounts", {"add": 2})
     assert len(grown["account_ids"]) == len(tokens["advertiser_ids"]) + 2
     new_account = grown["account_ids"][-1]
@@ -659,3 +659,230 @@ def test_bad_options_and_control_input_are_refused(oe: OE) -> None:
     grant = oe.get("/_sandbox/oceanengine/grant")
     assert grant["app_id"] == "42" and len(grant["all_account_ids"]) == 2
     assert grant["today"] == TODAY
+
+
+# -- the kinds of authorization (oauth2/advertiser/get account_type) ------------------------------
+
+CUSTOMER_CENTER = "/open_api/v3.0/customer_center/account/list/"
+LIFE_LIST = "/open_api/v3.0/local/life/advertiser/list/"
+
+
+def _listing(oe: OE, token: str, path: str, **params: Any) -> dict[str, Any]:
+    query = {k: v for k, v in params.items() if v is not None}
+    return oe.get(path, query, headers={"Access-Token": token})
+
+
+def _types(oe: OE, token: str) -> dict[int, dict[str, Any]]:
+    listing = oe.get("/open_api/oauth2/advertiser/get/", {"access_token": token})
+    assert listing["code"] == 0, listing
+    return {row["account_id"]: row for row in listing["data"]["list"]}
+
+
+def test_an_organisation_grant_lists_its_local_accounts_and_checks_every_parameter(
+    oe: OE,
+) -> None:
+    locals_ = [a["local_account_id"] for a in oe.truth()["accounts"]]
+    minted = oe.post(
+        "/_sandbox/oceanengine/auth_code",
+        {"grants": [{"type": "CUSTOMER_ADMIN", "account_ids": locals_[:3]}]},
+    )
+    [org] = minted["granted"]
+    tokens = oe.exchange(minted["auth_code"])["data"]
+    token, org_id = tokens["access_token"], org["account_id"]
+    assert tokens["advertiser_ids"] == [
+        org_id
+    ]  # the grant holds the organisation, not its accounts
+    assert _types(oe, token)[org_id]["account_type"] == "CUSTOMER_ADMIN"
+    ok = _listing(oe, token, CUSTOMER_CENTER, account_id=org_id, filter='{"account_type":"LOCAL"}')
+    assert ok["code"] == 0, ok
+    assert [a["account_id"] for a in ok["data"]["accounts"]] == locals_[:3]
+    assert all(a["account_type"] == "LOCAL" and a["account_name"] for a in ok["data"]["accounts"])
+    assert ok["data"]["page_info"] == {
+        "page": 1,
+        "page_size": 10,
+        "total_number": 3,
+        "total_page": 1,
+    }
+    ad = _listing(oe, token, CUSTOMER_CENTER, account_id=org_id, filter='{"account_type":"AD"}')
+    assert [a["account_id"] for a in ad["data"]["accounts"]] == org["ad_accounts"]
+    # The organisation's 本地推 accounts answer the report; its own id and its AD account do not.
+    assert oe.report(token, local_account_id=locals_[0])["code"] == 0
+    assert oe.report(token, local_account_id=locals_[3])["code"] == 40002
+    assert oe.report(token, local_account_id=org_id)["code"] == 40002
+    not_local = oe.report(token, local_account_id=org["ad_accounts"][0])
+    assert not_local["code"] == 40001 and "账户ID错误" in not_local["message"]
+    for params, word in (
+        ({"filter": '{"account_type":"LOCAL"}'}, "account_id is required"),
+        ({"account_id": org_id}, "filter is required"),
+        ({"account_id": org_id, "filtering": '{"account_type":"LOCAL"}'}, "filter is required"),
+        ({"account_id": org_id, "filter": "{'account_type': 'LOCAL'}"}, "JSON-encoded object"),
+        ({"account_id": org_id, "filter": "LOCAL"}, "JSON-encoded object"),
+        ({"account_id": org_id, "filter": "{}"}, "account_type is required"),
+        ({"account_id": org_id, "filter": '{"account_type":"local"}'}, "account_type is required"),
+        ({"account_id": org_id, "filter": '{"account_type":"LOCAL","x":1}'}, "unknown filter"),
+        (
+            {"account_id": org_id, "filter": '{"account_type":"LOCAL"}', "page_size": 101},
+            "1 and 100",
+        ),
+        ({"account_id": org_id, "filter": '{"account_type":"LOCAL"}', "page_size": 0}, "1 and 100"),
+        (
+            {
+                "account_id": org_id,
+                "filter": '{"account_type":"LOCAL"}',
+                "page": 101,
+                "page_size": 100,
+            },
+            "10000",
+        ),
+        ({"account_id": "12ab", "filter": '{"account_type":"LOCAL"}'}, "digits"),
+    ):
+        answer = _listing(oe, token, CUSTOMER_CENTER, **params)
+        assert answer["code"] == 40001 and word in answer["message"], (params, answer)
+    outside = _listing(
+        oe, token, CUSTOMER_CENTER, account_id=locals_[0], filter='{"account_type":"LOCAL"}'
+    )
+    assert outside["code"] == 40002  # not in the grant
+    assert _listing(oe, "", CUSTOMER_CENTER, account_id=org_id)["code"] == 40104
+    # Many accounts: every page, in order, 10 a page by default.
+    oe.post("/_sandbox/oceanengine/accounts", {"add": 9, "under": org_id})
+    pages = [
+        _listing(
+            oe, token, CUSTOMER_CENTER, account_id=org_id, filter='{"account_type":"LOCAL"}', page=p
+        )
+        for p in (1, 2)
+    ]
+    assert [p["data"]["page_info"]["total_page"] for p in pages] == [2, 2]
+    listed = [a["account_id"] for p in pages for a in p["data"]["accounts"]]
+    assert len(listed) == len(set(listed)) == 12 and listed[:3] == locals_[:3]
+
+
+def test_a_laike_grant_lists_local_account_ids_without_names(oe: OE) -> None:
+    locals_ = [a["local_account_id"] for a in oe.truth()["accounts"]]
+    minted = oe.post(
+        "/_sandbox/oceanengine/auth_code",
+        {"grants": [{"type": "PLATFORM_ROLE_LIFE", "account_ids": locals_[:5]}]},
+    )
+    [life] = minted["granted"]
+    token = oe.exchange(minted["auth_code"])["data"]["access_token"]
+    assert _types(oe, token)[life["account_id"]]["account_type"] == "PLATFORM_ROLE_LIFE"
+    answer = _listing(oe, token, LIFE_LIST, life_account_id=life["account_id"], page_size=100)
+    assert answer["code"] == 0, answer
+    items = answer["data"]["adv_list"]
+    assert [i["local_account_id"] for i in items] == locals_[:5]
+    assert {tuple(sorted(i)) for i in items} == {
+        ("account_main_copy_tag", "local_account_id", "local_account_role")
+    }  # the SDK's LocalLifeAdvertiserListV30ResponseDataAdvListInner: no names
+    assert {i["local_account_role"] for i in items} == {"DIRECT_ACCOUNT", "VIRTUAL_ACCOUNT"}
+    direct = _listing(
+        oe,
+        token,
+        LIFE_LIST,
+        life_account_id=life["account_id"],
+        filtering='{"local_account_role":"DIRECT_ACCOUNT"}',
+    )
+    assert len(direct["data"]["adv_list"]) == 4
+    assert oe.report(token, local_account_id=locals_[4])["code"] == 0
+    for params, word in (
+        ({}, "life_account_id is required"),
+        ({"life_account_id": 0}, "positive integer"),
+        ({"life_account_id": life["account_id"], "page_size": 101}, "1 and 100"),
+        (
+            {"life_account_id": life["account_id"], "filtering": '{"role":"ALL"}'},
+            "unknown filtering",
+        ),
+        ({"life_account_id": life["account_id"], "filtering": "ALL"}, "JSON-encoded object"),
+        (
+            {"life_account_id": life["account_id"], "filtering": '{"local_account_role":"X"}'},
+            "local_account_role",
+        ),
+    ):
+        got = _listing(oe, token, LIFE_LIST, **params)
+        assert got["code"] == 40001 and word in got["message"], (params, got)
+
+
+def test_a_companys_advertiser_id_fails_the_local_report_like_the_platform(oe: OE) -> None:
+    locals_ = [a["local_account_id"] for a in oe.truth()["accounts"]]
+    minted = oe.post(
+        "/_sandbox/oceanengine/auth_code",
+        {"account_ids": locals_[:1], "grants": [{"type": "ADVERTISER", "local": False}]},
+    )
+    advertiser = minted["granted"][1]
+    assert advertiser["local"] is False and advertiser["account_name"].endswith("总户")
+    token = oe.exchange(minted["auth_code"])["data"]["access_token"]
+    kinds = _types(oe, token)
+    # The authorization cannot tell them apart: both are ADVERTISER, both valid.
+    assert kinds[locals_[0]]["account_type"] == kinds[advertiser["account_id"]]["account_type"]
+    refused = oe.report(token, local_account_id=advertiser["account_id"])
+    assert refused["code"] == 40001 and "账户ID错误" in refused["message"]
+    assert oe.report(token, local_account_id=locals_[0])["code"] == 0
+
+
+def test_agents_and_invalid_grants(oe: OE) -> None:
+    locals_ = [a["local_account_id"] for a in oe.truth()["accounts"]]
+    minted = oe.post(
+        "/_sandbox/oceanengine/auth_code",
+        {
+            "grants": [
+                {"type": "AGENT", "account_ids": locals_[:2]},
+                {"type": "CUSTOMER_OPERATOR", "account_ids": locals_[2:4], "is_valid": False},
+                {"type": "ADVERTISER", "account_id": locals_[4], "is_valid": False},
+            ]
+        },
+    )
+    agent, org, direct = (g["account_id"] for g in minted["granted"])
+    token = oe.exchange(minted["auth_code"])["data"]["access_token"]
+    kinds = _types(oe, token)
+    assert [kinds[i]["account_type"] for i in (agent, org, direct)] == [
+        "AGENT",
+        "CUSTOMER_OPERATOR",
+        "ADVERTISER",
+    ]
+    assert [kinds[i]["is_valid"] for i in (agent, org, direct)] == [True, False, False]
+    # An agent's accounts answer the report (ADSYNC_ACCOUNTS can name them) but cannot be
+    # listed with the organisation endpoint; an invalid grant reaches nothing.
+    assert oe.report(token, local_account_id=locals_[0])["code"] == 0
+    wrong = _listing(
+        oe, token, CUSTOMER_CENTER, account_id=agent, filter='{"account_type":"LOCAL"}'
+    )
+    assert wrong["code"] == 40001 and "CUSTOMER_ADMIN or CUSTOMER_OPERATOR" in wrong["message"]
+    gone = _listing(oe, token, CUSTOMER_CENTER, account_id=org, filter='{"account_type":"LOCAL"}')
+    assert gone["code"] == 40002
+    assert oe.report(token, local_account_id=locals_[2])["code"] == 40002
+    assert oe.report(token, local_account_id=locals_[4])["code"] == 40002
+    oe.post("/_sandbox/oceanengine/accounts", {"validate": [org]})
+    assert oe.report(token, local_account_id=locals_[2])["code"] == 0
+
+
+def test_bad_grants_are_refused_at_the_control_api(oe: OE) -> None:
+    locals_ = [a["local_account_id"] for a in oe.truth()["accounts"]]
+    for grants, word in (
+        ([{"type": "LOCAL"}], "account_type"),
+        ([{"type": "CUSTOMER_ADMIN", "accounts": [1]}], "unknown grant fields"),
+        ([{"type": "CUSTOMER_ADMIN", "account_ids": [1]}], "unknown account ids"),
+        ([{"type": "ADVERTISER"}], "not an account id"),
+        ([{"type": "ADVERTISER", "account_ids": locals_[:1]}], "one account"),
+        ([{"type": "AGENT", "account_id": locals_[0]}], "takes account_ids"),
+        ([{"type": "AGENT", "is_valid": "no"}], "true or false"),
+        (["CUSTOMER_ADMIN"], "an object"),
+    ):
+        r = requests.post(
+            oe.base + "/_sandbox/oceanengine/auth_code", json={"grants": grants}, timeout=5
+        )
+        assert r.status_code == 400 and word in r.json()["error"], (grants, r.text)
+    r = requests.post(
+        oe.base + "/_sandbox/oceanengine/accounts", json={"add": 1, "under": locals_[0]}, timeout=5
+    )
+    assert r.status_code == 400 and "not a manager" in r.json()["error"]
+
+
+def test_requests_route_shows_parameter_names_never_values(oe: OE) -> None:
+    tokens = oe.authorize()
+    oe.get("/open_api/oauth2/advertiser/get/", {"access_token": tokens["access_token"]})
+    seen = oe.get("/_sandbox/oceanengine/requests")["requests"]
+    assert seen["/open_api/oauth2/access_token/"]["body"] == ["app_id", "auth_code", "secret"]
+    assert seen["/open_api/oauth2/advertiser/get/"] == {
+        "query": ["access_token"],
+        "body": [],
+        "access_token_header": False,
+    }
+    assert tokens["access_token"] not in json.dumps(seen)

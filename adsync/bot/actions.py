@@ -30,7 +30,7 @@ from adsync.bot.commands import (
     match_account,
 )
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
-from adsync.sync.reports import account_states, resolve_accounts
+from adsync.sync.reports import resolve_accounts
 from adsync.sync.runner import Runner, RunResult, recent_runs
 from adsync.sync.services import Services
 
@@ -155,23 +155,17 @@ class Actions:
         return cards.summary_card(summary, command.lang)
 
     def _do_accounts(self, command: Accounts, caller: Caller, trigger: str) -> Card:
-        scope = resolve_accounts(
+        from adsync.sync import discovery
+
+        # The list is refreshed first (a call or a few); the stored one stands if that fails.
+        refreshed = discovery.refresh(self.services)
+        view = discovery.account_view(
             self.settings, self.services.store, self.services.tokens.granted_account_ids()
         )
-        states = account_states(self.services.store)
-        rows = []
-        for a in scope:
-            st = states.get(a.id)
-            rows.append(
-                (
-                    a.id,
-                    a.name,
-                    st.last_synced_at if st else None,
-                    st.last_outcome if st else None,
-                    st.last_reason if st else None,
-                )
-            )
-        return cards.accounts_card(rows, command.lang)
+        view.problems = refreshed.lines
+        if refreshed.refused is not None:
+            view.problems.append(f"the list was not refreshed: {refreshed.refused.message}")
+        return cards.accounts_card(view, command.lang, tz=self.settings.tz)
 
     def _do_history(self, command: History, caller: Caller, trigger: str) -> Card:
         return cards.history_card(recent_runs(self.services, command.limit), command.lang)

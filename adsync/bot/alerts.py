@@ -32,7 +32,8 @@ from adsync.sync.store import Store, alerts, utcnow
 log = logging.getLogger("adsync.alerts")
 
 REPEAT_AFTER = timedelta(hours=6)
-WEBHOOK_LIMIT = 20 * 1024  # the custom bot refuses bodies above 20 KB
+WEBHOOK_LIMIT = 20 * 1024  # the custom bot refuses request bodies above 20 KB
+WEBHOOK_ENVELOPE = 512  # msg_type, timestamp, sign and keys around the card
 
 
 def webhook_sign(timestamp: int, secret: str) -> str:
@@ -101,18 +102,16 @@ class Notifier:
             return False
         import requests
 
-        body: dict[str, Any] = {"msg_type": "interactive", "card": card}
-        if len(json.dumps(body, ensure_ascii=False).encode()) > WEBHOOK_LIMIT - 512:
-            body = {"msg_type": "text", "content": {"text": cards.to_text(card)[:6000]}}
-        if note and body["msg_type"] == "text":
-            body["content"]["text"] += f"\n{note}"
-        secret = self.settings.feishu_alert_webhook_secret
-        if secret is not None:
-            timestamp = int(time.time())
-            body["timestamp"] = str(timestamp)
-            body["sign"] = webhook_sign(timestamp, secret.reveal())
+        raw = self._webhook_body(card, note)
         try:
-            response = requests.post(url.reveal(), json=body, timeout=10)
+            # The bytes measured are the bytes sent: requests' json= would re-serialise with
+            # ensure_ascii, doubling every 中文 character (3 bytes -> a 6-byte \uXXXX escape).
+            response = requests.post(
+                url.reveal(),
+                data=raw,
+                headers={"Content-Type": "application/json; charset=utf-8"},
+                timeout=10,
+            )
             answer = response.json() if response.content else {}
         except (requests.RequestException, ValueError) as exc:
             log.error("the alert webhook failed: %s", type(exc).__name__)
@@ -122,6 +121,35 @@ class Notifier:
             log.error("the alert webhook refused the message: %s %s", code, answer.get("msg"))
             return False
         return True
+
+    def _webhook_body(self, card: dict[str, Any], note: str) -> bytes:
+        """The custom-bot request body, at most ``WEBHOOK_LIMIT`` bytes as sent: the card fitted
+        to the limit (there it is an object, smaller than the escaped string ``card_size``
+        counts), or, if even that cannot fit, the card as text cut to the bytes left."""
+        fitted = cards.fit(card, WEBHOOK_LIMIT - WEBHOOK_ENVELOPE)
+        raw = self._signed({"msg_type": "interactive", "card": fitted})
+        if len(raw) <= WEBHOOK_LIMIT:
+            return raw
+        text = cards.to_text(card) + (f"\n{note}" if note else "")
+        lo, hi = 0, len(text)  # the longest prefix of the text whose body fits
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(self._signed(_text_body(text[:mid]))) <= WEBHOOK_LIMIT:
+                lo = mid
+            else:
+                hi = mid - 1
+        return self._signed(_text_body(text[:lo]))
+
+    def _signed(self, body: dict[str, Any]) -> bytes:
+        secret = self.settings.feishu_alert_webhook_secret
+        if secret is not None:
+            timestamp = int(time.time())
+            body = {
+                **body,
+                "timestamp": str(timestamp),
+                "sign": webhook_sign(timestamp, secret.reveal()),
+            }
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
     # -- problems -----------------------------------------------------------------------------
 
@@ -204,3 +232,7 @@ class Notifier:
                     update(alerts).where(alerts.c.problem == problem).values(last_seen=now)
                 )
         return bool(sent)
+
+
+def _text_body(text: str) -> dict[str, Any]:
+    return {"msg_type": "text", "content": {"text": text}}

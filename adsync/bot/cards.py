@@ -3,8 +3,14 @@
 Every builder is a pure function from a result object to a card dict: no I/O, no lark-oapi (the
 sender serialises the dict), no database (the result types are imported for annotations only,
 because ``adsync.sync.*`` pulls SQLAlchemy). Each returns a card that is already ``fit`` under
-the platform's 30 KB limit for interactive content (error 230025), with ``update_multi`` on so
-a "working on it…" card can be PATCHed into the answer later.
+the platform's 30 KB limit (error 230025), with ``update_multi`` on so a "working on it…" card
+can be PATCHed into the answer later.
+
+The limit is on the *request body* ("卡片消息、富文本消息请求体最大不能超过 30 KB", the create
+and reply pages), where the card travels as a JSON string inside JSON: every quote and backslash
+of the card is escaped once more. ``card_size`` counts exactly those bytes (lark-oapi 1.7.5
+serialises the body with ``json.dumps(…, ensure_ascii=False)``, ``core/json.py``), and
+``CARD_LIMIT`` leaves room for the rest of the body and a margin.
 
 Component shapes follow the JSON 2.0 docs (open.feishu.cn → feishu-cards/card-json-v2-*):
 ``markdown``, ``hr``, ``table`` (text/options columns, ``page_size`` ≤ 10, at most 5 per card,
@@ -30,16 +36,19 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:  # annotations only: these modules import SQLAlchemy
+    from adsync.sync.discovery import AccountsView, ListedAccount
     from adsync.sync.runner import AccountResult, RunResult
     from adsync.sync.summary import AccountSummary, Summary, Totals
     from adsync.sync.tokens import TokenStatus
     from adsync.sync.verify import VerifyResult
 
 __all__ = [
+    "BODY_LIMIT",
     "CARD_LIMIT",
     "Card",
     "accounts_card",
     "alert_card",
+    "card_content",
     "card_size",
     "count",
     "duration",
@@ -60,7 +69,15 @@ Card = dict[str, Any]
 Lang = Literal["en", "zh"]
 TzLike = tzinfo | str | None
 
-CARD_LIMIT = 30 * 1024  # bytes of the JSON content string, as the platform counts them
+# The platform refuses a card message whose request body exceeds 30 KB (230025; create, reply
+# and patch pages). The body is {"receive_id": …, "msg_type": …, "content": "<card>", "uuid": …}:
+# ENVELOPE_BYTES covers everything but the card (ids ≤ 64 characters, a 50-character uuid, the
+# keys), and MARGIN_BYTES stays unused: the docs warn that style tags make "the actual message
+# body longer than the request body", and "30 KB" may be counted as 30,000 bytes.
+BODY_LIMIT = 30 * 1024
+ENVELOPE_BYTES = 512
+MARGIN_BYTES = 2 * 1024
+CARD_LIMIT = BODY_LIMIT - ENVELOPE_BYTES - MARGIN_BYTES  # bytes of the card as sent (card_size)
 DEFAULT_TZ = "Asia/Shanghai"
 
 PAGE_SIZE = 10  # table rows per page: the documented maximum
@@ -448,9 +465,17 @@ def _more_list(items: Sequence[str], limit: int, lang: Lang, sep: str) -> str:
 # -- sizes and fitting --------------------------------------------------------------------------
 
 
+def card_content(card: Mapping[str, Any]) -> str:
+    """The ``content`` string of an interactive message: the card as compact JSON. 中文 stays
+    UTF-8 (3 bytes) instead of a 6-byte ``\\uXXXX`` escape (7 once escaped again in the body)."""
+    return json.dumps(card, ensure_ascii=False, separators=(",", ":"))
+
+
 def card_size(card: Mapping[str, Any]) -> int:
-    """Bytes of the card as the sender serialises it (``json.dumps(…, ensure_ascii=False)``)."""
-    return len(json.dumps(card, ensure_ascii=False).encode("utf-8"))
+    """Bytes the card takes in the request body: its ``content`` string as a JSON string
+    literal, quotes included, escaped the way lark-oapi's ``JSON.marshal`` writes it
+    (``ensure_ascii=False``). A ``"`` or ``\\`` in a name costs 4 bytes, a line break 3."""
+    return len(json.dumps(card_content(card), ensure_ascii=False).encode("utf-8"))
 
 
 def _note_for(noun_en: str, noun_zh: str, command: str, lang: Lang) -> Callable[[int], str]:
@@ -473,7 +498,7 @@ _NOTE_ID = re.compile(r"^m_(\w{1,10})_(\d+)$")
 
 
 def fit(card: Card, limit: int = CARD_LIMIT, *, note: Callable[[int], str] | None = None) -> Card:
-    """The card, guaranteed to serialise to at most ``limit`` bytes.
+    """The card, guaranteed to take at most ``limit`` bytes in the request body (``card_size``).
 
     Cuts in order of least loss: table rows (the same number kept in every table, with a note
     "… and N more accounts, see `adsync summary`" after each cut table), then long markdown,
@@ -1226,52 +1251,106 @@ def _history_note(lang: Lang) -> Callable[[int], str]:
     return _note_for("runs", "记录", "adsync history", lang)
 
 
-AccountRow = tuple[str, str, datetime | None, str | None, str | None]
-
-
-def accounts_card(accounts: Sequence[AccountRow], lang: str, *, tz: TzLike = None) -> Card:
-    """Accounts in scope: (id, name, last_synced_at, last_outcome, last_reason) each."""
+def accounts_card(view: AccountsView, lang: str, *, tz: TzLike = None) -> Card:
+    """Accounts in scope with where each came from (direct, via an organisation, via a 来客
+    account, ADSYNC_ACCOUNTS) and its last outcome; then the granted accounts that are not
+    synced — skipped (with the fix) and vanished — and what the last listing could not do."""
     lg = _lang(lang)
     zone = _zone(tz)
     title = _t(lg, "Ad accounts", "广告账户")
-    if not accounts:
+    notes = _accounts_notes(view, lg, zone)
+    if not view.accounts:
         text = _t(
             lg,
             "No accounts in scope. Authorize the accounts (send `auth`) or set ADSYNC_ACCOUNTS.",
             "没有可同步的账户。请授权账户（发送“授权”）或设置 ADSYNC_ACCOUNTS。",
         )
-        return fit(_card(title, "orange", [_markdown(text)]), note=_accounts_note(lg))
-    failed = sum(1 for a in accounts if a[3] == "failed")
-    never = sum(1 for a in accounts if not a[3])
+        elements = [_markdown(text)] + ([_markdown(notes)] if notes else [])
+        return fit(_card(title, "orange", elements), note=_accounts_note(lg))
+    failed = sum(1 for a in view.accounts if a.last_outcome == "failed")
+    never = sum(1 for a in view.accounts if not a.last_outcome)
     columns = [
         ("account", _t(lg, "Account", "账户"), "text"),
         ("id", "ID", "text"),
+        ("source", _t(lg, "Source", "来源"), "text"),
         ("synced", _t(lg, "Last synced", "上次同步"), "text"),
         ("outcome", _t(lg, "Last outcome", "上次结果"), "options"),
         ("reason", _t(lg, "Reason", "原因"), "text"),
     ]
-    ordered = sorted(accounts, key=lambda a: a[3] != "failed")
+    ordered = sorted(view.accounts, key=lambda a: a.last_outcome != "failed")
     rows = []
-    for account_id, name, synced_at, outcome, reason in ordered:
+    for a in ordered:
+        outcome = a.last_outcome
         rows.append(
             {
-                "account": _cell(name or account_id),
-                "id": _cell(account_id, 32),
-                "synced": _when(synced_at, zone),
+                "account": _cell(a.name or a.id),
+                "id": _cell(a.id, 32),
+                "source": _cell(_source_words(a, lg)),
+                "synced": _when(a.last_synced_at, zone),
                 "outcome": _option(outcome, lg) if outcome else [{"text": "—", "color": "blue"}],
-                "reason": _cell(_reason(reason), REASON_CHARS),
+                "reason": _cell(_reason(a.last_reason), REASON_CHARS),
             }
         )
     subtitle = _t(
         lg,
-        f"{len(accounts):,} in scope · {failed:,} failed last time · {never:,} never synced",
-        f"共 {len(accounts):,} 个 · 上次失败 {failed:,} 个 · 从未同步 {never:,} 个",
+        f"{len(view.accounts):,} in scope · {failed:,} failed last time · {never:,} never synced"
+        + (f" · {len(view.skipped):,} skipped" if view.skipped else ""),
+        f"共 {len(view.accounts):,} 个 · 上次失败 {failed:,} 个 · 从未同步 {never:,} 个"
+        + (f" · 跳过 {len(view.skipped):,} 个" if view.skipped else ""),
     )
-    template = "orange" if failed else "blue"
-    card = _card(
-        title, template, [_table("accounts", columns, rows)], subtitle=subtitle, summary=title
-    )
+    template = "orange" if failed or view.skipped or view.problems else "blue"
+    elements = [_table("accounts", columns, rows)]
+    if notes:
+        elements.append(_markdown(notes))
+    card = _card(title, template, elements, subtitle=subtitle, summary=title)
     return fit(card, note=_accounts_note(lg))
+
+
+def _source_words(account: ListedAccount, lang: Lang) -> str:
+    parent = account.parent_name or account.parent_id
+    if account.source == "organisation":
+        return _t(lang, f"via organisation {parent}", f"工作台 {parent}")
+    if account.source == "life":
+        return _t(lang, f"via 来客 {parent}", f"来客 {parent}")
+    if account.source == "config":
+        return "ADSYNC_ACCOUNTS"
+    return _t(lang, "direct", "直接授权")
+
+
+def _accounts_notes(view: AccountsView, lang: Lang, zone: tzinfo) -> str:
+    """Skipped, vanished and problems, each a bounded list of escaped lines."""
+    lines: list[str] = []
+    if view.skipped:
+        lines.append(
+            _t(
+                lang,
+                f"**Skipped** ({len(view.skipped):,} granted, not synced):",
+                f"**已跳过**（已授权但不同步，{len(view.skipped):,} 个）：",
+            )
+        )
+        for s in view.skipped[:MAX_LIST]:
+            lines.append(f"· {_md(s.label, NAME_CHARS)} · {_md(s.account_type, 48)}: {_md(s.note)}")
+            if s.fix:
+                lines.append(_t(lang, f"  fix: {_md(s.fix)}", f"  处理：{_md(s.fix)}"))
+        if len(view.skipped) > MAX_LIST:
+            hidden = len(view.skipped) - MAX_LIST
+            lines.append(_t(lang, f"… and {hidden:,} more", f"…… 另有 {hidden:,} 个"))
+    if view.vanished:
+        lines.append(
+            _t(
+                lang,
+                f"**No longer found** ({len(view.vanished):,}, not synced any more):",
+                f"**已不在授权范围**（{len(view.vanished):,} 个，不再同步）：",
+            )
+        )
+        for v in view.vanished[:MAX_LIST]:
+            lines.append(f"· {_md(v.label, NAME_CHARS)} · {_when(v.at, zone)}: {_md(v.note)}")
+        if len(view.vanished) > MAX_LIST:
+            hidden = len(view.vanished) - MAX_LIST
+            lines.append(_t(lang, f"… and {hidden:,} more", f"…… 另有 {hidden:,} 个"))
+    for problem in view.problems[:MAX_LIST]:
+        lines.append(f"⚠️ {_md(problem)}")
+    return "\n".join(lines)
 
 
 def _accounts_note(lang: Lang) -> Callable[[int], str]:

@@ -81,6 +81,7 @@ class Clock:
             }
             record["reports"] = self._report(end, result)
             self._alerts_after(result, end)
+            self._account_changes(result)
             self._save(key, record)
             self.table_notices()
             return result
@@ -116,6 +117,7 @@ class Clock:
             result = Runner(self.services).run(
                 start, end, account_ids=record["failed"], trigger="retry", requested_by="clock"
             )
+            self._account_changes(result)
             failures = result.failed
             if not result.accounts:
                 # The retry never reached the accounts (one left the scope, another run held
@@ -235,6 +237,7 @@ class Clock:
                 return None
             before = summarize(self.services.store, yesterday, yesterday).totals
             result = Runner(self.services).run(yesterday, yesterday, trigger="settle")
+            self._account_changes(result)
             after = summarize(self.services.store, yesterday, yesterday).totals
             moved = _moved_pct(before.cost, after.cost)
             conv_moved = _moved_pct(before.convert_cnt, after.convert_cnt)
@@ -328,6 +331,19 @@ class Clock:
             }[anomaly.rule]
             who = f"{anomaly.name} ({anomaly.account_id})" if anomaly.name else anomaly.account_id
             self.notifier.alert(anomaly.key, title, [who, anomaly.detail], severity="warning")
+
+    def _account_changes(self, result: RunResult) -> None:
+        """Accounts that appeared, vanished or were skipped since the last run (discovery
+        says each change once): one card to the report chats, once per run."""
+        if not result.account_changes or result.run_id is None:
+            return
+        card = cards.alert_card(
+            "账户变化 · the accounts changed",
+            [*result.account_changes, "`adsync accounts` / 账户 lists them all"],
+            severity="warning",
+            lang="zh",
+        )
+        self.notifier.broadcast(card, f"accounts:{result.run_id}")
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -3,15 +3,20 @@
 Every post carries a ``uuid`` derived from what caused it (the message being answered, the
 report's chat and date), so a repeated delivery or a retried call never posts twice — the
 platform keeps at most one message per uuid for an hour.
+
+Every request is measured as it will be sent: lark-oapi serialises the body with
+``JSON.marshal`` (``Transport.execute``), and the platform refuses a card message whose body
+exceeds 30 KB (230025). Cards arrive already fitted (``cards.fit``); a body that still exceeds
+the limit less the margin (a long receive_id) is refitted by exactly the excess, never sent.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lark_oapi.api.im.v1 import (
     CreateMessageRequest,
@@ -21,11 +26,19 @@ from lark_oapi.api.im.v1 import (
     ReplyMessageRequest,
     ReplyMessageRequestBody,
 )
+from lark_oapi.core.json import JSON
 
+from adsync.bot import cards
+from adsync.bot.cards import card_content
 from adsync.sync.config import Settings
 from adsync.sync.feishu import FeishuCaller, FeishuError, make_client
 
 log = logging.getLogger("adsync.messenger")
+
+R = TypeVar("R", CreateMessageRequest, ReplyMessageRequest, PatchMessageRequest)
+
+# What a sent body may weigh: the platform's 30 KB less the margin cards keep (cards.py says why).
+SEND_LIMIT = cards.BODY_LIMIT - cards.MARGIN_BYTES
 
 
 def message_uuid(*parts: str) -> str:
@@ -34,8 +47,22 @@ def message_uuid(*parts: str) -> str:
     return f"adsync-{digest[:40]}"
 
 
-def card_content(card: dict[str, Any]) -> str:
-    return json.dumps(card, ensure_ascii=False, separators=(",", ":"))
+def body_bytes(request: CreateMessageRequest | ReplyMessageRequest | PatchMessageRequest) -> int:
+    """Bytes of the request body exactly as lark-oapi 1.7.5 sends it
+    (``Transport.execute``: ``JSON.marshal(req.body).encode("utf-8")``)."""
+    return len((JSON.marshal(request.body) or "").encode("utf-8"))
+
+
+def within_limit(card: dict[str, Any], build: Callable[[str], R]) -> R:
+    """The request ``build`` makes for ``card``, its body measured as sent; a card whose body
+    would exceed ``SEND_LIMIT`` is refitted by the excess (the body is the card's ``card_size``
+    plus a fixed envelope, so one refit lands under the limit)."""
+    request = build(card_content(card))
+    excess = body_bytes(request) - SEND_LIMIT
+    if excess > 0:
+        log.info("card body %d bytes over the limit; fitting it", excess)
+        request = build(card_content(cards.fit(card, cards.card_size(card) - excess)))
+    return request
 
 
 @dataclass
@@ -56,46 +83,54 @@ class Messenger:
         self._im = self.caller.client.im.v1.message
 
     def send(self, chat_id: str, card: dict[str, Any], uuid: str) -> Posted:
-        request = (
-            CreateMessageRequest.builder()
-            .receive_id_type("chat_id")
-            .request_body(
-                CreateMessageRequestBody.builder()
-                .receive_id(chat_id)
-                .msg_type("interactive")
-                .content(card_content(card))
-                .uuid(uuid)
+        def build(content: str) -> CreateMessageRequest:
+            return (
+                CreateMessageRequest.builder()
+                .receive_id_type("chat_id")
+                .request_body(
+                    CreateMessageRequestBody.builder()
+                    .receive_id(chat_id)
+                    .msg_type("interactive")
+                    .content(content)
+                    .uuid(uuid)
+                    .build()
+                )
                 .build()
             )
-            .build()
-        )
+
+        request = within_limit(card, build)
         response = self.caller.call(f"send to {chat_id}", self._im.create, request)
         return Posted(response.data.message_id, chat_id)
 
     def reply(self, message_id: str, card: dict[str, Any], uuid: str) -> Posted:
-        request = (
-            ReplyMessageRequest.builder()
-            .message_id(message_id)
-            .request_body(
-                ReplyMessageRequestBody.builder()
-                .msg_type("interactive")
-                .content(card_content(card))
-                .uuid(uuid)
+        def build(content: str) -> ReplyMessageRequest:
+            return (
+                ReplyMessageRequest.builder()
+                .message_id(message_id)
+                .request_body(
+                    ReplyMessageRequestBody.builder()
+                    .msg_type("interactive")
+                    .content(content)
+                    .uuid(uuid)
+                    .build()
+                )
                 .build()
             )
-            .build()
-        )
+
+        request = within_limit(card, build)
         response = self.caller.call("reply", self._im.reply, request)
         return Posted(response.data.message_id, getattr(response.data, "chat_id", "") or "")
 
     def update(self, message_id: str, card: dict[str, Any]) -> None:
-        request = (
-            PatchMessageRequest.builder()
-            .message_id(message_id)
-            .request_body(PatchMessageRequestBody.builder().content(card_content(card)).build())
-            .build()
-        )
-        self.caller.call("update card", self._im.patch, request)
+        def build(content: str) -> PatchMessageRequest:
+            return (
+                PatchMessageRequest.builder()
+                .message_id(message_id)
+                .request_body(PatchMessageRequestBody.builder().content(content).build())
+                .build()
+            )
+
+        self.caller.call("update card", self._im.patch, within_limit(card, build))
 
     def reply_or_update(
         self, message_id: str, card: dict[str, Any], uuid: str, working: Posted | None

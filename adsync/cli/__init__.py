@@ -77,7 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--no-wait", action="store_true", help="if these dates are being synced, stop at once"
     )
-    sub.add_parser("accounts", parents=[json_flag], help="accounts in scope, with names")
+    accounts = sub.add_parser(
+        "accounts", parents=[json_flag], help="accounts in scope, where each came from"
+    )
+    accounts.add_argument(
+        "--check",
+        action="store_true",
+        help="one 1-day report call per account; exit 1 if any fails (3: authorize again)",
+    )
     summary = sub.add_parser("summary", parents=[json_flag], help="totals and change per account")
     summary.add_argument("when", nargs="?", help=when_help)
     sub.add_parser("fields", parents=[json_flag], help="the Bitable's fields and their mapping")

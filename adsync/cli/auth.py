@@ -37,9 +37,34 @@ def auth_code(ctx: Context) -> int:
     ctx.say(f"Authorized. {len(result.account_ids)} accounts granted:")
     for account_id in result.account_ids:
         ctx.say(f"  {account_id}  {result.names.get(account_id, '')}".rstrip())
+    _scope_line(ctx)
     ctx.say(f"Access token valid until {when(result.access_expires_at, tz)}, refresh token until")
     ctx.say(f"{when(result.refresh_expires_at, tz)} ({ctx.settings.timezone}); adsync renews both.")
     return 0
+
+
+def _scope_line(ctx: Context) -> None:
+    """What the grant means for syncing: 本地推 accounts found (organisations and 来客 accounts
+    expanded), and granted accounts skipped."""
+    from adsync.sync.discovery import account_view
+    from adsync.sync.errors import AdsyncError
+
+    services = ctx.services
+    try:
+        view = account_view(ctx.settings, services.store, services.tokens.granted_account_ids())
+    except AdsyncError as exc:
+        ctx.say(f"→ {exc.message}")
+        ctx.say(f"  {exc.hint}")
+        return
+    if view.empty is not None:
+        ctx.say(f"→ {view.empty.message}")
+        ctx.say(f"  {view.empty.hint}")
+        return
+    skipped = f"; {len(view.skipped)} skipped" if view.skipped else ""
+    ctx.say(
+        f"→ {len(view.accounts)} accounts in scope (from {view.origin_text}){skipped}: "
+        "`adsync accounts` lists them, `adsync accounts --check` tries each"
+    )
 
 
 def token_status(ctx: Context) -> int:

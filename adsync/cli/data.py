@@ -3,13 +3,18 @@ tables, verify, history."""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json, table, when
 from adsync.sync.dates import parse_day, parse_when
-from adsync.sync.reports import account_states, resolve_accounts
+from adsync.sync.reports import resolve_accounts
+
+if TYPE_CHECKING:
+    from adsync.sync.discovery import AccountsView
 
 
 def _today(ctx: Context):  # noqa: ANN202 - a date
@@ -25,38 +30,91 @@ def _pct(value: float | None) -> str:
 
 
 def accounts(ctx: Context) -> int:
+    """The accounts in scope and where each came from; skipped and vanished ones with the
+    reason. ``--check``: one 1-day report call per account; exit 1 if any fails."""
+    from adsync.sync import discovery
+
     services = ctx.services
-    scope = resolve_accounts(ctx.settings, services.store, services.tokens.granted_account_ids())
-    states = account_states(services.store)
-    docs = []
-    for a in scope:
-        st = states.get(a.id)
-        docs.append(
-            {
-                "id": a.id,
-                "name": a.name,
-                "last_synced_at": st.last_synced_at.isoformat()
-                if st and st.last_synced_at
-                else None,
-                "last_outcome": st.last_outcome if st else None,
-                "last_reason": st.last_reason if st else None,
-            }
+    check = None
+    if getattr(ctx.args, "check", False):
+        from adsync.sync.probe import check_accounts
+
+        check = check_accounts(services, _today(ctx) - timedelta(days=1))
+        view, changes = check.view, check.changes
+    else:
+        # Ask the platform (a call or a few); the stored list stands if it cannot answer.
+        refreshed = discovery.refresh(services)
+        view = discovery.account_view(
+            ctx.settings, services.store, services.tokens.granted_account_ids()
         )
+        view.problems = list(refreshed.problems)
+        if refreshed.refused is not None:
+            view.problems.append(
+                f"the list was not refreshed: {refreshed.refused.message} "
+                "(`adsync auth url` to authorize again)"
+            )
+        changes = discovery.describe(refreshed.changes)
     if ctx.json:
-        print_json({"accounts": docs})
+        doc = view.to_json()
+        doc["changes"] = changes
+        if check is not None:
+            doc["check"] = check.to_json()
+        if view.empty is not None:
+            doc["exit_code"] = view.empty.exit_code
+        print_json(doc)
+        return _accounts_exit(view, check)
+    _print_accounts(ctx, view, changes)
+    if view.empty is not None:  # the list says why; the error says what to do
+        print(f"error: {view.empty}", file=sys.stderr)
+        return view.empty.exit_code
+    if check is None:
         return 0
+    from adsync.sync.probe import summary_line
+
+    ctx.say()
+    ctx.say(f"Check: one 1-day report call ({check.day}) per account")
+    for r in check.failed:
+        ctx.say(f"  ✗ {r.account.label}: {r.error}")
+        ctx.say(f"      fix: {r.fix}")
+    ctx.say(("✓ " if not check.failed else "✗ ") + summary_line(check))
+    return check.exit_code
+
+
+def _accounts_exit(view: AccountsView, check: Any) -> int:
+    if view.empty is not None:
+        return view.empty.exit_code  # 2: nothing in scope is a configuration problem
+    return check.exit_code if check is not None else 0
+
+
+def _print_accounts(ctx: Context, view: AccountsView, changes: list[str]) -> None:
     tz = ctx.settings.tz
-    rows = [["id", "name", "last synced", "last outcome"]]
-    for a in scope:
-        st = states.get(a.id)
-        outcome = (st.last_outcome or "—") if st else "—"
-        if st and st.last_outcome == "failed" and st.last_reason:
-            outcome = f"failed: {st.last_reason[:60]}"
-        rows.append([a.id, a.name or "—", when(st.last_synced_at if st else None, tz), outcome])
+    rows = [["id", "name", "source", "last synced", "last outcome"]]
+    for a in view.accounts:
+        outcome = a.last_outcome or "—"
+        if a.last_outcome == "failed" and a.last_reason:
+            outcome = f"failed: {a.last_reason[:60]}"
+        rows.append([a.id, a.name or "—", a.via, when(a.last_synced_at, tz), outcome])
     table(rows, ctx.out)
-    source = "ADSYNC_ACCOUNTS" if ctx.settings.accounts else "the authorization"
-    ctx.say(f"{len(scope)} accounts in scope (from {source})")
-    return 0
+    if view.managers:
+        ctx.say("Expanded (organisations and 来客 accounts; not synced themselves):")
+        for m in view.managers:
+            ctx.say(f"  {m.label} [{m.account_type}]: {m.note}")
+    if view.skipped:
+        ctx.say(f"Skipped ({len(view.skipped)} granted accounts not synced):")
+        for s in view.skipped:
+            ctx.say(f"  {s.label} [{s.account_type}]: {s.note}")
+            if s.fix:
+                ctx.say(f"      fix: {s.fix}")
+    if view.vanished:
+        ctx.say(f"No longer found ({len(view.vanished)}, not synced any more):")
+        for v in view.vanished:
+            ctx.say(f"  {v.label} since {when(v.at, tz)}: {v.note}")
+    for line in changes:
+        ctx.say(f"changed: {line}")
+    for line in view.problems:
+        ctx.say(f"warning: {line}")
+    checked = f", listed {when(view.checked_at, tz)}" if view.checked_at else ""
+    ctx.say(f"{len(view.accounts)} accounts in scope (from {view.origin_text}{checked})")
 
 
 def summary(ctx: Context) -> int:

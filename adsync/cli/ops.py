@@ -58,6 +58,8 @@ def doctor_checks(ctx: Context) -> list[Check]:
         return checks
     checks.append(_check("Ocean Engine reachable", lambda: _reachable(ctx)))
     checks.append(_check("token", lambda: _token(ctx)))
+    if checks[-1].ok:
+        checks.append(_check("accounts", lambda: _accounts(ctx)))
     checks.extend(_feishu_checks(ctx))
     return checks
 
@@ -280,6 +282,39 @@ def _token(ctx: Context) -> str:
         client.close()
     note = "" if status.health == "ok" else f" — {status.message}"
     return f"{status.health}: valid, {len(status.account_ids)} accounts granted{note}"
+
+
+def _accounts(ctx: Context) -> str:
+    """The account probe (`adsync accounts --check`): every account in scope answers a 1-day
+    report; granted accounts adsync cannot use are named with what to do."""
+    from datetime import datetime, timedelta
+
+    from adsync.sync.probe import check_accounts, summary_line
+
+    day = datetime.now(ctx.settings.tz).date() - timedelta(days=1)
+    check = check_accounts(ctx.services, day)
+    view = check.view
+    parts, fixes = [], []
+    if check.failed:
+        failures = [f"{r.account.label}: {r.error}" for r in check.failed]
+        parts.append(f"{summary_line(check)}: {_some(failures)}")
+        fixes += [r.fix for r in check.failed]
+    if view.skipped:
+        skipped = [f"{s.label} [{s.account_type}]: {s.note}" for s in view.skipped]
+        parts.append(f"{len(skipped)} granted accounts skipped: {_some(skipped)}")
+        fixes += [s.fix for s in view.skipped]
+    if parts:
+        raise AdsyncError(
+            "; ".join(parts),
+            hint=" | ".join(dict.fromkeys(f for f in fixes if f))
+            + " (`adsync accounts --check` lists every one)",
+        )
+    return f"{summary_line(check)}; from {view.origin_text}"
+
+
+def _some(items: list[str], limit: int = 5) -> str:
+    more = f" … and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
 
 
 def doctor(ctx: Context) -> int:

@@ -5,7 +5,8 @@ envelopes) so the real SDK client can be pointed at it with ``.domain(SANDBOX_UR
 is strict wherever the platform is strict (see /work/shared/reference/feishu.md): per-call and
 per-table limits, field-name lookup, value conversion by field type, filter grammar,
 ``client_token`` idempotency, serial writes per table (1254291), IM ``uuid`` dedup, message
-size limits, custom-bot signatures.
+size limits on the raw request body, the IM rate limits (``IM_LIMITS``), card JSON 2.0 rules
+(``adsync.sandbox.cards``), custom-bot signatures.
 
 Simulated (all under ``/open-apis``):
   POST  /auth/v3/tenant_access_token/internal
@@ -40,7 +41,9 @@ Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
 Known approximations (codes the notes do not pin down): unknown field id on update 1254044,
 malformed filter/sort 1254018, invalid query parameter 99992402, a batch_delete of tables naming
 an unknown table 1254041 (nothing deleted), card-update token errors
-200810, custom-bot malformed/oversized body 9499, patching a non-card message 230001.
+200810, custom-bot malformed/oversized body 9499, patching a non-card message 230001, patching
+one message more than 5 times a second 230020, 11232/11233 as HTTP 400; card sub-codes the
+docs do not name are 200621 (``adsync.sandbox.cards`` says which).
 """
 
 from __future__ import annotations
@@ -66,7 +69,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask, Response, request
 
+from adsync.sandbox.cards import validate_card
 from adsync.sandbox.faults import Fault, FaultInjector
+from adsync.sandbox.ratelimit import Window, reset_header
 
 # --------------------------------------------------------------------------------------------
 # Constants
@@ -144,6 +149,9 @@ DATE_OPERATORS = frozenset({"is", "isEmpty", "isNotEmpty", "isGreater", "isLess"
 TEXT_OPERATORS = frozenset({"is", "isNot", "contains", "doesNotContain", "isEmpty", "isNotEmpty"})
 NUMBER_OPERATORS = OPERATORS - {"contains", "doesNotContain"}
 
+# Records per call (reference §4.2, the batch_create/batch_update/batch_delete pages): 1,000 to
+# create or update, 500 to delete; one more is refused whole with 1254104. lark-oapi's request
+# builders carry no limit of their own.
 MAX_CREATE_UPDATE = 1000
 MAX_DELETE = 500
 MAX_SEARCH_PAGE = 500
@@ -165,6 +173,9 @@ IDEMPOTENCY_WINDOW_S = 24 * 3600
 TOKEN_REISSUE_BELOW_S = 30 * 60
 UUID_WINDOW_S = 3600
 UUID_MAX_LEN = 50
+# Message size limits are on the raw request body, as the create/reply pages word them:
+# "文本消息请求体最大不能超过 150 KB；卡片消息、富文本消息请求体最大不能超过 30 KB" (230025 above).
+# The card travels as a JSON string inside that body, so its escaped quotes count too.
 CARD_LIMIT_BYTES = 30 * 1024
 TEXT_LIMIT_BYTES = 150 * 1024
 CARD_EDITABLE_S = 14 * 24 * 3600
@@ -218,15 +229,25 @@ CODE_MESSAGES: dict[int, str] = {
     230002: "Bot/User can NOT be out of the chat.",
     230020: "This operation triggers the frequency limit.",
     11232: "frequency limited",
+    11233: "frequency limited",
 }
-RATE_LIMIT_CODES = frozenset({99991400, 1254290, 11232, 11233, 230020})
+# The gateway's rate limits: HTTP 429 and a header saying when to come back (频控策略 page:
+# "x-ogw-ratelimit-reset: 52 //恢复 limit 周期，单位：秒"). The IM's own limit 230020 is a plain
+# 400 without that header (its row in the send/reply error tables); 11232/11233 (server error
+# codes) are answered the same way (their status is unverified).
+GATEWAY_LIMIT_CODES = frozenset({99991400, 1254290})
+# IM limits (send and reply pages): 1,000 a minute and 50 a second per app and API, 5 a second
+# per chat (shared by every bot in it) or user; PATCH: 5 a second per message (reference §3.5).
+# The option ``im_limits`` overrides them by name (0 turns one off).
+IM_LIMITS = {"app_per_second": 50, "app_per_minute": 1000, "chat_per_second": 5,
+             "message_per_second": 5}  # fmt: skip
 
 
 def http_status_for(code: int) -> int:
     """The HTTP status Feishu pairs with a business code (most errors are plain 400s)."""
     if code == 0:
         return 200
-    if code in RATE_LIMIT_CODES:
+    if code in GATEWAY_LIMIT_CODES:
         return 429
     if code == 1255040:
         return 504
@@ -238,11 +259,14 @@ def http_status_for(code: int) -> int:
 class ApiError(Exception):
     """A platform error: rendered as ``{"code", "msg", "error"}`` with its HTTP status."""
 
-    def __init__(self, code: int, msg: str, http: int | None = None) -> None:
+    def __init__(
+        self, code: int, msg: str, http: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
         self.http = http if http is not None else http_status_for(code)
+        self.headers = headers or {}
 
 
 class ControlError(Exception):
@@ -298,6 +322,7 @@ class Options:
     chats: list[dict[str, Any]] = field(default_factory=_default_chats)
     write_hold_ms: float = 20.0
     token_lifetime: int = 7200
+    im_limits: dict[str, int] = field(default_factory=dict)  # overrides of IM_LIMITS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Options:
@@ -309,6 +334,12 @@ class Options:
             ZoneInfo(opts.doc_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown doc_timezone {opts.doc_timezone!r}") from exc
+        unknown_limits = set(opts.im_limits) - set(IM_LIMITS)
+        if unknown_limits:
+            raise ValueError(f"unknown im_limits: {sorted(unknown_limits)}")
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0
+               for v in opts.im_limits.values()):  # fmt: skip
+            raise ValueError("im_limits are whole numbers >= 0 (0: no limit)")
         if (
             opts.max_rows < 1
             or opts.max_tables < 1
@@ -602,39 +633,16 @@ def parse_json_or_none(text: str) -> Any:
 
 
 def card_problem(card: Any) -> str | None:
-    """Why a card JSON would be refused (None: acceptable). Mirrors the 1.0/2.0 rules."""
-    if not isinstance(card, dict):
-        return "card must be a JSON object"
-    if card.get("type") == "template":
-        data = card.get("data")
-        if not isinstance(data, dict) or not isinstance(data.get("template_id"), str):
-            return "template card needs data.template_id"
-        return None
-    schema = card.get("schema")
-    if schema == "2.0":
-        if "elements" in card:
-            return "schema 2.0: elements belong under body.elements"
-        body = card.get("body")
-        if not isinstance(body, dict) or not isinstance(body.get("elements"), list):
-            return "schema 2.0: body.elements must be a list"
-        elements = body["elements"]
-        config = card.get("config") or {}
-        if isinstance(config, dict) and config.get("update_multi") is False:
-            return "schema 2.0 cards are always shared: update_multi must be true"
-    elif schema is None:
-        elements = card.get("elements")
-        if elements is None and isinstance(card.get("i18n_elements"), dict):
-            return None
-        if not isinstance(elements, list):
-            return "card needs elements (1.0) or schema 2.0 with body.elements"
-    else:
-        return f"unknown card schema {schema!r}"
-    for element in elements:
-        if not isinstance(element, dict) or not isinstance(element.get("tag"), str):
-            return "every element needs a tag"
-        if schema == "2.0" and element["tag"] == "action":
-            return "schema 2.0 has no 'action' module; put buttons in elements"
-    return None
+    """Why a card JSON would be refused (None: acceptable); ``validate_card`` in
+    ``adsync.sandbox.cards`` holds the rules and says which sub-code the platform answers."""
+    error = validate_card(card)
+    return None if error is None else error.platform_message()
+
+
+def card_error(card: Any) -> ApiError | None:
+    """The platform's answer to an unacceptable card: 230099 with the documented sub-code."""
+    error = validate_card(card)
+    return None if error is None else ApiError(230099, error.platform_message())
 
 
 def card_is_shared(card: Any) -> bool:
@@ -689,6 +697,14 @@ class FeishuSandbox:
             self._messages: dict[str, Message] = {}
             self._uuids: dict[str, tuple[str, float]] = {}
             self._card_tokens: dict[str, CardToken] = {}
+            limits = {**IM_LIMITS, **opts.im_limits}
+            self._im_app = [
+                Window(limits[name], period)
+                for name, period in (("app_per_second", 1.0), ("app_per_minute", 60.0))
+                if limits[name]
+            ]
+            self._im_chat = Window(limits["chat_per_second"] or 10**9, 1.0)
+            self._im_patch = Window(limits["message_per_second"] or 10**9, 1.0)
             self._hooks: dict[str, Hook] = {}
             self._calls: Counter[str] = Counter()
             self._errors: Counter[str] = Counter()
@@ -919,7 +935,7 @@ class FeishuSandbox:
             except ApiError as exc:
                 with self._lock:
                     self._errors[str(exc.code)] += 1
-                return self._error_response(exc.code, exc.msg, exc.http)
+                return self._error_response(exc.code, exc.msg, exc.http, exc.headers)
             if isinstance(result, Reply):
                 return self._json(result.body, result.status, result.headers)
             return self._json({"code": 0, "msg": "success", "data": result})
@@ -945,8 +961,11 @@ class FeishuSandbox:
             resp.headers[key] = value
         return resp
 
-    def _error_response(self, code: int, msg: str, http: int) -> Response:
-        headers = {"x-ogw-ratelimit-reset": "1"} if code in RATE_LIMIT_CODES else {}
+    def _error_response(
+        self, code: int, msg: str, http: int, extra: dict[str, str] | None = None
+    ) -> Response:
+        headers = {"x-ogw-ratelimit-reset": "1"} if code in GATEWAY_LIMIT_CODES else {}
+        headers.update(extra or {})
         log_id = self._log_id()
         body = {
             "code": code,
@@ -1740,12 +1759,21 @@ class FeishuSandbox:
         uuid = self._check_uuid(body.get("uuid"))
         self._check_content(msg_type, content)
         with self._lock:
+            self._im_app_limit("create")
             chat = self._resolve_chat(receive_id_type, receive_id)
+            self._im_limit(self._im_chat, chat.chat_id, "chat")
             duplicate = self._dedup(uuid)
             if duplicate is not None:
                 return duplicate
             message = self._store_message(
-                chat.chat_id, msg_type, content, "create", uuid, receive_id_type, receive_id
+                chat.chat_id,
+                msg_type,
+                content,
+                "create",
+                uuid,
+                receive_id_type,
+                receive_id,
+                len(request.get_data(cache=True)),
             )
             return message.as_api(self._opts.app_id)
 
@@ -1758,14 +1786,23 @@ class FeishuSandbox:
         uuid = self._check_uuid(body.get("uuid"))
         self._check_content(msg_type, content)
         with self._lock:
+            self._im_app_limit("reply")
             parent = self._messages.get(message_id)
             if parent is None:
                 raise ApiError(230001, f"invalid message_id {message_id!r}")
             self._require_bot_in(parent.chat_id)
+            self._im_limit(self._im_chat, parent.chat_id, "chat")
             duplicate = self._dedup(uuid)
             if duplicate is not None:
                 return duplicate
-            message = self._store_message(parent.chat_id, msg_type, content, "reply", uuid)
+            message = self._store_message(
+                parent.chat_id,
+                msg_type,
+                content,
+                "reply",
+                uuid,
+                body_bytes=len(request.get_data(cache=True)),
+            )
             message.parent_id = parent.message_id
             message.root_id = parent.root_id or parent.message_id
             if in_thread:
@@ -1790,6 +1827,7 @@ class FeishuSandbox:
             if self.clock() - message.create_time / 1000 > CARD_EDITABLE_S:
                 raise ApiError(230001, "a card can only be updated within 14 days")
             self._require_bot_in(message.chat_id)
+            self._im_limit(self._im_patch, message_id, "message")
             self._new_version(message, content, "patch")
             return {}
 
@@ -1798,12 +1836,17 @@ class FeishuSandbox:
         token, card = body.get("token"), body.get("card")
         if not isinstance(token, str) or not token:
             raise ApiError(200810, "token is required")
-        problem = card_problem(card)
-        if problem:
-            raise ApiError(230099, f"Failed to create card content: {problem}")
+        refused = card_error(card)
+        if refused is not None:
+            raise refused
         content = json.dumps(card, ensure_ascii=False)
-        if len(content.encode()) > CARD_LIMIT_BYTES:
-            raise ApiError(230025, "The length of the message content reaches its limit")
+        size = len(request.get_data(cache=True))
+        if size > CARD_LIMIT_BYTES:
+            raise ApiError(
+                230025,
+                "The length of the message content reaches its limit "
+                f"(request body {size:,} bytes, at most {CARD_LIMIT_BYTES:,})",
+            )
         with self._lock:
             entry = self._card_tokens.get(token)
             fresh = entry is not None and self.clock() - entry.issued <= CARD_TOKEN_TTL_S
@@ -1814,6 +1857,29 @@ class FeishuSandbox:
             return {}
 
     # ---- IM helpers ------------------------------------------------------------------------
+
+    def _im_app_limit(self, api: str) -> None:
+        """1,000 a minute and 50 a second per app and API: the gateway answers 429/99991400
+        with how long to wait (caller holds the lock)."""
+        for window in self._im_app:
+            wait = window.admit(api)
+            if wait:
+                raise ApiError(
+                    99991400,
+                    CODE_MESSAGES[99991400],
+                    headers={
+                        "x-ogw-ratelimit-limit": str(window.limit),
+                        "x-ogw-ratelimit-reset": reset_header(wait),
+                    },
+                )
+
+    def _im_limit(self, window: Window, key: str, per: str) -> None:
+        """5 a second per chat (send, reply) or per message (patch): 230020 (caller holds the
+        lock)."""
+        if window.admit(key):
+            raise ApiError(
+                230020, f"{CODE_MESSAGES[230020]} (at most {window.limit} a second per {per})"
+            )
 
     @staticmethod
     def _check_uuid(uuid: Any) -> str | None:
@@ -1829,19 +1895,23 @@ class FeishuSandbox:
             raise ApiError(230001, f"invalid msg_type {msg_type!r}")
         if not isinstance(content, str):
             raise ApiError(230001, "content must be a JSON string (json.dumps the object)")
-        size = len(content.encode())
+        size = len(request.get_data(cache=True))  # the raw body, as the platform measures it
         limit = TEXT_LIMIT_BYTES if msg_type == "text" else CARD_LIMIT_BYTES
         if size > limit:
-            raise ApiError(230025, "The length of the message content reaches its limit")
+            raise ApiError(
+                230025,
+                "The length of the message content reaches its limit "
+                f"(request body {size:,} bytes, at most {limit:,})",
+            )
         parsed = parse_json_or_none(content)
         if not isinstance(parsed, dict):
             raise ApiError(230001, "content is not a valid JSON object string")
         if msg_type == "text" and not isinstance(parsed.get("text"), str):
             raise ApiError(230001, 'text content must be {"text": "..."}')
         if msg_type == "interactive":
-            problem = card_problem(parsed)
-            if problem:
-                raise ApiError(230099, f"Failed to create card content: {problem}")
+            refused = card_error(parsed)
+            if refused is not None:
+                raise refused
         if msg_type == "post" and not parsed:
             raise ApiError(230001, "post content is empty")
 
@@ -1879,6 +1949,7 @@ class FeishuSandbox:
         uuid: str | None,
         receive_id_type: str = "chat_id",
         receive_id: str = "",
+        body_bytes: int | None = None,  # the raw request body that sent it (None: not an API call)
     ) -> Message:
         now = self._now_ms()
         message = Message(
@@ -1892,7 +1963,14 @@ class FeishuSandbox:
             receive_id_type=receive_id_type,
             receive_id=receive_id or chat_id,
             uuid=uuid,
-            versions=[{"content": parse_json_or_none(content), "at": now, "via": via}],
+            versions=[
+                {
+                    "content": parse_json_or_none(content),
+                    "at": now,
+                    "via": via,
+                    "body_bytes": body_bytes,
+                }
+            ],
         )
         self._messages[message.message_id] = message
         if uuid is not None:
@@ -1904,7 +1982,14 @@ class FeishuSandbox:
         now = self._now_ms()
         message.content = content
         message.update_time = now
-        message.versions.append({"content": parse_json_or_none(content), "at": now, "via": via})
+        message.versions.append(
+            {
+                "content": parse_json_or_none(content),
+                "at": now,
+                "via": via,
+                "body_bytes": len(request.get_data(cache=True)),  # what this update sent
+            }
+        )
         self._counters["messages_patched"] += 1
 
     # ========================================================================================
@@ -1933,6 +2018,7 @@ class FeishuSandbox:
             "card": body.get("card"),
             "timestamp": body.get("timestamp"),
             "received_at": self._now_ms(),
+            "body_bytes": len(raw),
         }
         with self._lock:
             hook.messages.append(entry)
@@ -2171,7 +2257,7 @@ def _hook_payload_problem(body: dict[str, Any]) -> str | None:
     content = body.get("content")
     if msg_type == "interactive":
         card = body.get("card")
-        return None if isinstance(card, dict) else "interactive needs a card object"
+        return card_problem(card) if isinstance(card, dict) else "interactive needs a card object"
     if not isinstance(content, dict):
         return "content must be an object"
     required = {"text": "text", "post": "post", "image": "image_key", "share_chat": "share_chat_id"}

@@ -4,7 +4,14 @@ What it simulates (see /work/shared/reference/oceanengine.md for the sources):
 
 - the authorization page ``/audit/oauth.html`` (a user who ticks every account and consents),
 - ``oauth2/access_token`` (single-use auth codes, 10 minutes), ``oauth2/refresh_token`` (strict
-  rotation, no grace window), ``oauth2/advertiser/get`` and ``2/user/info``,
+  rotation, no grace window), ``oauth2/advertiser/get`` (``account_type``, ``is_valid``) and
+  ``2/user/info``,
+- the kinds of authorization a real user grants (minted through ``/_sandbox/oceanengine/
+  auth_code`` with ``grants``): 本地推 accounts ticked directly; a 巨量工作台 organisation
+  (CUSTOMER_ADMIN / CUSTOMER_OPERATOR) listed by ``v3.0/customer_center/account/list``; a 抖音来客
+  account (PLATFORM_ROLE_LIFE) listed by ``v3.0/local/life/advertiser/list``; agents and other
+  types that manage accounts nobody can list; a company's 巨量广告 广告主 id, which the local report
+  refuses ("账户ID错误"); accounts whose relationship was removed (``is_valid: false``),
 - ``v3.0/local/report/{promotion,project,account}/get`` with the real parameter rules: the
   ``Access-Token`` header, JSON-encoded ``metrics``/``filtering``, page sizes 10/20/50/100,
   365-day windows, 19-digit ids as exact JSON integers.
@@ -73,16 +80,68 @@ MESSAGES: dict[int, str] = {
 class ApiError(Exception):
     """A business error: rendered as HTTP 200 with ``code`` and ``data: {}``."""
 
-    def __init__(self, code: int, detail: str = "") -> None:
+    def __init__(self, code: int, detail: str = "", *, message: str = "") -> None:
         base = MESSAGES.get(code, "error")
         # 40104 and 40110 are verbatim real messages; keep them exact.
         self.code = code
-        self.message = f"{base}: {detail}" if detail and code not in (40104, 40110) else base
+        self.message = message or (
+            f"{base}: {detail}" if detail and code not in (40104, 40110) else base
+        )
         super().__init__(self.message)
 
 
 def _param_error(detail: str) -> ApiError:
     return ApiError(40001, detail)
+
+
+# Every account_type of oauth2/advertiser/get (official SDK oceanengine/ad_open_sdk_go,
+# models/model_oauth2_advertiser_get_data_list_account_type.go).
+ACCOUNT_TYPES = frozenset(
+    {
+        "ADVERTISER",
+        "AGENT",
+        "AGENT_SYSTEM_ACCOUNT",
+        "CHILD_AGENT",
+        "CUSTOMER_ADMIN",
+        "CUSTOMER_OPERATOR",
+        "PLATFORM_ROLE_AD_EXCHANGE_RTB_ADMIN",
+        "PLATFORM_ROLE_AD_EXCHANGE_RTB_OPERATOR",
+        "PLATFORM_ROLE_AWEME",
+        "PLATFORM_ROLE_ENTERPRISE_BP_ADMIN",
+        "PLATFORM_ROLE_ENTERPRISE_BP_OPERATOR",
+        "PLATFORM_ROLE_ENTERPRISE_BP_CUSTOM",
+        "PLATFORM_ROLE_GROUP_BP_ADMIN",
+        "PLATFORM_ROLE_GROUP_BP_OPERATOR",
+        "PLATFORM_ROLE_LIFE",
+        "PLATFORM_ROLE_LOCAL_AGENT",
+        "PLATFORM_ROLE_QIANCHUAN_AGENT",
+        "PLATFORM_ROLE_SHOP_ACCOUNT",
+        "PLATFORM_ROLE_STAR",
+        "PLATFORM_ROLE_STAR_AGENT",
+        "PLATFORM_ROLE_STAR_ISV",
+        "PLATFORM_ROLE_STAR_MCN",
+        "PLATFORM_ROLE_YUNTU_BRAND_ISV_ADMIN",
+    }
+)
+ORGANISATION_TYPES = frozenset({"CUSTOMER_ADMIN", "CUSTOMER_OPERATOR"})  # 巨量工作台
+LIFE_TYPE = "PLATFORM_ROLE_LIFE"  # 抖音来客
+CUSTOMER_CENTER_LIST = "/open_api/v3.0/customer_center/account/list/"
+LIFE_ADVERTISER_LIST = "/open_api/v3.0/local/life/advertiser/list/"
+# customer_center/account/list: page_size "默认值10，取值范围[1,100] 仅支持查询前10000条数据，即
+# page*page_size≤10000" (api/api_customer_center_account_list_v30.go); filter.account_type has
+# no omitempty (required): AD | LOCAL | QIANCHUAN
+# (models/model_customer_center_account_list_v3_0_filter{,_account_type}.go).
+CC_ACCOUNT_TYPES = ("AD", "LOCAL", "QIANCHUAN")
+CC_FILTER_KEYS = frozenset({"account_ids", "account_name", "account_tag", "account_type"})
+LISTING_MAX_PAGE_SIZE = 100
+CC_LISTING_LIMIT = 10_000
+# local/life/advertiser/list: "每页条数，默认10，最大100"; filtering.local_account_role ALL |
+# DIRECT_ACCOUNT | VIRTUAL_ACCOUNT (models/model_local_life_advertiser_list_v3_0_filtering*.go).
+LIFE_ROLES = ("ALL", "DIRECT_ACCOUNT", "VIRTUAL_ACCOUNT")
+# What the local report says for an id that is a 巨量广告 广告主, not a 本地推 account: the ktao
+# project saw "账户ID错误" (reference notes §1.5). The code is in no source found; a parameter
+# error (40001) is the plausible family. UNVERIFIED.
+NOT_LOCAL_MESSAGE = "账户ID错误 local_account_id is not a 本地推 account"
 
 
 # --------------------------------------------------------------------------------------------
@@ -557,15 +616,15 @@ def _parse_metrics(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def _parse_id_list(name: str, value: Any) -> frozenset[int]:
+def _parse_id_list(name: str, value: Any, parent: str = "filtering") -> frozenset[int]:
     if not isinstance(value, list):
-        raise _param_error(f"filtering.{name} must be an array of ids")
+        raise _param_error(f"{parent}.{name} must be an array of ids")
     ids: set[int] = set()
     for item in value:
         if isinstance(item, bool) or not (
             isinstance(item, int) or (isinstance(item, str) and item.isascii() and item.isdigit())
         ):
-            raise _param_error(f"filtering.{name} must contain integer ids, got {item!r}")
+            raise _param_error(f"{parent}.{name} must contain integer ids, got {item!r}")
         ids.add(int(item))
     return frozenset(ids)
 
@@ -775,6 +834,19 @@ class Grant:
 
 
 @dataclass
+class Manager:
+    """A granted account that is not itself a 本地推 account: an organisation, a 来客 account,
+    an agent… ``children`` are the 本地推 accounts it reaches (the report accepts them when the
+    manager is granted and valid); ``ad_children`` an organisation's 巨量广告 accounts."""
+
+    account_id: int
+    name: str
+    account_type: str
+    children: list[int]
+    ad_children: list[int] = field(default_factory=list)
+
+
+@dataclass
 class State:
     options: Options
     anchor: date
@@ -783,7 +855,11 @@ class State:
     offset: float = 0.0
     grant: Grant | None = None
     codes: dict[str, AuthCode] = field(default_factory=dict)
-    denied: set[int] = field(default_factory=set)
+    denied: set[int] = field(default_factory=set)  # the report refuses them (40002)
+    invalid: set[int] = field(default_factory=set)  # is_valid false: relationship removed
+    managers: dict[int, Manager] = field(default_factory=dict)
+    advertisers: dict[int, str] = field(default_factory=dict)  # 巨量广告 广告主 (not 本地推)
+    params_seen: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
@@ -791,6 +867,28 @@ class State:
 
     def account(self, account_id: int) -> Account | None:
         return next((a for a in self.accounts if a.account_id == account_id), None)
+
+    def name_of(self, account_id: int) -> str:
+        account = self.account(account_id)
+        if account is not None:
+            return account.name
+        if account_id in self.managers:
+            return self.managers[account_id].name
+        return self.advertisers.get(account_id, "")
+
+    def known_ids(self) -> set[int]:
+        return {a.account_id for a in self.accounts} | set(self.managers) | set(self.advertisers)
+
+    def reachable(self, grant: Grant) -> set[int]:
+        """The 本地推 accounts the report accepts for this grant: ticked directly, or reached
+        through a granted manager; neither invalid."""
+        locals_ = {a.account_id for a in self.accounts}
+        out = {i for i in grant.account_ids if i in locals_ and i not in self.invalid}
+        for i in grant.account_ids:
+            manager = self.managers.get(i)
+            if manager is not None and i not in self.invalid:
+                out.update(c for c in manager.children if c not in self.invalid)
+        return out
 
 
 def _same(a: str, b: str) -> bool:
@@ -883,6 +981,8 @@ class OceanEngineSandbox:
             ("/open_api/oauth2/refresh_token/", "POST", "refresh", self._refresh_token),
             ("/open_api/oauth2/advertiser/get/", "GET", "advertisers", self._advertisers),
             ("/open_api/2/user/info/", "GET", "user_info", self._user_info),
+            (CUSTOMER_CENTER_LIST, "GET", "customer_center", self._customer_center),
+            (LIFE_ADVERTISER_LIST, "GET", "life_advertisers", self._life_advertisers),
         ]
         for level in LEVELS:
             api.append((level.path, "GET", f"report_{level.name}", self._report_view(level)))
@@ -901,6 +1001,7 @@ class OceanEngineSandbox:
             ("adjust", "POST", self._ctl_adjust),
             ("truth", "GET", self._ctl_truth),
             ("grant", "GET", self._ctl_grant),
+            ("requests", "GET", self._ctl_requests),
             ("stats", "GET", self.stats),
         ]
         for name, method, handler in control:
@@ -934,6 +1035,7 @@ class OceanEngineSandbox:
         def view() -> Response:
             with self._lock:
                 self._state.calls[request.path] += 1
+                self._state.params_seen[request.path] = _param_names()
             fault = self.faults.before_request(request.path)
             if fault is not None:
                 return self._fault_response(kind, fault)
@@ -1018,7 +1120,7 @@ class OceanEngineSandbox:
             # Re-authorizing overwrites the previous grant: every earlier token dies with it.
             grant = self._issue_pair(list(record.account_ids))
             self._state.grant = grant
-            first = self._state.account(grant.account_ids[0]) if grant.account_ids else None
+            first = grant.account_ids[0] if grant.account_ids else None
             return {
                 "access_token": grant.access_token,
                 "expires_in": self._state.options.access_lifetime,
@@ -1026,7 +1128,7 @@ class OceanEngineSandbox:
                 "refresh_token_expires_in": self._state.options.refresh_lifetime,
                 "advertiser_ids": list(grant.account_ids),
                 "advertiser_id": grant.account_ids[0] if grant.account_ids else 0,
-                "advertiser_name": first.name if first else "",
+                "advertiser_name": self._state.name_of(first) if first else "",
             }
 
     def _refresh_token(self) -> dict[str, Any]:
@@ -1072,16 +1174,19 @@ class OceanEngineSandbox:
             grant = self._authorize_locked(token)
             if "app_id" in request.args or "secret" in request.args:
                 self._check_app(request.args)
+            s = self._state
             rows = []
             for account_id in grant.account_ids:
-                account = self._state.account(account_id)
+                manager = s.managers.get(account_id)
                 rows.append(
                     {
                         "account_id": account_id,
-                        "account_name": account.name if account else "",
-                        "account_type": "ADVERTISER",
-                        # is_valid false: "the management relationship was removed"
-                        "is_valid": account_id not in self._state.denied,
+                        "account_name": s.name_of(account_id),
+                        # A 本地推 account ticked directly and a 巨量广告 广告主 are both
+                        # ADVERTISER here; only the local report tells them apart.
+                        "account_type": manager.account_type if manager else "ADVERTISER",
+                        # "false则表示账号与账户已无管理关系" (SDK model list_inner.go)
+                        "is_valid": account_id not in s.invalid,
                         "company_list": [],
                     }
                 )
@@ -1101,6 +1206,70 @@ class OceanEngineSandbox:
                 "material_audit_status": 0,
             }
 
+    # -- listings of the accounts behind a manager -------------------------------------------
+
+    def _granted_manager_locked(
+        self, grant: Grant, raw: str, name: str, kinds: frozenset[str]
+    ) -> Manager:
+        """The manager named by ``raw`` if the grant holds it, it is valid and of ``kinds``."""
+        manager = self._state.managers.get(int(raw))
+        if int(raw) not in grant.account_ids or int(raw) in self._state.invalid:
+            raise ApiError(40002, f"{name} {raw} is not authorized")
+        if manager is None or manager.account_type not in kinds:
+            raise _param_error(f"{name} {raw} is not a {' or '.join(sorted(kinds))} account")
+        return manager
+
+    def _customer_center(self) -> dict[str, Any]:
+        """``GET v3.0/customer_center/account/list``: the accounts of a 巨量工作台 organisation."""
+        args = {k: request.args.getlist(k) for k in request.args}
+        with self._lock:
+            grant = self._authorize_locked(request.headers.get("Access-Token"))
+            raw = _required(args, "account_id")
+            if not raw.isascii() or not raw.isdigit():
+                raise _param_error(f"account_id must be digits, got {raw!r}")
+            wanted = _parse_cc_filter(_single(args, "filter"))
+            page, page_size = _listing_page(args)
+            if page * page_size > CC_LISTING_LIMIT:
+                raise _param_error(f"page*page_size must be <= {CC_LISTING_LIMIT}")
+            manager = self._granted_manager_locked(grant, raw, "account_id", ORGANISATION_TYPES)
+            s = self._state
+            kind = wanted["account_type"]
+            ids = {"LOCAL": manager.children, "AD": manager.ad_children}.get(kind, [])
+            rows = [
+                {"account_id": i, "account_name": s.name_of(i), "account_type": kind}
+                for i in ids
+                if ("account_ids" not in wanted or i in wanted["account_ids"])
+                and wanted.get("account_name", "") in s.name_of(i)
+            ]
+            return paginate(rows, page, page_size, "accounts")
+
+    def _life_advertisers(self) -> dict[str, Any]:
+        """``GET v3.0/local/life/advertiser/list``: the 本地推 accounts of a 抖音来客 account."""
+        args = {k: request.args.getlist(k) for k in request.args}
+        with self._lock:
+            grant = self._authorize_locked(request.headers.get("Access-Token"))
+            raw = _required(args, "life_account_id")
+            if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+                raise _param_error(f"life_account_id must be a positive integer, got {raw!r}")
+            role = _parse_life_filtering(_single(args, "filtering"))
+            page, page_size = _listing_page(args)
+            manager = self._granted_manager_locked(
+                grant, raw, "life_account_id", frozenset({LIFE_TYPE})
+            )
+            rows = []
+            for n, child in enumerate(manager.children):
+                # Every fourth a virtual account (虚拟账户), the first the main one.
+                kind = "VIRTUAL_ACCOUNT" if n % 4 == 3 else "DIRECT_ACCOUNT"
+                if role in ("ALL", kind):
+                    rows.append(
+                        {
+                            "local_account_id": child,
+                            "local_account_role": kind,
+                            "account_main_copy_tag": "MAIN_ACCOUNT" if n == 0 else "COPY_ACCOUNT",
+                        }
+                    )
+            return paginate(rows, page, page_size, "adv_list")
+
     # -- reports -----------------------------------------------------------------------------
 
     def _report_view(self, level: Level) -> Callable[[], dict[str, Any]]:
@@ -1111,9 +1280,11 @@ class OceanEngineSandbox:
                 now = self._present()
                 query = parse_report_query(args, level, now.today)
                 account = self._state.account(query.account_id)
+                if query.account_id in self._state.advertisers:
+                    raise ApiError(40001, message=NOT_LOCAL_MESSAGE)
                 if (
                     account is None
-                    or query.account_id not in grant.account_ids
+                    or query.account_id not in self._state.reachable(grant)
                     or query.account_id in self._state.denied
                 ):
                     raise ApiError(40002, f"local_account_id {query.account_id} not authorized")
@@ -1158,19 +1329,83 @@ class OceanEngineSandbox:
         return {"ok": True}
 
     def _ctl_auth_code(self) -> dict[str, Any]:
+        """Mint an auth code for what a user would tick. ``account_ids``: 本地推 accounts ticked
+        directly (default: all of them, unless ``grants`` is given). ``grants``: other kinds,
+        each ``{"type": T, ...}``: T an organisation (CUSTOMER_ADMIN / CUSTOMER_OPERATOR) or
+        any other SDK type with ``account_ids`` it manages; ``{"type": "ADVERTISER",
+        "local": false}`` a 巨量广告 广告主; ``"is_valid": false`` on any of them; ``"name"``."""
         body = _body()
+        unknown = set(body) - {"account_ids", "grants"}
+        if unknown:
+            raise ControlError(f"unknown auth_code fields: {sorted(unknown)}")
         with self._lock:
-            known = [a.account_id for a in self._state.accounts]
+            s = self._state
+            known = [a.account_id for a in s.accounts]
             wanted = body.get("account_ids")
             if wanted is None:
-                ids = known
+                ids = [] if "grants" in body else known
             else:
                 # An empty list is allowed: a user can consent without ticking any account.
                 ids = [_control_id(x) for x in _control_list(wanted, "account_ids")]
                 missing = sorted(set(ids) - set(known))
                 if missing:
                     raise ControlError(f"unknown account ids: {missing}")
-            return {"auth_code": self._new_code_locked(ids)}
+            specs = [
+                _grant_spec(g, set(known)) for g in _control_list(body.get("grants", []), "grants")
+            ]
+            granted = [self._make_granted_locked(spec) for spec in specs]
+            ids += granted
+            return {
+                "auth_code": self._new_code_locked(ids),
+                "granted": [self._granted_view_locked(i) for i in ids],
+            }
+
+    def _make_granted_locked(self, spec: dict[str, Any]) -> int:
+        """A new manager or 巨量广告 广告主 with a fresh id; a 本地推 account id as it is."""
+        s = self._state
+        kind = spec["type"]
+        if spec.get("account_id") is not None:  # a 本地推 account, ticked with options
+            account_id = int(spec["account_id"])
+        else:
+            n = len(s.managers) + len(s.advertisers)
+            r = _rng(s.options.seed, "granted", n)
+            account_id = 1_600_000_000_000_000 + r.randrange(90_000_000_000_000)
+            while account_id in s.known_ids():
+                account_id += 1
+            if kind == "ADVERTISER":  # a company's 巨量广告 广告主 id: not a 本地推 account
+                s.advertisers[account_id] = (
+                    spec.get("name") or f"{COMPANIES[n % len(COMPANIES)]}总户"
+                )
+            else:
+                name = spec.get("name") or _manager_name(kind, n)
+                ad_children: list[int] = []
+                if kind in ORGANISATION_TYPES:  # an organisation also holds 巨量广告 accounts
+                    ad_id = account_id + 1
+                    while ad_id in s.known_ids() or ad_id == account_id:
+                        ad_id += 1
+                    s.advertisers[ad_id] = f"{name}-巨量广告"
+                    ad_children.append(ad_id)
+                s.managers[account_id] = Manager(
+                    account_id, name, kind, list(spec.get("account_ids", [])), ad_children
+                )
+        if spec.get("is_valid") is False:
+            s.invalid.add(account_id)
+        return account_id
+
+    def _granted_view_locked(self, account_id: int) -> dict[str, Any]:
+        s = self._state
+        manager = s.managers.get(account_id)
+        view: dict[str, Any] = {
+            "account_id": account_id,
+            "account_name": s.name_of(account_id),
+            "account_type": manager.account_type if manager else "ADVERTISER",
+            "is_valid": account_id not in s.invalid,
+            "local": s.account(account_id) is not None,
+        }
+        if manager is not None:
+            view["manages"] = list(manager.children)
+            view["ad_accounts"] = list(manager.ad_children)
+        return view
 
     def _ctl_expire(self) -> dict[str, Any]:
         body = _body()
@@ -1212,9 +1447,23 @@ class OceanEngineSandbox:
                 if ids - known:
                     raise ControlError(f"unknown account ids in {key}: {sorted(ids - known)}")
                 s.denied = s.denied | ids if key == "deny" else s.denied - ids
+            granted = s.known_ids() - known
+            for key in ("invalidate", "validate"):
+                ids = {_control_id(x) for x in _control_list(body.get(key, []), key)}
+                if ids - known - granted:
+                    raise ControlError(
+                        f"unknown account ids in {key}: {sorted(ids - known - granted)}"
+                    )
+                s.invalid = s.invalid | ids if key == "invalidate" else s.invalid - ids
             add = body.get("add", 0)
             if isinstance(add, bool) or not isinstance(add, int) or add < 0:
                 raise ControlError("add must be a non-negative integer")
+            under = body.get("under")
+            manager = None
+            if under is not None:
+                manager = s.managers.get(_control_id(under))
+                if manager is None:
+                    raise ControlError(f"under: {under} is not a manager account")
             for _ in range(add):
                 account = build_account(
                     s.options.seed,
@@ -1225,8 +1474,25 @@ class OceanEngineSandbox:
                     s.options.dense,
                 )
                 s.accounts = _check_unique_ids([*s.accounts, account])
-                if s.grant is not None:
+                if manager is not None:  # the organisation gains an account; no new grant
+                    manager.children.append(account.account_id)
+                elif s.grant is not None:
                     s.grant.account_ids.append(account.account_id)
+            if "detach" in body:
+                source = s.managers.get(_control_id(body.get("from")))
+                if source is None:
+                    raise ControlError("detach needs from: a manager account id")
+                gone = {_control_id(x) for x in _control_list(body["detach"], "detach")}
+                source.children = [c for c in source.children if c not in gone]
+            if "attach" in body:
+                target = s.managers.get(_control_id(body.get("to")))
+                if target is None:
+                    raise ControlError("attach needs to: a manager account id")
+                for x in _control_list(body["attach"], "attach"):
+                    if _control_id(x) not in known:
+                        raise ControlError(f"unknown account id {x}")
+                    if _control_id(x) not in target.children:
+                        target.children.append(_control_id(x))
             return self._grant_view_locked()
 
     def _ctl_adjust(self) -> dict[str, Any]:
@@ -1283,6 +1549,12 @@ class OceanEngineSandbox:
         query = ReportQuery(account.account_id, start, end, DAILY, TRUTH_METRICS)
         return run_report(self._state.ledger, PROMOTION_LEVEL, account, query, now)
 
+    def _ctl_requests(self) -> dict[str, Any]:
+        """The parameter names (never values) of the last request to each path, so a test can
+        hold a client to the official SDK's request models."""
+        with self._lock:
+            return {"requests": {k: dict(v) for k, v in self._state.params_seen.items()}}
+
     def _ctl_grant(self) -> dict[str, Any]:
         with self._lock:
             return self._grant_view_locked()
@@ -1302,14 +1574,132 @@ class OceanEngineSandbox:
             "app_id": s.options.app_id,
             "authorized": grant is not None,
             "account_ids": ids,
-            "accounts": [{"id": i, "name": names.get(i, "")} for i in ids],
+            "accounts": [{"id": i, "name": names.get(i) or s.name_of(i)} for i in ids],
             "all_account_ids": [a.account_id for a in s.accounts],
             "denied_account_ids": sorted(s.denied),
+            "invalid_account_ids": sorted(s.invalid),
+            # The 本地推 accounts the report accepts: ticked, or reached through a manager.
+            "reachable_account_ids": sorted(s.reachable(grant)) if grant else [],
             "access_token_prefix": grant.access_token[:4] if grant else None,
             "access_expires_at": grant.access_expires_at if grant else None,
             "refresh_expires_at": grant.refresh_expires_at if grant else None,
             "today": self._present().today.isoformat(),
         }
+
+
+def _param_names() -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True) if request.method == "POST" else None
+    return {
+        "query": sorted(request.args),
+        "body": sorted(body) if isinstance(body, dict) else [],
+        "access_token_header": "Access-Token" in request.headers,
+    }
+
+
+def _manager_name(kind: str, n: int) -> str:
+    if kind in ORGANISATION_TYPES:
+        return f"巨量工作台-天后医美集团{n + 1}"
+    if kind == LIFE_TYPE:
+        return f"抖音来客-天后医美{n + 1}"
+    return f"{kind}-代理{n + 1}"
+
+
+def _grant_spec(raw: Any, local_ids: set[int]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ControlError("each grant must be an object with a type")
+    unknown = set(raw) - {"type", "account_ids", "account_id", "local", "is_valid", "name"}
+    if unknown:
+        raise ControlError(f"unknown grant fields: {sorted(unknown)}")
+    kind = raw.get("type")
+    if kind not in ACCOUNT_TYPES:
+        raise ControlError(f"type must be an oauth2/advertiser/get account_type, got {kind!r}")
+    spec: dict[str, Any] = {"type": kind}
+    if "is_valid" in raw:
+        if not isinstance(raw["is_valid"], bool):
+            raise ControlError("is_valid must be true or false")
+        spec["is_valid"] = raw["is_valid"]
+    if "name" in raw:
+        if not isinstance(raw["name"], str) or not raw["name"]:
+            raise ControlError("name must be a non-empty string")
+        spec["name"] = raw["name"]
+    if kind == "ADVERTISER":
+        if "account_ids" in raw:
+            raise ControlError("an ADVERTISER grant is one account: account_id, or local: false")
+        if raw.get("local") is False:
+            if "account_id" in raw:
+                raise ControlError("local: false makes a new 广告主 id; leave account_id out")
+            return spec
+        account_id = _control_id(raw.get("account_id"))
+        if account_id not in local_ids:
+            raise ControlError(f"unknown account id {account_id}")
+        spec["account_id"] = account_id
+        return spec
+    if "account_id" in raw or "local" in raw:
+        raise ControlError(f"a {kind} grant takes account_ids (the accounts it manages)")
+    children = [_control_id(x) for x in _control_list(raw.get("account_ids", []), "account_ids")]
+    missing = sorted(set(children) - local_ids)
+    if missing:
+        raise ControlError(f"unknown account ids: {missing}")
+    spec["account_ids"] = children
+    return spec
+
+
+def _listing_page(args: Mapping[str, list[str]]) -> tuple[int, int]:
+    """``page`` (default 1) and ``page_size`` (default 10, 1..100) of the account listings."""
+    page = _int_param(args, "page", 1)
+    if page < 1:
+        raise _param_error("page must be >= 1")
+    page_size = _int_param(args, "page_size", 10)
+    if not 1 <= page_size <= LISTING_MAX_PAGE_SIZE:
+        raise _param_error(
+            f"page_size must be between 1 and {LISTING_MAX_PAGE_SIZE}, got {page_size}"
+        )
+    return page, page_size
+
+
+def _json_object(raw: str, name: str, example: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise _param_error(f"{name} must be a JSON-encoded object like {example}; got {raw[:60]!r}")
+    return value
+
+
+def _parse_cc_filter(raw: str | None) -> dict[str, Any]:
+    example = '{"account_type":"LOCAL"}'
+    if raw is None or raw == "":
+        raise _param_error(f"filter is required, a JSON-encoded object like {example}")
+    value = _json_object(raw, "filter", example)
+    unknown = set(value) - CC_FILTER_KEYS
+    if unknown:
+        raise _param_error(f"unknown filter fields: {sorted(unknown)}")
+    if value.get("account_type") not in CC_ACCOUNT_TYPES:
+        raise _param_error(f"filter.account_type is required, one of {list(CC_ACCOUNT_TYPES)}")
+    out: dict[str, Any] = {"account_type": value["account_type"]}
+    if "account_ids" in value:
+        out["account_ids"] = _parse_id_list("account_ids", value["account_ids"], "filter")
+    for key in ("account_name", "account_tag"):
+        if key in value:
+            if not isinstance(value[key], str):
+                raise _param_error(f"filter.{key} must be a string")
+            if key == "account_name":
+                out[key] = value[key]
+    return out
+
+
+def _parse_life_filtering(raw: str | None) -> str:
+    if raw is None or raw == "":
+        return "ALL"
+    value = _json_object(raw, "filtering", '{"local_account_role":"ALL"}')
+    unknown = set(value) - {"local_account_role"}
+    if unknown:
+        raise _param_error(f"unknown filtering fields: {sorted(unknown)}")
+    role = value.get("local_account_role", "ALL")
+    if role not in LIFE_ROLES:
+        raise _param_error(f"filtering.local_account_role must be one of {list(LIFE_ROLES)}")
+    return role
 
 
 def _json_body() -> dict[str, Any]:

@@ -60,8 +60,11 @@ TYPE_LABELS = {TEXT: "text", NUMBER: "number", SINGLE_SELECT: "single select", D
 
 MAX_ROWS = 20_000  # records per table (error 1254103)
 WARN_AT = 0.9
-WRITE_CHUNK = 500  # create/update accept 1,000, but older pages say 500: stay below both
-DELETE_CHUNK = 500
+# Records per call, the platform's own limits (reference §4.2: batch_create and batch_update
+# take 1,000, batch_delete 500; 1254104 above them). Fewer, larger writes also mean fewer
+# chances of a 1254291 write conflict on the table.
+WRITE_CHUNK = 1000  # batch_create / batch_update
+DELETE_CHUNK = 500  # batch_delete
 SEARCH_PAGE = 500
 FIELD_PAGE = 100
 MAX_CONDITIONS = 50

@@ -5,6 +5,12 @@ lark-oapi manages the tenant_access_token itself but never drops a token the pla
 dropped from the cache and the call retried once; transient failures (rate limits, write
 conflicts, timeouts) are retried with backoff. Importing this module imports lark-oapi (seconds,
 175 MB): only commands that talk to Feishu import it.
+
+Rate limits wait for the limit's window, not the generic backoff: the platform's answer says how
+long (HTTP 429, 99991400, header ``x-ogw-ratelimit-reset`` in seconds: "使用该响应头延迟请求是
+解除限频的最好方法", 频控策略 page), and the IM limits without that header (230020: 5 messages a
+second per chat; 11232/11233) free up within a second. A retry sooner than that only spends an
+attempt on the same refusal.
 """
 
 from __future__ import annotations
@@ -29,14 +35,22 @@ from adsync.sync.errors import AdsyncError
 log = logging.getLogger("adsync.feishu")
 
 TOKEN_REFUSED = frozenset({99991661, 99991663, 99991664})
+# Rate limits: the gateway's (99991400, HTTP 429), the Bitable's (1254290), the IM's (230020 on
+# the send/reply pages: 5 QPS per chat or user; 11232/11233 in the server error codes).
+RATE_LIMITED = frozenset({99991400, 1254290, 230020, 11232, 11233, 429})
 # Retried with backoff: rate limits, table write conflicts, data not ready, timeouts.
-TRANSIENT = frozenset({1254291, 1254607, 1254290, 1255040, 99991400, 1254608})
+TRANSIENT = RATE_LIMITED | {1254291, 1254607, 1255040, 1254608}
+RATE_WINDOW = 1.0  # seconds: the per-second windows (5/s per chat, 50/s per app)
+RESET_CAP = 60.0  # seconds: the longest window (1,000 a minute); a larger reset is not trusted
 MEANINGS = {
     1254291: "write conflict (another write to this table was in progress)",
     1254607: "data not ready",
     1254290: "too many requests",
     1255040: "Feishu timed out",
     99991400: "rate limited",
+    230020: "too many messages (5 a second per chat)",
+    11232: "too many messages (rate limited)",
+    11233: "too many messages (rate limited)",
     1254103: "the table is full (20,000 rows)",
     1254045: "a field name does not exist in the table",
     1254040: "the Bitable app_token does not exist",
@@ -70,7 +84,11 @@ class FeishuError(AdsyncError):
 
     @property
     def transient(self) -> bool:
-        return self.code in TRANSIENT or self.code == 429 or 500 <= self.code < 600
+        return self.code in TRANSIENT or 500 <= self.code < 600
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.code in RATE_LIMITED
 
 
 def _hint(code: int) -> str:
@@ -145,6 +163,7 @@ class FeishuCaller:
     sleep: Callable[[float], None] = time.sleep
     calls: int = 0
     retries: int = 0
+    rate_limited: int = 0  # answers that were rate limits (each retried after its window)
     _rng: random.Random = field(default_factory=random.Random)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -153,6 +172,7 @@ class FeishuCaller:
         refreshed = False
         attempt = 0
         while True:
+            reset: float | None = None
             with self._lock:
                 self.calls += 1
             try:
@@ -177,6 +197,7 @@ class FeishuCaller:
                 error = FeishuError(
                     what, code, str(response.msg or ""), response.get_log_id() or ""
                 )
+                reset = _reset_after(response)
                 if code in TOKEN_REFUSED and not refreshed:
                     # lark-oapi would keep the refused token until its own expiry: drop it.
                     TOKEN_CACHE.drop(f"self_tenant_token:{self.client._config.app_id}")
@@ -187,11 +208,33 @@ class FeishuCaller:
             attempt += 1
             if attempt >= self.attempts:
                 raise error
+            backoff = min(self.cap, self.base_delay * 2 ** (attempt - 1))
+            if error.rate_limited:
+                # The limit's own window (or what the platform says), then a little jitter so
+                # that callers limited together do not come back together.
+                wait = max(reset if reset is not None else RATE_WINDOW, backoff)
+                delay = wait + self._rng.uniform(0, wait / 4)
+            else:
+                delay = self._rng.uniform(0, backoff)
             with self._lock:
                 self.retries += 1
-            delay = self._rng.uniform(0, min(self.cap, self.base_delay * 2 ** (attempt - 1)))
+                self.rate_limited += error.rate_limited
             log.info("%s: %s; retry %d in %.2fs", what, error.message, attempt, delay)
             self.sleep(delay)
+
+
+def _reset_after(response: Any) -> float | None:
+    """Seconds the platform asks a rate-limited caller to wait (``x-ogw-ratelimit-reset``),
+    bounded to [0, RESET_CAP]; None when it does not say."""
+    headers = getattr(response.raw, "headers", None) or {}
+    for key, value in headers.items():
+        if str(key).lower() == "x-ogw-ratelimit-reset":
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                return None
+            return min(max(seconds, 0.0), RESET_CAP) if seconds == seconds else None
+    return None
 
 
 def tenant_token_ttl(settings: Settings) -> float | None:

@@ -7,8 +7,14 @@ Every response is HTTP 200 with a business ``code``; ``code != 0`` is an error. 
   with full jitter, then ``TransientError``;
 * access token dead — 40102, 40104, 40105: ``AccessTokenRejected``; ``OceanEngineAPI`` refreshes
   once through the token manager and retries once;
-* authorization dead — 40103, 40107, 40108, 40110: ``AuthorizationDead`` at once (no retry storm);
+* authorization dead — 40103, 40107, 40108: ``AuthorizationDead`` at once (no retry storm); 40110
+  too, but only from the OAuth endpoints (``/open_api/oauth2/``), where it means "auth_code已过期"
+  (the real answer recorded in the reference notes §1.2). Elsewhere 40110 is the developer rate
+  limit ("开发者频控", westng/oceanengine-sdk-php ERROR_CODES_GUIDE.md, which retries it): transient;
 * permanent — 40001, 40002, 40118 and anything unknown: ``PermanentError``, no retry.
+
+Request parameters follow the official Go SDK ``oceanengine/ad_open_sdk_go`` (v1.1.93, generated
+from the platform's OpenAPI spec): the models named at each call below.
 
 There is no official Python SDK; this module is the whole client.
 """
@@ -32,7 +38,9 @@ log = logging.getLogger("adsync.oceanengine")
 
 TRANSIENT_CODES = frozenset({40100, 50000})
 ACCESS_TOKEN_DEAD = frozenset({40102, 40104, 40105})
-AUTHORIZATION_DEAD = frozenset({40103, 40107, 40108, 40110})
+AUTHORIZATION_DEAD = frozenset({40103, 40107, 40108})
+AUTH_CODE_REFUSED = 40110  # on /open_api/oauth2/ only; elsewhere the developer rate limit
+OAUTH_PATHS = "/open_api/oauth2/"
 PERMANENT_CODES = frozenset({40001, 40002, 40118})
 
 CODE_MEANINGS = {
@@ -52,11 +60,17 @@ CODE_MEANINGS = {
 }
 
 
+def meaning_of(code: int, path: str = OAUTH_PATHS) -> str:
+    if code == AUTH_CODE_REFUSED and not is_oauth(path):
+        return "too many requests (developer rate limit)"
+    return CODE_MEANINGS.get(code, "")
+
+
 class OceanEngineError(AdsyncError):
     """An Ocean Engine call failed. ``code`` is the business code (or HTTP status, or 0)."""
 
     def __init__(self, path: str, code: int, message: str, request_id: str = "") -> None:
-        meaning = CODE_MEANINGS.get(code, "")
+        meaning = meaning_of(code, path)
         text = f"Ocean Engine {path} failed: {code}"
         if meaning:
             text += f" {meaning}"
@@ -93,7 +107,7 @@ class AuthorizationDead(AuthorizationNeeded):
     """The refresh token or auth code is gone: a person must authorize again."""
 
     def __init__(self, path: str, code: int, message: str, request_id: str = "") -> None:
-        meaning = CODE_MEANINGS.get(code, "authorization rejected")
+        meaning = meaning_of(code, path) or "authorization rejected"
         super().__init__(f"Ocean Engine {path} refused the authorization: {code} {meaning}")
         self.path = path
         self.code = code
@@ -101,9 +115,19 @@ class AuthorizationDead(AuthorizationNeeded):
         self.request_id = request_id
 
 
+def is_oauth(path: str) -> bool:
+    return path.startswith(OAUTH_PATHS)
+
+
 def classify(
     path: str, code: int, message: str, request_id: str = ""
 ) -> OceanEngineError | AuthorizationDead:
+    if code == AUTH_CODE_REFUSED:
+        if is_oauth(path):
+            return AuthorizationDead(path, code, message, request_id)
+        return TransientError(
+            path, code, message or "developer rate limit (开发者频控)", request_id
+        )
     if code in TRANSIENT_CODES or code >= 50000:
         return TransientError(path, code, message, request_id)
     if code in ACCESS_TOKEN_DEAD:
@@ -313,40 +337,39 @@ class OceanEngineClient:
     # -- OAuth ----------------------------------------------------------------------------------
 
     def exchange_auth_code(self, app_id: str, secret: str, auth_code: str) -> TokenGrant:
+        # Exactly the fields of the SDK's Oauth2AccessTokenRequest
+        # (models/model_oauth2_access_token_request.go): app_id (int64), secret, auth_code.
+        # No grant_type: the generated model has none (only older third-party clients send it).
         data = self.request(
             "POST",
             "/open_api/oauth2/access_token/",
-            body={
-                "app_id": int(app_id),
-                "secret": secret,
-                "grant_type": "auth_code",
-                "auth_code": auth_code,
-            },
+            body={"app_id": int(app_id), "secret": secret, "auth_code": auth_code},
         )
         return _grant(data, "/open_api/oauth2/access_token/")
 
     def refresh_token(self, app_id: str, secret: str, refresh_token: str) -> TokenGrant:
+        # Exactly the SDK's Oauth2RefreshTokenRequest (models/model_oauth2_refresh_token_request
+        # .go): app_id, secret, refresh_token; no grant_type (the ktao 本地推 project refreshes
+        # without it, reference notes §1.3).
         data = self.request(
             "POST",
             "/open_api/oauth2/refresh_token/",
-            body={
-                "app_id": int(app_id),
-                "secret": secret,
-                "grant_type": "refresh_token",
-                "refresh_token": refresh_token,
-            },
+            body={"app_id": int(app_id), "secret": secret, "refresh_token": refresh_token},
         )
         return _grant(data, "/open_api/oauth2/refresh_token/")
 
-    def authorized_accounts(
-        self, app_id: str, secret: str, access_token: str
-    ) -> list[dict[str, Any]]:
+    def authorized_accounts(self, access_token: str) -> list[dict[str, Any]]:
+        """``data.list`` of ``oauth2/advertiser/get``. The SDK (api/api_oauth2_advertiser_get.go)
+        sends one query parameter, ``access_token``, and no header; never the app secret (some
+        third-party clients put app_id and secret in this URL, where proxies log them)."""
         data = self.request(
-            "GET",
-            "/open_api/oauth2/advertiser/get/",
-            params={"access_token": access_token, "app_id": app_id, "secret": secret},
+            "GET", ADVERTISER_GET, params={ADVERTISER_GET_TOKEN_PARAM: access_token}
         )
         return list(data.get("list") or [])
+
+
+ADVERTISER_GET = "/open_api/oauth2/advertiser/get/"
+ADVERTISER_GET_TOKEN_PARAM = "access_token"  # a query parameter here, not the header
 
 
 def _grant(data: dict[str, Any], path: str) -> TokenGrant:
@@ -377,17 +400,34 @@ class OceanEngineAPI:
         self.client = client
         self.tokens = tokens
 
-    def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    def get(
+        self, path: str, params: dict[str, Any], *, token_param: str | None = None
+    ) -> dict[str, Any]:
+        """GET with a valid token in the ``Access-Token`` header, or, for the endpoints whose
+        SDK request takes it as a query parameter (``oauth2/advertiser/get``), in
+        ``params[token_param]``."""
         token = self.tokens.get_valid_token()
         try:
-            return self.client.request("GET", path, params=params, access_token=token)
+            return self._get(path, params, token, token_param)
         except AccessTokenRejected as exc:
             log.info("Ocean Engine refused the access token (%s); refreshing once", exc.code)
             token = self.tokens.replace_rejected(token, f"{exc.code} on {path}")
         try:
-            return self.client.request("GET", path, params=params, access_token=token)
+            return self._get(path, params, token, token_param)
         except AccessTokenRejected as exc:
             raise TokenRevoked(exc.path, exc.code, exc.platform_message, exc.request_id) from None
+
+    def _get(
+        self, path: str, params: dict[str, Any], token: str, token_param: str | None
+    ) -> dict[str, Any]:
+        if token_param is None:
+            return self.client.request("GET", path, params=params, access_token=token)
+        return self.client.request("GET", path, params={**params, token_param: token})
+
+    def authorized_accounts(self) -> list[dict[str, Any]]:
+        """``oauth2/advertiser/get`` with a valid token (refreshed once if refused)."""
+        data = self.get(ADVERTISER_GET, {}, token_param=ADVERTISER_GET_TOKEN_PARAM)
+        return list(data.get("list") or [])
 
     def pages(
         self, path: str, params: dict[str, Any], list_key: str, page_size: int = 100

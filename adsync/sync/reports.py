@@ -7,7 +7,6 @@ as ``date`` objects in the business time zone (the platform reports Beijing date
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -17,10 +16,8 @@ from sqlalchemy import insert, select, update
 
 from adsync.sync.config import Settings
 from adsync.sync.errors import AdsyncError
-from adsync.sync.oceanengine import OceanEngineAPI, OceanEngineError, PermanentError
+from adsync.sync.oceanengine import OceanEngineAPI, PermanentError
 from adsync.sync.store import Store, accounts, utcnow
-
-log = logging.getLogger("adsync.reports")
 
 PROMOTION_REPORT = "/open_api/v3.0/local/report/promotion/get/"
 METRICS = ("stat_cost", "show_cnt", "click_cnt", "convert_cnt", "clue_pay_order_cnt")
@@ -147,13 +144,31 @@ class AccountsError(AdsyncError):
 
 
 def resolve_accounts(settings: Settings, store: Store, granted: tuple[str, ...]) -> list[Account]:
-    """Accounts in scope: ``ADSYNC_ACCOUNTS`` if set, else the authorization's granted ids.
-    Names: configured name, else the cached name from the grant."""
+    """Accounts in scope: ``ADSYNC_ACCOUNTS`` if set; else the 本地推 accounts discovery found
+    (``adsync.sync.discovery``: direct ones, those of organisations and 来客 accounts); before
+    any discovery ran, the authorization's granted ids. Names: configured, else cached."""
     cached = _cached_names(store)
     if settings.accounts:
         result = [Account(a.id, a.name or cached.get(a.id, "")) for a in settings.accounts]
         remember(store, result, source="config")
         return result
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(accounts.c.account_id, accounts.c.name, accounts.c.scope, accounts.c.note)
+            .where(accounts.c.scope.is_not(None))
+            .order_by(accounts.c.account_id)
+        ).all()
+    if rows:
+        found = [Account(r.account_id, r.name or "") for r in rows if r.scope == "in"]
+        if found:
+            return found
+        skipped = [f"{r.name or r.account_id}: {r.note}" for r in rows if r.scope == "skipped"]
+        raise AccountsError(
+            "no accounts in scope: the authorization reaches no 本地推 account"
+            + (f" ({'; '.join(skipped[:5])})" if skipped else ""),
+            hint="`adsync accounts` says why each granted account is skipped; set "
+            "ADSYNC_ACCOUNTS=id[:name],... or authorize the 本地推 accounts (or their 巨量工作台)",
+        )
     if not granted:
         raise AccountsError(
             "no accounts in scope: ADSYNC_ACCOUNTS is empty and the authorization granted none",
@@ -185,28 +200,6 @@ def remember(store: Store, found: list[Account], source: str) -> None:
                     .where(accounts.c.account_id == account.id)
                     .values(name=account.name, seen_at=now)
                 )
-
-
-def refresh_names(api: OceanEngineAPI, settings: Settings, store: Store) -> dict[str, str]:
-    """Look account names up at the platform (best effort) and cache them."""
-    assert settings.oceanengine_app_id and settings.oceanengine_app_secret
-    try:
-        listed = api.client.authorized_accounts(
-            settings.oceanengine_app_id,
-            settings.oceanengine_app_secret.reveal(),
-            api.tokens.get_valid_token(),
-        )
-    except OceanEngineError as exc:
-        log.warning("account names not refreshed: %s", exc.message)
-        return {}
-    names = {
-        str(i.get("account_id") or i.get("advertiser_id")): str(
-            i.get("account_name") or i.get("advertiser_name") or ""
-        )
-        for i in listed
-    }
-    remember(store, [Account(k, v) for k, v in names.items() if v], source="grant")
-    return names
 
 
 @dataclass(frozen=True)

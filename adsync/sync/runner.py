@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 
-from adsync.sync import localcopy
+from adsync.sync import discovery, localcopy
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.leases import Busy, holding
 from adsync.sync.oceanengine import TransientError
@@ -82,6 +82,8 @@ class RunResult:
     feishu_calls: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    # Accounts found, gone or skipped since the previous run (adsync.sync.discovery), said once.
+    account_changes: list[str] = field(default_factory=list)
     error: str = ""
     hint: str = ""
     auth_url: str = ""
@@ -161,7 +163,7 @@ class Runner:
         result.run_id = self._open_ledger(result, account_filter, requested_by)
         try:
             self._remember_legacy()
-            scope = self._scope(account_ids)
+            scope = self._scope(account_ids, result)
         except AdsyncError as exc:
             self._fail(result, exc, started)
             self._close_ledger(result)
@@ -196,7 +198,15 @@ class Runner:
             registry = Registry(self.store, settings.feishu_bitable_app_token)
             registry.remember_legacy(settings.feishu_bitable_table_id)
 
-    def _scope(self, account_ids: Sequence[str] | None) -> list[Account]:
+    def _scope(self, account_ids: Sequence[str] | None, result: RunResult) -> list[Account]:
+        # Every run refreshes the discovered list first (ADSYNC_ACCOUNTS empty): a new account
+        # of an organisation is synced the day it appears; one that is gone is said once here
+        # and leaves the scope, instead of failing every day. If the platform cannot be asked,
+        # the stored list stands (and a dead authorization is the fetch's to report).
+        refreshed = discovery.refresh(self.services)
+        result.api_calls += refreshed.api_calls
+        result.account_changes = discovery.describe(refreshed.changes)
+        result.warnings.extend(refreshed.lines)
         granted = self.services.tokens.granted_account_ids()
         scope = resolve_accounts(self.settings, self.store, granted)
         if not account_ids:

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -116,16 +117,30 @@ token_history = Table(
     Index("ix_token_history_app_at", "app_id", "at"),
 )
 
+# Accounts: configured (ADSYNC_ACCOUNTS), granted, and found by discovery (adsync.sync.discovery).
 accounts = Table(
     "accounts",
     metadata,
     Column("account_id", String(32), primary_key=True),
     Column("name", Text, nullable=False, default=""),
-    Column("source", String(16), nullable=False, default="config"),  # config | grant
+    # config | grant (before discovery) | direct | organisation | life: how it was found
+    Column("source", String(16), nullable=False, default="config"),
     Column("seen_at", UTCDateTime, nullable=False),
     Column("last_synced_at", UTCDateTime),
     Column("last_outcome", String(16)),
     Column("last_reason", Text),
+    # Discovery (step 4). scope: in (a 本地推 account synced) | manager (an organisation or
+    # 来客 account expanded into others) | skipped (granted, unusable: note + fix say why) |
+    # vanished (was in scope, no longer found). NULL: never seen by discovery.
+    Column("scope", String(16)),
+    Column("account_type", String(48)),  # the platform's account_type (LOCAL for found ones)
+    Column("parent_id", String(32)),  # the organisation / 来客 account it was found through
+    Column("parent_name", Text),
+    Column("valid", Boolean),  # oauth2/advertiser/get is_valid, for granted accounts
+    Column("note", Text),  # why skipped or vanished
+    Column("fix", Text),  # what to do about it
+    Column("checked_at", UTCDateTime),  # the last discovery that found it
+    Column("vanished_at", UTCDateTime),
 )
 
 runs = Table(
@@ -315,6 +330,14 @@ def add_missing_columns(conn: Connection, table: Table) -> None:
 # tables do (add_missing_columns).
 # Register a step right after its function: ``MIGRATIONS.append((N, _vN))``.
 MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
+
+
+def _v4(conn: Connection) -> None:
+    """Discovery by account type: the accounts table learns where each account came from."""
+    add_missing_columns(conn, accounts)
+
+
+MIGRATIONS.append((4, _v4))
 
 
 def _v5(conn: Connection) -> None:

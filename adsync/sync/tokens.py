@@ -29,11 +29,12 @@ from adsync.sync.config import Settings
 from adsync.sync.errors import AuthorizationNeeded, ConfigError, mask
 from adsync.sync.oceanengine import (
     AuthorizationDead,
+    OceanEngineAPI,
     OceanEngineClient,
     OceanEngineError,
     TokenGrant,
 )
-from adsync.sync.store import Store, accounts, actor, oauth_states, token_history, tokens, utcnow
+from adsync.sync.store import Store, actor, oauth_states, token_history, tokens, utcnow
 
 log = logging.getLogger("adsync.tokens")
 
@@ -246,8 +247,7 @@ class TokenManager:
                 "this authorization code was refused: it was already used or has expired "
                 f"(codes work once, for 10 minutes) [{refused.code}]"
             )
-        names = self._lookup_names(app_id, secret, grant.access_token, grant.advertiser_ids)
-        self._remember_accounts(grant.advertiser_ids, names)
+        names = self._discover(grant.advertiser_ids)
         log.info("authorized: %d accounts granted", len(grant.advertiser_ids))
         now = self.now()
         return AuthResult(
@@ -295,44 +295,23 @@ class TokenManager:
             )
         )
 
-    def _lookup_names(
-        self, app_id: str, secret: str, access_token: str, ids: tuple[str, ...]
-    ) -> dict[str, str]:
-        try:
-            listed = self.client.authorized_accounts(app_id, secret, access_token)
-        except OceanEngineError as exc:
-            log.warning("could not look up account names: %s", exc.message)
-            return {}
-        wanted = set(ids)
-        names = {}
-        for item in listed:
-            account_id = str(item.get("account_id") or item.get("advertiser_id") or "")
-            name = str(item.get("account_name") or item.get("advertiser_name") or "")
-            if account_id in wanted and name:
-                names[account_id] = name
-        return names
+    def _discover(self, ids: tuple[str, ...]) -> dict[str, str]:
+        """Turn the granted ids into accounts at once (adsync.sync.discovery: organisations and
+        来客 accounts are expanded), best effort: a sync does it again. Returns the granted
+        accounts' names."""
+        from adsync.sync.discovery import discover, save  # not needed by `token status`
 
-    def _remember_accounts(self, ids: tuple[str, ...], names: dict[str, str]) -> None:
-        now = self.now()
-        with self.store.begin() as conn:
-            known = {r.account_id for r in conn.execute(select(accounts.c.account_id))}
-            for account_id in ids:
-                if account_id in known:
-                    if names.get(account_id):
-                        conn.execute(
-                            update(accounts)
-                            .where(accounts.c.account_id == account_id)
-                            .values(name=names[account_id], seen_at=now)
-                        )
-                else:
-                    conn.execute(
-                        insert(accounts).values(
-                            account_id=account_id,
-                            name=names.get(account_id, ""),
-                            source="grant",
-                            seen_at=now,
-                        )
-                    )
+        try:
+            found = discover(OceanEngineAPI(self.client, self))
+        except (OceanEngineError, AuthorizationNeeded) as exc:
+            log.warning("could not list the granted accounts yet: %s", exc.message)
+            return {}
+        except (TypeError, ValueError, AttributeError):  # an answer unlike the SDK's models
+            log.exception("could not list the granted accounts yet: unexpected answer")
+            return {}
+        save(self.store, found)
+        wanted = set(ids)
+        return {g.id: g.name for g in found.grantees if g.id in wanted and g.name}
 
     # -- status -------------------------------------------------------------------------------
 

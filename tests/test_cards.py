@@ -999,8 +999,25 @@ def worst_cards(lang: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for i in range(300)
     ]
     yield "history", cards.history_card(runs, lang)
-    rows = [(a.account_id, a.name, NOW, "failed", LONG_REASON) for a in many]
-    yield "accounts", cards.accounts_card(rows, lang)
+    listed = [
+        ListedAccount(
+            a.account_id,
+            a.name,
+            "organisation",
+            "1600000000000001",
+            "工作台" * 30,
+            NOW,
+            "failed",
+            LONG_REASON,
+        )
+        for a in many
+    ]
+    others = [
+        OtherAccount(a.account_id, a.name, "PLATFORM_ROLE_STAR", LONG_REASON, LONG_REASON, NOW)
+        for a in many
+    ]
+    view = AccountsView("discovery", listed, skipped=others, managers=others, vanished=others)
+    yield "accounts", cards.accounts_card(view, lang)
     keys = [f'2026-02-11|{1800000000000000000 + i}|"{i}"\\' for i in range(5000)]
     yield "verify", cards.verify_card(VerifyResult(DAY, DAY, 5000, 0, missing=keys), lang)
     lines = [f'{LONG_REASON} "{i}" \\' for i in range(200)]

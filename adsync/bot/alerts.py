@@ -200,9 +200,8 @@ class Notifier:
         return True
 
     def open_problems(self) -> list[str]:
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(select(alerts.c.problem).where(alerts.c.cleared_at.is_(None)))
-            return [r.problem for r in rows]
+        query = select(alerts.c.problem).where(alerts.c.cleared_at.is_(None))
+        return [r.problem for r in self.store.read(lambda conn: conn.execute(query).all())]
 
     def _claim_send(self, problem: str, detail: str, now: datetime) -> bool:
         """Atomically: record the problem, and decide whether this process sends it now."""

@@ -40,9 +40,11 @@ MAX_BODY = 1024 * 1024  # Feishu events are a few KB; anything near this is not 
 
 
 def build_bot(settings: Settings) -> Bot:
+    from adsync.sync.recovery import recover_after_crash
     from adsync.sync.services import open_services
 
     services = open_services(settings)
+    recover_after_crash(services.store)  # runs and leases a killed predecessor left behind
     return Bot(services.store, Actions(services), Messenger(settings))
 
 

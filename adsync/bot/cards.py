@@ -100,6 +100,7 @@ STATUS_COLORS = {  # option-tag colours in tables (the documented blue/green/ora
     "failed": "red",
     "busy": "red",
     "running": "blue",
+    "interrupted": "orange",  # its process died mid-run (recovery.py); the next sync completes it
 }
 
 
@@ -120,6 +121,7 @@ _STATUS_WORDS = {
     "failed": ("failed", "失败"),
     "busy": ("already running", "正在进行中"),
     "running": ("running", "进行中"),
+    "interrupted": ("interrupted", "已中断"),
     "no_data": ("no data", "无数据"),
 }
 _TRIGGER_WORDS = {
@@ -813,6 +815,17 @@ def _sync_totals(result: RunResult, ok: int, total: int, lang: Lang) -> str:
             f"未变 {count(result.unchanged)} · 删除重复 {count(result.deleted)}",
         )
     )
+    confirmed = getattr(result, "confirmed_after_timeout", 0)
+    if confirmed:
+        # Feishu answered too late, the rows were read back: they are there, say so plainly.
+        lines.append(
+            _t(
+                lang,
+                f"{count(confirmed)} rows written (confirmed after a timeout): Feishu answered "
+                "late, reading the table back found them",
+                f"{count(confirmed)} 行已写入（超时后回读确认）：飞书响应超时，回读表格确认已写入",
+            )
+        )
     lines.append(
         _t(
             lang,
@@ -1237,7 +1250,9 @@ def history_card(runs: Sequence[Mapping[str, Any]], lang: str, *, tz: TzLike = N
             }
         )
     latest = str(runs[0].get("status") or "")
-    template = {"failed": "orange", "partial": "orange"}.get(latest, "blue")
+    template = {"failed": "orange", "partial": "orange", "interrupted": "orange"}.get(
+        latest, "blue"
+    )
     subtitle = _t(
         lg,
         f"last {len(runs):,} runs · times in {_zone_name(zone)}",

@@ -362,8 +362,8 @@ class Clock:
             return ""
 
     def _load(self, key: str) -> dict[str, Any] | None:
-        with self.services.store.engine.connect() as conn:
-            row = conn.execute(select(notifications).where(notifications.c.key == key)).first()
+        query = select(notifications).where(notifications.c.key == key)
+        row = self.services.store.read(lambda conn: conn.execute(query).first())
         return json.loads(row.detail) if row is not None and row.detail else None
 
     def _save(self, key: str, record: dict[str, Any]) -> None:
@@ -491,6 +491,21 @@ def start_background_clock(bot: Any) -> Any:
 
 def run_clock(services: Services) -> None:
     """`adsync clock`: the scheduler alone, in the foreground."""
+    from adsync.sync.recovery import recover_after_crash
+
+    # A platform stopping the process (SIGTERM) lets a running job's transaction end cleanly;
+    # an interrupted sync is simply repeated by the next run (every write is an upsert). Taken
+    # first, so a SIGTERM during start-up also ends the process cleanly.
+    stopping = threading.Event()
+    started: list[Any] = []
+
+    def on_sigterm(*_: object) -> None:
+        stopping.set()
+        if started and started[0].running:
+            started[0].shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    recover_after_crash(services.store)  # runs and leases a killed predecessor left behind
     messenger = None
     settings = services.settings
     if settings.feishu_app_id and settings.feishu_app_secret:
@@ -499,17 +514,16 @@ def run_clock(services: Services) -> None:
         log.warning("FEISHU_APP_ID/SECRET not set: reports and alerts go to the webhook only")
     clock = build_clock(services, messenger)
     scheduler = build_scheduler(clock, blocking=True)
+    started.append(scheduler)
     log.info(
         "clock started: daily at %s, settle at %s (%s)",
         settings.daily_sync_at.strftime("%H:%M"),
         settings.settle_at.strftime("%H:%M"),
         settings.timezone,
     )
-    # A platform stopping the process (SIGTERM) lets a running job's transaction end cleanly;
-    # an interrupted sync is simply repeated by the next run (every write is an upsert).
-    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
-    with contextlib.suppress(KeyboardInterrupt, SystemExit):
-        scheduler.start()
+    if not stopping.is_set():
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
+            scheduler.start()
     log.info("clock stopped")
 
 

@@ -12,7 +12,9 @@ from adsync.cli.context import Context
 def chat(ctx: Context) -> int:
     from adsync.bot.actions import Actions
     from adsync.bot.console import Console
+    from adsync.sync.recovery import recover_after_crash
 
+    recover_after_crash(ctx.services.store)  # runs and leases a killed predecessor left behind
     console = Console(Actions(ctx.services), ctx.out)
     return console.run(sys.stdin, interactive=sys.stdin.isatty())
 

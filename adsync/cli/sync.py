@@ -12,7 +12,13 @@ from adsync.cli.fmt import print_json, table
 from adsync.sync.dates import parse_when
 from adsync.sync.runner import FAILED, Progress, Runner, RunResult
 
-STATUS_WORD = {"ok": "OK", "partial": "PARTIAL", "failed": "FAILED", "busy": "BUSY"}
+STATUS_WORD = {
+    "ok": "OK",
+    "partial": "PARTIAL",
+    "failed": "FAILED",
+    "busy": "BUSY",
+    "interrupted": "INTERRUPTED",
+}
 
 
 class ProgressView:
@@ -100,9 +106,13 @@ def render(ctx: Context, result: RunResult) -> None:
             rows.append([a.account_id, a.name or "—", status, str(a.rows), str(a.api_calls)])
         table(rows, ctx.out)
     ok = sum(1 for a in result.accounts if a.status != FAILED)
+    confirmed = ""
+    if result.confirmed_after_timeout:
+        confirmed = f" ({result.confirmed_after_timeout} written, confirmed after a timeout)"
     say(
         f"{ok}/{len(result.accounts)} accounts · {result.rows} rows · Bitable: "
-        f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged, "
+        f"{result.created} created, {result.updated} updated{confirmed}, "
+        f"{result.unchanged} unchanged, "
         f"{result.deleted} duplicates removed · {result.api_calls} Ocean Engine calls, "
         f"{result.feishu_calls} Feishu calls · {result.seconds:.1f}s"
     )

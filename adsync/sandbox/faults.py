@@ -4,6 +4,10 @@ A fault is decided per request: scripted faults first (``{"path": "refresh_token
 "times": 2}``), then a random error at ``error_rate`` drawn from ``error_codes``, then a rate
 limit (requests per second over a sliding one-second window). Latency is added to every
 matching request. Each platform renders the decided code in its own envelope.
+
+``answer_delay_ms`` is the slow platform: the request is carried out at once and its answer
+held back that long (a write that happened although the caller timed out waiting for it), where
+``latency_ms`` holds the request back before anything is done.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class FaultConfig:
     error_codes: list[int] = field(default_factory=list)
     http_error_codes: list[int] = field(default_factory=list)
     latency_ms: float = 0.0
+    answer_delay_ms: float = 0.0  # after the request was carried out, before its answer
     rate_limit_qps: float | None = None
     rate_limit_code: int = 0
     paths: list[str] = field(default_factory=list)  # substrings; empty = every path
@@ -84,6 +89,7 @@ class FaultInjector:
                 "error_codes": list(cfg.error_codes),
                 "http_error_codes": list(cfg.http_error_codes),
                 "latency_ms": cfg.latency_ms,
+                "answer_delay_ms": cfg.answer_delay_ms,
                 "rate_limit_qps": cfg.rate_limit_qps,
                 "paths": list(cfg.paths),
                 "scripted": [dict(s) for s in cfg.scripted],
@@ -104,6 +110,14 @@ class FaultInjector:
         if latency:
             time.sleep(latency)
         return fault
+
+    def after_request(self, path: str) -> None:
+        """Hold back the answer to a request to ``path`` that was carried out (``answer_delay_ms``)."""
+        with self._lock:
+            cfg = self._config
+            delay = cfg.answer_delay_ms / 1000.0 if self._matches(path) else 0.0
+        if delay:
+            time.sleep(delay)
 
     def _decide(self, path: str, cfg: FaultConfig) -> Fault | None:
         for item in cfg.scripted:

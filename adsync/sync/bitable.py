@@ -88,6 +88,12 @@ class CapacityError(AdsyncError):
     exit_code = 1
 
 
+class WriteUnconfirmed(AdsyncError):
+    """A write got no answer, and reading the table back did not find all of it."""
+
+    exit_code = 1
+
+
 # -- results ------------------------------------------------------------------------------------
 
 
@@ -166,6 +172,8 @@ class UpsertResult:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    # Of those, rows whose write got no answer in time but were found written when read back.
+    confirmed_after_timeout: int = 0
     api_calls: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -207,6 +215,8 @@ class BitableSink:
         self._listed: list[Any] | None = None
         self._api = self.caller.client.bitable.v1
         self._last_write: float | None = None
+        # Rows whose write timed out (or got a gateway error) but were there when read back.
+        self.confirmed_after_timeout = 0
         # Names the table without its app_token (an access path to the Base: shown masked).
         self.where = f"table {self.table_id} (base {mask(self.app_token)})"
 
@@ -494,6 +504,7 @@ class BitableSink:
     def apply(self, plan: Plan, run_tag: str, synced_at: datetime) -> UpsertResult:
         """Deletes, then updates, then creates; serial, chunked, spaced by ``write_gap``."""
         started, calls = time.monotonic(), self.caller.calls
+        confirmed = self.confirmed_after_timeout
         self._layout()
         result = UpsertResult(unchanged=plan.unchanged)
         result.deleted = self._delete_all(plan.deletes, plan.scope)
@@ -511,6 +522,9 @@ class BitableSink:
                     f"were removed from {self.where}"
                 )
         result.api_calls = self.caller.calls - calls
+        result.confirmed_after_timeout = self.confirmed_after_timeout - confirmed
+        if result.confirmed_after_timeout:
+            result.warnings.append(confirmed_warning(result.confirmed_after_timeout))
         result.seconds = round(time.monotonic() - started, 3)
         log.info(
             "%s: created %d, updated %d, unchanged %d, deleted %d (%d calls)",
@@ -555,7 +569,12 @@ class BitableSink:
     def _delete_all(self, record_ids: Sequence[str], scope: Sequence[date]) -> int:
         deleted = 0
         for chunk in chunks(list(record_ids), DELETE_CHUNK):
-            self._tolerating_vanished(chunk, lambda rid: rid, self._send_delete, scope)
+            try:
+                self._tolerating_vanished(chunk, lambda rid: rid, self._send_delete, scope)
+            except FeishuError as exc:
+                if not exc.outcome_unknown:
+                    raise
+                self._confirm_deleted(chunk, scope, exc)
             deleted += len(chunk)  # all of them are gone now, whoever removed them
         return deleted
 
@@ -587,7 +606,12 @@ class BitableSink:
             def send(items: list[Update], attempt: int, index: int = index) -> None:
                 self._send_update(items, run_tag, synced_at, f"{op}:{index}:{attempt}")
 
-            sent, gone = self._tolerating_vanished(chunk, lambda u: u.record_id, send, scope)
+            try:
+                sent, gone = self._tolerating_vanished(chunk, lambda u: u.record_id, send, scope)
+            except FeishuError as exc:
+                if not exc.outcome_unknown:
+                    raise
+                sent, gone = self._confirm_updated(chunk, scope, exc), []
             updated += len(sent)
             vanished.extend(u.row for u in gone)
         return updated, vanished
@@ -630,8 +654,87 @@ class BitableSink:
                 .request_body(body.build())
                 .build()
             )
-            self._write("batch_create", self._api.app_table_record.batch_create, request)
+            try:
+                self._write("batch_create", self._api.app_table_record.batch_create, request)
+            except FeishuError as exc:
+                if not exc.outcome_unknown:
+                    raise
+                self._confirm_created(chunk, exc)
         return len(rows)
+
+    # ---- writes that got no answer --------------------------------------------------------
+    #
+    # A write can time out (ADSYNC_HTTP_TIMEOUT) or meet a gateway error after the platform
+    # applied it: a slow platform answers late. The caller retried it (client_token makes that
+    # safe) until its attempts ran out; before the rows are called failed, the table is read
+    # back. Rows found as written count as written — "confirmed after a timeout" — and only
+    # what is really missing fails the run.
+
+    def _confirm_created(self, rows: Sequence[ReportRow], exc: FeishuError) -> None:
+        def missing() -> list[ReportRow]:
+            stored: dict[str, list[StoredRecord]] = {}
+            for record in self.read(sorted({r.stat_date for r in rows})):
+                stored.setdefault(record.key, []).append(record)
+            return [
+                r
+                for r in rows
+                if not any(not differs(s.values, row_values(r)) for s in stored.get(r.sync_key, ()))
+            ]
+
+        self._confirm("batch_create", len(rows), missing, exc)
+
+    def _confirm_updated(
+        self, updates: Sequence[Update], scope: Sequence[date], exc: FeishuError
+    ) -> list[Update]:
+        def missing() -> list[Update]:
+            days = sorted(set(scope) | {u.row.stat_date for u in updates})
+            stored = {s.record_id: s for s in self.read(days)}
+            return [
+                u
+                for u in updates
+                if u.record_id not in stored
+                or differs(stored[u.record_id].values, row_values(u.row))
+            ]
+
+        self._confirm("batch_update", len(updates), missing, exc)
+        return list(updates)
+
+    def _confirm_deleted(
+        self, record_ids: Sequence[str], scope: Sequence[date], exc: FeishuError
+    ) -> None:
+        def missing() -> list[str]:
+            alive = self._record_ids(scope)
+            return [rid for rid in record_ids if rid in alive]
+
+        self._confirm("batch_delete", len(record_ids), missing, exc)
+
+    def _confirm(
+        self, op: str, total: int, missing: Callable[[], Sequence[Any]], exc: FeishuError
+    ) -> None:
+        """Read back until ``missing()`` is empty (the platform's search can trail its writes
+        by a moment: three looks, a second apart); raise WriteUnconfirmed if it never is."""
+        left: Sequence[Any] = ()
+        for look in range(3):
+            if look:
+                time.sleep(look)
+            left = missing()
+            if not left:
+                if op != "batch_delete":
+                    self.confirmed_after_timeout += total
+                log.warning(
+                    "%s: %s got no answer (%s), but reading the table back shows all %d "
+                    "rows written: written (confirmed after a timeout)",
+                    self.where,
+                    op,
+                    exc.message,
+                    total,
+                )
+                return
+        raise WriteUnconfirmed(
+            f"{exc.message}; read back afterwards, {len(left)} of {total} rows are not in "
+            f"{self.where} as written",
+            hint="sync the same dates again: every write is an upsert, so nothing is doubled",
+        )
 
     def _collapse(self, created: Sequence[ReportRow], run_tag: str, synced_at: datetime) -> int:
         """Look again at what was just created. Another writer that read the table before these
@@ -762,6 +865,7 @@ class UpsertStream:
         self.fresh = fresh
         self._names = dict(account_names or {})
         self._started, self._calls = time.monotonic(), sink.caller.calls
+        self._confirmed = sink.confirmed_after_timeout
         sink._layout()
         self.dates: frozenset[date] = frozenset()
         # Counted before the read: records another writer adds after this point show in the
@@ -851,6 +955,9 @@ class UpsertStream:
                         f"sync were removed from {sink.where}"
                     )
         result.api_calls = sink.caller.calls - self._calls
+        result.confirmed_after_timeout = sink.confirmed_after_timeout - self._confirmed
+        if result.confirmed_after_timeout:
+            result.warnings.append(confirmed_warning(result.confirmed_after_timeout))
         result.seconds = round(time.monotonic() - self._started, 3)
         log.info(
             "%s: created %d, updated %d, unchanged %d, deleted %d (%d calls)",
@@ -875,6 +982,7 @@ class UpsertStream:
             updated, vanished = sink._update_all(chunk_u, self.run_tag, self.synced_at, scope, op)
             self._chunk += 1
             self.result.updated += updated
+            self.result.confirmed_after_timeout = sink.confirmed_after_timeout - self._confirmed
             self._creates += vanished  # a record deleted under us: write it anew
         while self._creates and (final or len(self._creates) >= WRITE_CHUNK):
             chunk_c, self._creates = self._creates[:WRITE_CHUNK], self._creates[WRITE_CHUNK:]
@@ -882,9 +990,17 @@ class UpsertStream:
             self._chunk += 1
             self.result.created += len(chunk_c)
             self._created += chunk_c
+            self.result.confirmed_after_timeout = sink.confirmed_after_timeout - self._confirmed
 
 
 # -- pure helpers -------------------------------------------------------------------------------
+
+
+def confirmed_warning(rows: int) -> str:
+    return (
+        f"Feishu did not answer in time for {rows:,} row(s); read back, they are in the table: "
+        "written (confirmed after a timeout)"
+    )
 
 
 def chunks(items: list[T], size: int) -> list[list[T]]:
@@ -1047,6 +1163,7 @@ def to_datetime(raw: Any, tz: ZoneInfo) -> datetime | None:
 __all__ = [
     "BitableSink",
     "CapacityError",
+    "WriteUnconfirmed",
     "FieldInfo",
     "Layout",
     "LayoutColumn",

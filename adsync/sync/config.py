@@ -267,6 +267,13 @@ class Settings:
     )
     concurrency: int = var("ADSYNC_CONCURRENCY", _positive_int, 4, "accounts fetched at once")
     http_timeout: float = var("ADSYNC_HTTP_TIMEOUT", _positive_float, 20.0, "seconds per call")
+    db_wait: float = var(
+        "ADSYNC_DB_WAIT",
+        _positive_float,
+        2.0,
+        "seconds a database call waits for a lock or a lost connection before it fails "
+        "(a card action must be answered within 3 s)",
+    )
     settle_at: time = var("ADSYNC_SETTLE_AT", _hhmm, time(10, 30), "re-sync yesterday when final")
     settle_threshold_pct: float = var(
         "ADSYNC_SETTLE_THRESHOLD_PCT", _positive_float, 1.0, "settle re-sync speaks above this"

@@ -589,8 +589,8 @@ def account_view(settings: Settings, store: Store, granted: tuple[str, ...]) -> 
     still listed); raises AccountsError only when there is nothing at all to show."""
     from adsync.sync.reports import AccountsError, resolve_accounts
 
-    with store.engine.connect() as conn:
-        rows = {r.account_id: r for r in conn.execute(select(accounts))}
+    found = store.read(lambda conn: conn.execute(select(accounts)).all())
+    rows = {r.account_id: r for r in found}
     discovered = any(r.scope is not None for r in rows.values())
     empty: AccountsError | None = None
     try:

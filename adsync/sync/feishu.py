@@ -90,6 +90,14 @@ class FeishuError(AdsyncError):
     def rate_limited(self) -> bool:
         return self.code in RATE_LIMITED
 
+    @property
+    def outcome_unknown(self) -> bool:
+        """Whether the request may have been applied although it failed: no answer came (a
+        timeout, a dropped connection: code 0), a gateway answered for a platform that did not
+        (5xx), Feishu's own timeout (1255040), or the same ``client_token`` still in progress
+        (1254608). A write that failed this way is read back before it is called failed."""
+        return self.code == 0 or 500 <= self.code < 600 or self.code in (1255040, 1254608)
+
 
 def _hint(code: int) -> str:
     if code in (1254040, 1254041, 1254003, 1254004):

@@ -1,6 +1,7 @@
 """Holding named leases for as long as some work runs: taken in a fixed order (so two runs
 never deadlock), renewed by a heartbeat while held, released at the end. A holder that dies
-stops renewing and its leases run out after ``ttl``."""
+stops renewing and its leases run out after ``ttl`` — or are taken over at once when it is
+provably dead (same host, its pid gone or reused: ``Store.acquire_lease``)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from adsync.sync.reports import CENT, ReportRow
-from adsync.sync.store import Store, report_rows, utcnow
+from adsync.sync.store import BACKGROUND_WAIT_SECONDS, Store, report_rows, utcnow
 
 
 def save(store: Store, rows: Sequence[ReportRow], run_id: int | None) -> None:
@@ -31,18 +31,20 @@ def save(store: Store, rows: Sequence[ReportRow], run_id: int | None) -> None:
     )
     # One statement, many parameter sets: compiled once (and cached). A multi-VALUES
     # statement per 500 rows cost a fresh compile each, about 8 s for 16,000 rows.
-    with store.begin() as conn:
-        conn.execute(stmt, [_values(r, now, run_id) for r in rows])
+    values = [_values(r, now, run_id) for r in rows]
+    # An upsert: rerunning it after a lost commit changes nothing. Nobody waits on it, so it
+    # may queue behind another process's long write.
+    store.transact(
+        lambda conn: conn.execute(stmt, values), wait=BACKGROUND_WAIT_SECONDS, idempotent=True
+    )
 
 
 def load(store: Store, start: date, end: date) -> list[ReportRow]:
     """Every row of ``start..end``."""
-    with store.engine.connect() as conn:
-        found = conn.execute(
-            select(report_rows).where(
-                report_rows.c.stat_date >= start, report_rows.c.stat_date <= end
-            )
-        ).all()
+    query = select(report_rows).where(
+        report_rows.c.stat_date >= start, report_rows.c.stat_date <= end
+    )
+    found = store.read(lambda conn: conn.execute(query).all())
     return [
         ReportRow(
             stat_date=r.stat_date,

@@ -152,12 +152,12 @@ def resolve_accounts(settings: Settings, store: Store, granted: tuple[str, ...])
         result = [Account(a.id, a.name or cached.get(a.id, "")) for a in settings.accounts]
         remember(store, result, source="config")
         return result
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(accounts.c.account_id, accounts.c.name, accounts.c.scope, accounts.c.note)
-            .where(accounts.c.scope.is_not(None))
-            .order_by(accounts.c.account_id)
-        ).all()
+    query = (
+        select(accounts.c.account_id, accounts.c.name, accounts.c.scope, accounts.c.note)
+        .where(accounts.c.scope.is_not(None))
+        .order_by(accounts.c.account_id)
+    )
+    rows = store.read(lambda conn: conn.execute(query).all())
     if rows:
         found = [Account(r.account_id, r.name or "") for r in rows if r.scope == "in"]
         if found:
@@ -178,8 +178,8 @@ def resolve_accounts(settings: Settings, store: Store, granted: tuple[str, ...])
 
 
 def _cached_names(store: Store) -> dict[str, str]:
-    with store.engine.connect() as conn:
-        return {r.account_id: r.name for r in conn.execute(select(accounts)) if r.name}
+    found = store.read(lambda conn: conn.execute(select(accounts)).all())
+    return {r.account_id: r.name for r in found if r.name}
 
 
 def remember(store: Store, found: list[Account], source: str) -> None:
@@ -213,13 +213,15 @@ class AccountState:
 
 
 def account_states(store: Store) -> dict[str, AccountState]:
-    with store.engine.connect() as conn:
-        return {
-            r.account_id: AccountState(
-                r.account_id, r.name, r.source, r.last_synced_at, r.last_outcome, r.last_reason
-            )
-            for r in conn.execute(select(accounts).order_by(accounts.c.account_id))
-        }
+    found = store.read(
+        lambda conn: conn.execute(select(accounts).order_by(accounts.c.account_id)).all()
+    )
+    return {
+        r.account_id: AccountState(
+            r.account_id, r.name, r.source, r.last_synced_at, r.last_outcome, r.last_reason
+        )
+        for r in found
+    }
 
 
 def dates_between(start: date, end: date) -> list[date]:

@@ -633,12 +633,8 @@ class RoutedUpsert:
             self._results[table_id] = stream.finish()
         for day, source in moved:
             self._clear(day, source)
-        total = UpsertResult()
+        total = self.written()
         for table_id, result in self._results.items():
-            total.created += result.created
-            total.updated += result.updated
-            total.unchanged += result.unchanged
-            total.deleted += result.deleted
             total.warnings += result.warnings
             stream = self._streams[table_id]
             self.ts.registry.counted(
@@ -663,6 +659,19 @@ class RoutedUpsert:
         if self._problems:
             raise self._problems[0]
         return RoutedResult(total, events, sorted(self._streams))
+
+    def written(self) -> UpsertResult:
+        """What every table's upsert has written so far (all of it after ``finish``; after a
+        failure, what went out before it: a run never reports "0 created" for rows written)."""
+        total = UpsertResult()
+        for table_id, stream in self._streams.items():
+            result = self._results.get(table_id, stream.result)
+            total.created += result.created
+            total.updated += result.updated
+            total.unchanged += result.unchanged
+            total.deleted += result.deleted
+            total.confirmed_after_timeout += result.confirmed_after_timeout
+        return total
 
     def _pack(self) -> None:
         ts = self.ts

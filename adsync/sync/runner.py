@@ -20,18 +20,27 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
 
 from adsync.sync import discovery, localcopy
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.leases import Busy, holding
 from adsync.sync.oceanengine import TransientError
+from adsync.sync.recovery import INTERRUPTED, RUN_LEASE_TTL, recover_after_crash, run_lease
 from adsync.sync.reports import Account, ReportRow, dates_between, fetch_rows, resolve_accounts
 from adsync.sync.services import Services
-from adsync.sync.store import accounts, actor, run_accounts, runs, utcnow
+from adsync.sync.store import (
+    BACKGROUND_WAIT_SECONDS,
+    accounts,
+    actor,
+    run_accounts,
+    runs,
+    utcnow,
+)
 from adsync.sync.tables import (
     Forecast,
     Registry,
@@ -42,6 +51,7 @@ from adsync.sync.tables import (
 )
 
 if TYPE_CHECKING:
+    from adsync.sync.bitable import UpsertResult
     from adsync.sync.routing import RoutedResult, RoutedUpsert, TableSet
 
 log = logging.getLogger("adsync.runner")
@@ -78,6 +88,9 @@ class RunResult:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    # Rows (among created/updated) whose Bitable write got no answer in time but were found
+    # written when read back: "written (confirmed after a timeout)".
+    confirmed_after_timeout: int = 0
     api_calls: int = 0
     feishu_calls: int = 0
     seconds: float = 0.0
@@ -159,6 +172,9 @@ class Runner:
         started = time.monotonic()
         result = RunResult(start, end, trigger)
         account_filter = ",".join(account_ids)[:32] if account_ids else None
+        # Before taking any lease: what a crashed run left (its leases, its `running` row) is
+        # repaired now, so it costs this run nothing.
+        recover_after_crash(self.store)
         # The ledger first: a run that cannot even start (no accounts) is history too.
         result.run_id = self._open_ledger(result, account_filter, requested_by)
         try:
@@ -172,7 +188,12 @@ class Runner:
         # Per Base, whichever table holds the date (rolling tables: adsync.sync.tables).
         day_leases = [day_lease(self.settings, d) for d in dates_between(start, end)]
         try:
-            with holding(self.store, day_leases, holder, wait=wait):
+            # The run's own lease, held from here to the end (waiting for the dates included):
+            # how another host's recovery tells this run from a dead one (recovery.py).
+            with (
+                holding(self.store, [run_lease(result.run_id)], holder, ttl=RUN_LEASE_TTL),
+                holding(self.store, day_leases, holder, wait=wait),
+            ):
                 self._run(result, scope, holder)
         except Busy as exc:
             result.status = "busy"
@@ -183,6 +204,12 @@ class Runner:
             log.exception("run %s crashed", result.run_id)
             result.status = FAILED
             result.error = f"unexpected error: {type(exc).__name__}: {exc}"
+        except KeyboardInterrupt:  # Ctrl-C on `adsync sync`: say so in the ledger, then stop
+            result.status = INTERRUPTED
+            result.error = "interrupted: stopped by the operator (Ctrl-C); sync these dates again"
+            result.seconds = round(time.monotonic() - started, 3)
+            self._close_ledger(result)
+            raise
         result.seconds = round(time.monotonic() - started, 3)
         self._close_ledger(result)
         self._progress(Progress(len(result.accounts), len(scope), result.rows, stage="done"))
@@ -357,8 +384,10 @@ class Runner:
     # -- the local copy and the ledger --------------------------------------------------------
 
     def _open_ledger(self, result: RunResult, account_filter: str | None, requested_by: str) -> int:
-        with self.store.begin() as conn:
-            return int(
+        # Not idempotent (an insert): if the commit's answer is lost, the run does not start
+        # and says the outcome is unknown, rather than leave a second `running` row.
+        return self.store.transact(
+            lambda conn: int(
                 conn.execute(
                     insert(runs)
                     .values(
@@ -369,51 +398,63 @@ class Runner:
                         date_to=result.end,
                         account_filter=account_filter,
                         status="running",
+                        holder=actor(),
                     )
                     .returning(runs.c.id)
                 ).scalar_one()
-            )
+            ),
+            wait=BACKGROUND_WAIT_SECONDS,
+        )
 
     def _close_ledger(self, result: RunResult) -> None:
         if result.run_id is None:
             return
         now = utcnow()
-        with self.store.begin() as conn:
+        # Idempotent, so rerun after a lost commit: the per-account rows are replaced, not added.
+        self.store.transact(
+            lambda conn: self._write_ledger(conn, result, now),
+            wait=BACKGROUND_WAIT_SECONDS,
+            idempotent=True,
+        )
+
+    @staticmethod
+    def _write_ledger(conn: Connection, result: RunResult, now: datetime) -> None:
+        conn.execute(delete(run_accounts).where(run_accounts.c.run_id == result.run_id))
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == result.run_id)
+            .values(
+                finished_at=now,
+                status=result.status,
+                api_calls=result.api_calls,
+                rows_created=result.created,
+                rows_updated=result.updated,
+                rows_unchanged=result.unchanged,
+                rows_deleted=result.deleted,
+                error=result.error or None,
+                detail=json.dumps(result.to_json(), ensure_ascii=False, default=str),
+            )
+        )
+        for a in result.accounts:
             conn.execute(
-                update(runs)
-                .where(runs.c.id == result.run_id)
-                .values(
-                    finished_at=now,
-                    status=result.status,
-                    api_calls=result.api_calls,
-                    rows_created=result.created,
-                    rows_updated=result.updated,
-                    rows_unchanged=result.unchanged,
-                    rows_deleted=result.deleted,
-                    error=result.error or None,
-                    detail=json.dumps(result.to_json(), ensure_ascii=False, default=str),
+                insert(run_accounts).values(
+                    run_id=result.run_id,
+                    account_id=a.account_id,
+                    status=a.status,
+                    reason=a.reason or None,
+                    rows=a.rows,
+                    api_calls=a.api_calls,
                 )
             )
-            for a in result.accounts:
-                conn.execute(
-                    insert(run_accounts).values(
-                        run_id=result.run_id,
-                        account_id=a.account_id,
-                        status=a.status,
-                        reason=a.reason or None,
-                        rows=a.rows,
-                        api_calls=a.api_calls,
-                    )
+            conn.execute(
+                update(accounts)
+                .where(accounts.c.account_id == a.account_id)
+                .values(
+                    last_synced_at=now if a.status != FAILED else accounts.c.last_synced_at,
+                    last_outcome=a.status,
+                    last_reason=a.reason or None,
                 )
-                conn.execute(
-                    update(accounts)
-                    .where(accounts.c.account_id == a.account_id)
-                    .values(
-                        last_synced_at=now if a.status != FAILED else accounts.c.last_synced_at,
-                        last_outcome=a.status,
-                        last_reason=a.reason or None,
-                    )
-                )
+            )
 
 
 class _Writer:
@@ -457,18 +498,26 @@ class _Writer:
         if self._routed is not None:
             self._result.table_events = list(self._routed.ts.events)
         if self._error is not None:
+            # What was written before the failure was written: say so, never "0 created".
+            if self._routed is not None:
+                self._take(self._routed.written())
             raise self._error
         routed = self._upsert
         assert routed is not None
-        upsert, result = routed.upsert, self._result
-        result.created, result.updated = upsert.created, upsert.updated
-        result.unchanged, result.deleted = upsert.unchanged, upsert.deleted
-        result.warnings.extend(upsert.warnings)
+        self._take(routed.upsert)
+        result = self._result
+        result.warnings.extend(routed.upsert.warnings)
         result.table_events = routed.events
         settings = self._runner.settings
         result.table_forecast = forecast(
             self._runner.store, settings, utcnow().astimezone(settings.tz).date()
         )
+
+    def _take(self, upsert: UpsertResult) -> None:
+        result = self._result
+        result.created, result.updated = upsert.created, upsert.updated
+        result.unchanged, result.deleted = upsert.unchanged, upsert.deleted
+        result.confirmed_after_timeout = upsert.confirmed_after_timeout
 
     def close(self) -> None:
         """After a crash elsewhere: stop after the write in flight, write nothing more."""
@@ -514,8 +563,9 @@ class _Writer:
 
 
 def recent_runs(services: Services, limit: int = 10) -> list[dict[str, Any]]:
-    with services.store.engine.connect() as conn:
-        found = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
+    found = services.store.read(
+        lambda conn: conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
+    )
     return [dict(r._mapping) for r in found]
 
 

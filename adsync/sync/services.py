@@ -43,7 +43,7 @@ class Services:
 
 
 def open_services(settings: Settings) -> Services:
-    store = Store(settings.db_url)
+    store = Store(settings.db_url, wait=settings.db_wait)
     limiter = RateLimiter(settings.rate_limit)
     # Token calls: a refresh and three retries. Each retry of a refresh whose answer was lost
     # risks presenting a refresh token the platform already rotated; more would not help.

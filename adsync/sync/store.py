@@ -1,26 +1,53 @@
-"""Storage: SQLAlchemy Core tables, a versioned schema migrated on open, and the two locks
-everything else builds on.
+"""Storage: SQLAlchemy Core tables, a versioned schema migrated on open, the two locks
+everything else builds on, and the one retry policy for databases that come and go.
 
 SQLite (the default, under ``ADSYNC_DATA_DIR``) runs in WAL mode with a busy timeout, and every
 transaction is opened by us (``BEGIN`` / ``BEGIN IMMEDIATE``) rather than by the sqlite3 module,
 so an exclusive section really is exclusive across processes. Within one process, transactions
 take turns on a lock first (see ``Store._turn``), so threads queue instead of polling SQLite's
-busy handler. PostgreSQL uses row locks
-(``SELECT ... FOR UPDATE``). A process killed inside a transaction leaves nothing behind: the
-database rolls it back and releases its locks.
+busy handler. PostgreSQL uses row locks (``SELECT ... FOR UPDATE``). A process killed inside a
+transaction leaves nothing behind: the database rolls it back and releases its locks.
+
+**Retries, in one place.** Every call waits for a lock, or for a lost connection to come back,
+for a short bound (``ADSYNC_DB_WAIT``, 2 s: a card action must be answered within 3 s), then
+fails with a ``StoreError`` that names the lock or the outage — never the 60 s it once was.
+SQLite's busy handler and PostgreSQL's ``lock_timeout`` are set to that bound, and what they
+give up on is retried only while the bound lasts. Writes nobody waits on (a run's ledger and
+local copy) use a longer bound, ``BACKGROUND_WAIT_SECONDS``.
+
+``transact(fn)`` and ``read(fn)`` run the whole transaction again after a lock timeout, a
+deadlock, or a connection the server dropped (a restarted PostgreSQL: the pool discards every
+connection older than the drop and opens new ones; ``pool_pre_ping`` catches the idle ones at
+checkout). A commit whose answer never came is the one thing not rerun blindly: it may have
+been applied, so only a transaction declared ``idempotent`` (a rerun changes nothing if the
+first one landed: upserts, deletes, updates to fixed values, claims that recognise their own
+``owner``) is run again; any other fails saying its outcome is unknown.
+
+``begin()``, ``exclusive()`` and ``connect()`` keep their ``with`` form for code that cannot be
+rerun (a token refresh spans a network call): they retry taking the connection and the lock,
+and turn a failure inside into the same clear ``StoreError``.
+
+Tables that vanished under a running process (PostgreSQL dropped and recreated: ``relation
+"tokens" does not exist``) are created again, empty, by the process that meets the gap, which
+logs that what they held is gone; if they cannot be (the database or schema itself is gone),
+every call says so, with what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import random
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -46,13 +73,33 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
+from adsync.sync import processes
 from adsync.sync.errors import StoreError
 
-SQLITE_BUSY_SECONDS = 60  # how long a writer waits for the database before giving up
+log = logging.getLogger("adsync.store")
+
+T = TypeVar("T")
+
+# How long a call waits for a lock or for a lost connection to come back before it fails.
+# Short: a webhook has 3 s to be answered (Feishu), and a card action waits on its answer.
+DB_WAIT_SECONDS = 2.0
+# For writes nobody is waiting on (a run's ledger and local copy, migrations), which may queue
+# behind another process's long write (16,000 rows of local copy) without anything being wrong.
+BACKGROUND_WAIT_SECONDS = 30.0
+
+# What a failed call met (``failure_kind``). Anything else is not retried: a bug, a constraint.
+LOCKED, DISCONNECTED, SCHEMA_MISSING = "locked", "disconnected", "schema missing"
+# PostgreSQL SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+PG_LOCKED = frozenset({"55P03", "40001", "40P01"})  # lock timeout, serialization, deadlock
+PG_GONE = frozenset({"57P01", "57P02", "57P03", "53300"})  # shut down, crashed, starting, full
+PG_SCHEMA_MISSING = frozenset({"42P01", "3F000"})  # undefined table, no schema to create in
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6  # primary result codes (extended codes keep them in the low byte)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -156,7 +203,8 @@ runs = Table(
     Column("date_from", Date, nullable=False),
     Column("date_to", Date, nullable=False),
     Column("account_filter", String(32)),
-    Column("status", String(16), nullable=False),  # running | ok | partial | failed
+    # running | ok | partial | failed | busy | interrupted (its process died: recovery.py)
+    Column("status", String(16), nullable=False),
     Column("api_calls", Integer, nullable=False, default=0),
     Column("rows_created", Integer, nullable=False, default=0),
     Column("rows_updated", Integer, nullable=False, default=0),
@@ -164,6 +212,9 @@ runs = Table(
     Column("rows_deleted", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("detail", Text),  # JSON: the result object
+    # The process running it (``actor()``, host:pid@started): how a run left ``running`` by a
+    # dead process is told from one still going (recovery.py). Step 9.
+    Column("holder", String(160)),
     Index("ix_runs_started", "started_at"),
 )
 
@@ -210,6 +261,9 @@ dedup = Table(
     Column("key", String(200), primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+    # Who claimed it (one token per claim call): a claim retried after its commit's answer was
+    # lost finds its own row and still wins, instead of taking itself for a duplicate. Step 9.
+    Column("owner", String(64)),
     Index("ix_dedup_expires", "expires_at"),
 )
 
@@ -297,8 +351,39 @@ def utcnow() -> datetime:
 
 
 def actor() -> str:
-    """Who is doing something, for history rows and lease holders."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who is doing something, for history rows and lease holders: ``host:pid@started``
+    (``processes.actor``; the start time tells a dead holder from a reused pid)."""
+    return processes.actor()
+
+
+def failure_kind(exc: BaseException) -> str | None:
+    """LOCKED, DISCONNECTED or SCHEMA_MISSING for a database error worth retrying (or
+    repairing), None for every other error."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)
+        message = str(orig).lower()
+        if (code is not None and code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)) or (
+            "database is locked" in message or "database table is locked" in message
+        ):
+            return LOCKED
+        if message.startswith("no such table"):
+            return SCHEMA_MISSING
+        return None
+    if exc.connection_invalidated:
+        return DISCONNECTED
+    state = str(getattr(orig, "sqlstate", None) or "")
+    if state in PG_LOCKED:
+        return LOCKED
+    if state.startswith("08") or state in PG_GONE:
+        return DISCONNECTED
+    if state in PG_SCHEMA_MISSING:
+        return SCHEMA_MISSING
+    if isinstance(exc, OperationalError) and not state:
+        return DISCONNECTED  # no server answer at all: refused, reset, closed while connecting
+    return None
 
 
 def _v1(conn: Connection) -> None:
@@ -349,6 +434,14 @@ def _v5(conn: Connection) -> None:
 MIGRATIONS.append((5, _v5))
 
 
+def _v9(conn: Connection) -> None:
+    add_missing_columns(conn, runs)  # runs.holder
+    add_missing_columns(conn, dedup)  # dedup.owner
+
+
+MIGRATIONS.append((9, _v9))
+
+
 def schema_target() -> int:
     """The schema this adsync expects: its highest migration step."""
     return max(version for version, _ in MIGRATIONS)
@@ -362,11 +455,13 @@ def _describe(url: str) -> str:
 
 
 class Store:
-    """The database: an engine, a migrated schema, transactions and locks."""
+    """The database: an engine, a migrated schema, transactions and locks, each call retried
+    within a bound (see the module docstring)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, wait: float = DB_WAIT_SECONDS) -> None:
         self.url_for_humans = _describe(url)
         self.dialect = make_url(url).get_backend_name()
+        self.wait = wait  # seconds a call waits for a lock or a lost connection (ADSYNC_DB_WAIT)
         # SQLite has one writer at a time, and a connection that finds the database locked
         # sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms) and looks again; with a dozen
         # threads of one process writing (webhook claims, chat lanes, a sync), those sleeps,
@@ -377,6 +472,8 @@ class Store:
             threading.RLock() if self.dialect == "sqlite" else None
         )
         self._claim_statements: dict[int, Any] = {}
+        self._repair_lock = threading.Lock()  # one re-creation of vanished tables at a time
+        self._repairing = threading.local()  # this thread is re-creating them (no recursion)
         try:
             self.engine = self._create_engine(url)
             self.migrate()
@@ -386,25 +483,33 @@ class Store:
             raise self._error("cannot open", exc) from None
 
     def _error(self, doing: str, exc: BaseException) -> StoreError:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
         hint = (
             "check ADSYNC_DATABASE_URL (or ADSYNC_DATA_DIR for the default SQLite file); "
             "if the file is damaged, move it aside and re-authorize"
         )
         if self.dialect == "postgresql":
             hint = "check that PostgreSQL is running and ADSYNC_DATABASE_URL is right"
-        return StoreError(f"database {self.url_for_humans} {doing}: {detail}", hint=hint)
+        return StoreError(f"database {self.url_for_humans} {doing}: {_detail(exc)}", hint=hint)
 
     def _create_engine(self, url: str) -> Engine:
         if self.dialect == "sqlite":
             database = make_url(url).database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+            engine = create_engine(url, connect_args={"timeout": self.wait})
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
             return engine
-        return create_engine(url, pool_pre_ping=True)
+        connect_args: dict[str, Any] = {}
+        if "application_name" not in make_url(url).query:
+            # Names adsync's sessions in pg_stat_activity (which process, for a DBA).
+            connect_args["application_name"] = f"adsync {socket.gethostname()}:{os.getpid()}"[:63]
+        # pool_pre_ping: a pooled connection the server dropped (a restart, an idle timeout) is
+        # noticed at checkout and replaced; one dropped while in use fails its statement, and
+        # SQLAlchemy then discards every connection older than the drop (transact retries).
+        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        event.listen(engine, "connect", _pg_lock_timeout(self.wait))
+        return engine
 
     def migrate(self) -> None:
         # Every process opens the store; nearly always the schema is current. Look first, with
@@ -444,49 +549,285 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
 
+    # -- transactions, retried within a bound -----------------------------------------------
+
     @contextlib.contextmanager
-    def _turn(self) -> Iterator[None]:
+    def _turn(self, deadline: float, wait: float) -> Iterator[None]:
         """On SQLite, this process's turn to open a transaction (see ``__init__``)."""
         if self._turn_lock is None:
             yield
             return
-        if not self._turn_lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+        if not self._turn_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise StoreError(
-                f"database {self.url_for_humans} is locked: another thread of this process "
-                f"held it for {SQLITE_BUSY_SECONDS} s",
-                hint="a transaction is stuck; restart the process",
+                f"database {self.url_for_humans} is busy: another thread of this process held "
+                f"it for more than {wait:g} s",
+                hint="a slow transaction of this process (a token refresh waiting on the "
+                "network?) holds it; try again in a moment",
             )
         try:
             yield
         finally:
             self._turn_lock.release()
 
+    def _open(self, exclusive: bool, wait: float, deadline: float) -> tuple[Connection, Any]:
+        """One attempt at a connection with its transaction begun, bounded by ``deadline``:
+        SQLite's busy handler waits at most what is left of it, PostgreSQL's lock_timeout is
+        the call's bound."""
+        conn = self.engine.connect()
+        try:
+            if self.dialect == "sqlite":
+                left = max(0.05, deadline - time.monotonic())
+                conn.execution_options(
+                    # In 50 ms steps, so the PRAGMA that sets it is rarely sent again.
+                    sqlite_busy_ms=int(left * 20) * 50,
+                    sqlite_begin="IMMEDIATE" if exclusive else "",
+                )
+            trans = conn.begin()
+            if self.dialect == "postgresql" and wait != self.wait:
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(wait * 1000)}")
+            return conn, trans
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+
+    def _open_retrying(
+        self, exclusive: bool, wait: float, deadline: float
+    ) -> tuple[Connection, Any]:
+        attempt = 0
+        while True:
+            try:
+                return self._open(exclusive, wait, deadline)
+            except DBAPIError as exc:
+                if failure_kind(exc) in (LOCKED, DISCONNECTED) and _pause(attempt, deadline):
+                    attempt += 1
+                    continue
+                raise self._failure(exc, wait) from None
+
     @contextlib.contextmanager
-    def begin(self) -> Iterator[Connection]:
+    def _transaction(self, exclusive: bool, wait: float | None) -> Iterator[Connection]:
+        """The ``with`` form: taking the connection and the lock is retried; a failure inside
+        becomes a StoreError that says what happened (the body cannot be run again from here:
+        use ``transact`` for that)."""
+        bound = self.wait if wait is None else wait
+        deadline = time.monotonic() + bound
+        with self._turn(deadline, bound):
+            conn, trans = self._open_retrying(exclusive, bound, deadline)
+            committing = False
+            try:
+                try:
+                    yield conn
+                    committing = True
+                    trans.commit()
+                except BaseException:
+                    if trans.is_active:
+                        with contextlib.suppress(Exception):
+                            trans.rollback()
+                    raise
+            except DBAPIError as exc:
+                raise self._failure(exc, bound, committing=committing, repair=True) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    @contextlib.contextmanager
+    def begin(self, *, wait: float | None = None) -> Iterator[Connection]:
         """A plain transaction: committed on success, rolled back on error."""
-        with self._turn(), self.engine.begin() as conn:
+        with self._transaction(False, wait) as conn:
             yield conn
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[Connection]:
+    def exclusive(self, *, wait: float | None = None) -> Iterator[Connection]:
         """A transaction that holds the database's write lock from its first statement (SQLite
         ``BEGIN IMMEDIATE``). On PostgreSQL it is a plain transaction: lock the rows you need
         with ``FOR UPDATE``."""
-        with self._turn(), self.engine.connect() as conn:
-            if self.dialect == "sqlite":
-                conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
+        with self._transaction(True, wait) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def connect(self, *, wait: float | None = None) -> Iterator[Connection]:
+        """A connection for reads (rolled back at the end); checking it out is retried."""
+        bound = self.wait if wait is None else wait
+        deadline = time.monotonic() + bound
+        attempt = 0
+        while True:
+            try:
+                conn = self.engine.connect()
+                break
+            except DBAPIError as exc:
+                if failure_kind(exc) == DISCONNECTED and _pause(attempt, deadline):
+                    attempt += 1
+                    continue
+                raise self._failure(exc, bound) from None
+        try:
+            yield conn
+        except DBAPIError as exc:
+            raise self._failure(exc, bound, repair=True) from None
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def transact(
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        exclusive: bool = False,
+        wait: float | None = None,
+        idempotent: bool = False,
+    ) -> T:
+        """Run ``fn(conn)`` in a transaction and commit; on a lock timeout, a deadlock or a lost
+        connection, run it again (``fn`` must be safe to rerun: it only talks to ``conn``) until
+        ``wait`` runs out. A lost connection during the commit is retried only if
+        ``idempotent``: a rerun of ``fn`` after a commit that did land changes nothing."""
+        bound = self.wait if wait is None else wait
+        deadline = time.monotonic() + bound
+        attempt, repaired = 0, False
+        while True:
+            committing = False
+            try:
+                with self._turn(deadline, bound):
+                    conn, trans = self._open(exclusive, bound, deadline)
+                    try:
+                        result = fn(conn)
+                        committing = True
+                        trans.commit()
+                        return result
+                    except BaseException:
+                        if trans.is_active:
+                            with contextlib.suppress(Exception):
+                                trans.rollback()
+                        raise
+                    finally:
+                        with contextlib.suppress(Exception):
+                            conn.close()
+            except DBAPIError as exc:
+                kind = failure_kind(exc)
+                if kind == SCHEMA_MISSING and not repaired:
+                    self._recreate_tables(exc)
+                    repaired = True
+                    continue
+                unknown = committing and kind == DISCONNECTED and not idempotent
+                if kind in (LOCKED, DISCONNECTED) and not unknown and _pause(attempt, deadline):
+                    attempt += 1
+                    continue
+                raise self._failure(exc, bound, committing=committing) from None
+
+    def read(self, fn: Callable[[Connection], T], *, wait: float | None = None) -> T:
+        """Run the read ``fn(conn)``; run it again on a lost connection, within ``wait``."""
+        bound = self.wait if wait is None else wait
+        deadline = time.monotonic() + bound
+        attempt, repaired = 0, False
+        while True:
+            try:
+                with self.engine.connect() as conn:
+                    return fn(conn)
+            except DBAPIError as exc:
+                kind = failure_kind(exc)
+                if kind == SCHEMA_MISSING and not repaired:
+                    self._recreate_tables(exc)
+                    repaired = True
+                    continue
+                if kind in (LOCKED, DISCONNECTED) and _pause(attempt, deadline):
+                    attempt += 1
+                    continue
+                raise self._failure(exc, bound) from None
+
+    def _failure(
+        self, exc: DBAPIError, wait: float, *, committing: bool = False, repair: bool = False
+    ) -> BaseException:
+        """What to raise for ``exc``: a StoreError naming the lock, the outage or the missing
+        tables (after re-creating them, if ``repair``), or ``exc`` itself for anything else
+        (a constraint, a bug: not ours to rephrase)."""
+        kind = failure_kind(exc)
+        where = f"database {self.url_for_humans}"
+        detail = _detail(exc)
+        if kind is None:
+            return exc
+        if kind == SCHEMA_MISSING:
+            if not repair:
+                return self._tables_lost(exc)
+            self._recreate_tables(exc)
+            return StoreError(
+                f"{where} had lost adsync's tables ({detail}); they were created again, "
+                "empty: what they held (the authorization, the run history) is gone",
+                hint="try again; if it asks for authorization, run `adsync auth url`",
+            )
+        if kind == LOCKED and self.dialect == "sqlite":
+            return StoreError(
+                f"{where} is locked by another process: its write lock was held for more "
+                f"than {wait:g} s ({detail})",
+                hint="another program holds the database file's write lock (a sqlite3 shell or "
+                "a DB browser with unsaved changes, a backup, a stuck adsync): close it, then try "
+                "again; nothing was changed",
+            )
+        if kind == LOCKED:
+            return StoreError(
+                f"{where}: a lock was held by another session for more than {wait:g} s ({detail})",
+                hint="another adsync process or a database session holds it (pg_stat_activity "
+                "shows which); it is freed when that transaction ends; try again",
+            )
+        if committing:
+            return StoreError(
+                f"{where} lost the connection while committing: whether the change was saved "
+                f"is unknown ({detail})",
+                hint="run the command again (adsync's writes are upserts) and check `adsync "
+                "history`",
+            )
+        return StoreError(
+            f"{where} is unreachable: the connection was lost and not back within {wait:g} s "
+            f"({detail})",
+            hint="check that PostgreSQL is running and reachable at ADSYNC_DATABASE_URL; adsync "
+            "reconnects by itself once it is back",
+        )
+
+    def _recreate_tables(self, cause: DBAPIError) -> None:
+        """adsync's tables vanished under this process (PostgreSQL dropped and recreated):
+        create them again, empty, and say so — or raise saying they cannot be."""
+        if getattr(self._repairing, "active", False):
+            raise self._tables_lost(cause)  # failing inside our own re-creation: give up
+        self._repairing.active = True
+        try:
+            with self._repair_lock:
+                log.error(
+                    "database %s: adsync's tables are gone (%s); creating them again. What they "
+                    "held (the authorization, run history, local copy) is lost: authorize again "
+                    "if asked",
+                    self.url_for_humans,
+                    _detail(cause),
+                )
+                try:
+                    with self.exclusive() as conn:
+                        if self.dialect == "postgresql":
+                            conn.execute(
+                                text("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+                            )
+                        metadata.create_all(conn, checkfirst=True)
+                    self.migrate()
+                except (StoreError, SQLAlchemyError):
+                    raise self._tables_lost(cause) from None
+        finally:
+            self._repairing.active = False
+
+    def _tables_lost(self, cause: DBAPIError) -> StoreError:
+        return StoreError(
+            f"database {self.url_for_humans} has lost adsync's tables and they cannot be created "
+            f"again ({_detail(cause)})",
+            hint="the database (or the schema named in ADSYNC_DATABASE_URL) must exist and be "
+            "writable; recreate or restore it, then restart adsync",
+        )
 
     def check(self) -> str:
         """A quick health check; returns a description or raises StoreError."""
+
+        def look(conn: Connection) -> None:
+            conn.execute(select(func.count()).select_from(tokens)).scalar()
+            if self.dialect == "sqlite":
+                result = conn.exec_driver_sql("PRAGMA quick_check").scalar()
+                if result != "ok":
+                    raise StoreError(f"database {self.url_for_humans} is damaged: {result}")
+
         try:
-            with self.engine.connect() as conn:
-                conn.execute(select(func.count()).select_from(tokens)).scalar()
-                if self.dialect == "sqlite":
-                    result = conn.exec_driver_sql("PRAGMA quick_check").scalar()
-                    if result != "ok":
-                        raise StoreError(f"database {self.url_for_humans} is damaged: {result}")
+            self.read(look)
         except SQLAlchemyError as exc:
             raise self._error("is not readable", exc) from None
         return f"{self.url_for_humans} (schema {self.schema_version()})"
@@ -497,30 +838,43 @@ class Store:
     # -- leases --------------------------------------------------------------------------------
 
     def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> bool:
-        """Take ``name`` for ``ttl`` if it is free, expired, or already ours."""
+        """Take ``name`` for ``ttl`` if it is free, expired, already ours, or held by a process
+        that is provably dead (same host, pid gone or reused: ``processes.alive``) — a crashed
+        run never makes the next one wait out its TTL. A holder on another host still runs out
+        by its TTL."""
+        if self._take_lease(name, holder, ttl):
+            return True
+        current = self.lease_holder(name)
+        if current is None or current == holder or processes.alive(current) is not False:
+            return False
+        log.warning("lease %s: its holder %s is no longer running; taking it over", name, current)
+        self.release_lease(name, current)
+        return self._take_lease(name, holder, ttl)
+
+    def _take_lease(self, name: str, holder: str, ttl: timedelta) -> bool:
         now = utcnow()
-        with self.begin() as conn:
-            taken = conn.execute(
+        dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+
+        def take(conn: Connection) -> bool:
+            if conn.execute(
                 update(leases)
                 .where(leases.c.name == name)
                 .where((leases.c.expires_at < now) | (leases.c.holder == holder))
                 .values(holder=holder, acquired_at=now, expires_at=now + ttl)
-            ).rowcount
-            if taken:
+            ).rowcount:
                 return True
-        try:
-            with self.begin() as conn:
-                conn.execute(
-                    insert(leases).values(
-                        name=name, holder=holder, acquired_at=now, expires_at=now + ttl
-                    )
-                )
-            return True
-        except IntegrityError:
-            return False
+            fresh = dialect_insert(leases).values(
+                name=name, holder=holder, acquired_at=now, expires_at=now + ttl
+            )
+            # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT.
+            inserted = conn.execute(fresh.on_conflict_do_nothing().returning(leases.c.name))
+            return inserted.first() is not None
+
+        # Idempotent: a rerun after a commit that landed finds the lease ours (holder matches).
+        return self.transact(take, idempotent=True)
 
     def renew_lease(self, name: str, holder: str, ttl: timedelta) -> bool:
-        with self.begin() as conn:
+        def renew(conn: Connection) -> bool:
             return bool(
                 conn.execute(
                     update(leases)
@@ -529,18 +883,25 @@ class Store:
                 ).rowcount
             )
 
+        return self.transact(renew, idempotent=True)
+
     def release_lease(self, name: str, holder: str) -> None:
-        with self.begin() as conn:
-            conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
+        self.transact(
+            lambda conn: conn.execute(
+                delete(leases).where(leases.c.name == name, leases.c.holder == holder)
+            ),
+            idempotent=True,
+        )
 
     def lease_holder(self, name: str) -> str | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
+        row = self.read(
+            lambda conn: conn.execute(
                 select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
             ).first()
+        )
         if row is None or row.expires_at < utcnow():
             return None
-        return row.holder
+        return str(row.holder)
 
     # -- dedup ---------------------------------------------------------------------------------
 
@@ -548,7 +909,7 @@ class Store:
         """True the first time ``key`` is claimed within ``ttl`` (across processes)."""
         return self.claim_all([key], ttl)
 
-    def claim_all(self, keys: Sequence[str], ttl: timedelta) -> bool:
+    def claim_all(self, keys: Sequence[str], ttl: timedelta, *, wait: float | None = None) -> bool:
         """True if this call claimed every one of ``keys``: each was new, or its claim had
         expired. Keys that were free are taken even when another was held (as separate claims
         would), so a retry under a new event id of a known message is remembered as well.
@@ -557,15 +918,22 @@ class Store:
         if expired; a live claim is left alone and not counted, so the count of rows written
         says whether all were ours. (It was two transactions a key, the second only after an
         IntegrityError.) Concurrent claims of a key on PostgreSQL wait for each other at the
-        unique index and then see the winner's row; SQLite has one writer at a time."""
+        unique index and then see the winner's row; SQLite has one writer at a time.
+
+        Rerun safely after a lost commit: each call claims under its own ``owner`` token, and a
+        row already carrying that token counts as this call's own."""
         wanted = sorted(set(keys))  # one row per key, and one lock order on PostgreSQL
         if not wanted:
             return True
         now = utcnow()
-        params: dict[str, Any] = {"now": now, "until": now + ttl}
+        params: dict[str, Any] = {"now": now, "until": now + ttl, "owner": uuid.uuid4().hex}
         params.update({f"key{i}": k for i, k in enumerate(wanted)})
-        with self.begin() as conn:
-            return conn.execute(self._claim_statement(len(wanted)), params).rowcount == len(wanted)
+        statement = self._claim_statement(len(wanted))
+        return self.transact(
+            lambda conn: conn.execute(statement, params).rowcount == len(wanted),
+            wait=wait,
+            idempotent=True,
+        )
 
     def _claim_statement(self, n: int) -> Any:
         """The upsert for ``n`` keys, as SQL text (the same on SQLite and PostgreSQL), built once
@@ -573,11 +941,12 @@ class Store:
         ``insert().values([...])`` on every call, which cost more than the database work."""
         stmt = self._claim_statements.get(n)
         if stmt is None:
-            rows = ", ".join(f"(:key{i}, :now, :until)" for i in range(n))
+            rows = ", ".join(f"(:key{i}, :now, :until, :owner)" for i in range(n))
             stmt = text(
-                f"INSERT INTO dedup (key, created_at, expires_at) VALUES {rows} "
+                f"INSERT INTO dedup (key, created_at, expires_at, owner) VALUES {rows} "
                 "ON CONFLICT (key) DO UPDATE SET created_at = excluded.created_at, "
-                "expires_at = excluded.expires_at WHERE dedup.expires_at < :now"
+                "expires_at = excluded.expires_at, owner = excluded.owner "
+                "WHERE dedup.expires_at < :now OR dedup.owner = :owner"
             ).bindparams(
                 bindparam("now", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime())
             )
@@ -586,10 +955,29 @@ class Store:
 
     def purge_expired(self) -> int:
         now = utcnow()
-        with self.begin() as conn:
+
+        def purge(conn: Connection) -> int:
             n = conn.execute(delete(dedup).where(dedup.c.expires_at < now)).rowcount
             n += conn.execute(delete(oauth_states).where(oauth_states.c.expires_at < now)).rowcount
-        return n
+            return int(n)
+
+        return self.transact(purge, idempotent=True)
+
+
+def _pause(attempt: int, deadline: float) -> bool:
+    """Sleep before retry ``attempt`` (20 ms doubling to 250 ms, jittered) if the deadline
+    leaves room for another try; False when it does not."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
+    time.sleep(min(left, random.uniform(0.5, 1.0) * min(0.25, 0.02 * 2**attempt)))
+    return True
+
+
+def _detail(exc: BaseException) -> str:
+    """The first line of the driver's message (never the SQL or its parameters)."""
+    text_ = str(getattr(exc, "orig", None) or exc).strip()
+    return (text_.splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -597,7 +985,8 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     try:
-        cursor.execute("PRAGMA busy_timeout = 60000")
+        # The busy handler's wait is set per transaction (``_sqlite_on_begin``); reads outside
+        # one keep the timeout the connection was opened with (``Store.wait``).
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")  # durable against process crashes in WAL
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -606,16 +995,38 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    mode = conn.get_execution_options().get("sqlite_begin", "")
+    options = conn.get_execution_options()
+    busy_ms = options.get("sqlite_busy_ms")
+    if busy_ms is not None and conn.info.get("busy_ms") != busy_ms:
+        # How long this transaction's statements wait for another process's write lock: what
+        # is left of the call's bound, never SQLite's own default of forever-ish retries.
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy_ms)}")
+        conn.info["busy_ms"] = busy_ms
+    mode = options.get("sqlite_begin", "")
     conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-def open_store(url: str) -> Store:
-    return Store(url)
+def _pg_lock_timeout(wait: float) -> Callable[[Any, Any], None]:
+    """A connect hook: a session waits at most ``wait`` for a lock (55P03 after it), so a call
+    blocked by another session's row lock fails within the bound instead of hanging."""
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {int(wait * 1000)}")
+        dbapi_conn.commit()
+
+    return on_connect
+
+
+def open_store(url: str, wait: float = DB_WAIT_SECONDS) -> Store:
+    return Store(url, wait=wait)
 
 
 __all__ = [
+    "BACKGROUND_WAIT_SECONDS",
+    "DB_WAIT_SECONDS",
     "Store",
+    "failure_kind",
     "open_store",
     "utcnow",
     "actor",

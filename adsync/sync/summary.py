@@ -197,8 +197,7 @@ def account_days(
         .where(c.stat_date >= start, c.stat_date <= end)
         .group_by(c.account_id, c.stat_date)
     )
-    with store.engine.connect() as conn:
-        found = conn.execute(query).all()
+    found = store.read(lambda conn: conn.execute(query).all())
     out: dict[tuple[str, date], Totals] = {}
     for account_id, day, name, cents, shows, clicks, converts, clues, count in found:
         out[(account_id, day)] = Totals(

@@ -34,12 +34,23 @@ from adsync.sync.oceanengine import (
     OceanEngineError,
     TokenGrant,
 )
-from adsync.sync.store import Store, actor, oauth_states, token_history, tokens, utcnow
+from adsync.sync.store import (
+    BACKGROUND_WAIT_SECONDS,
+    Store,
+    actor,
+    oauth_states,
+    token_history,
+    tokens,
+    utcnow,
+)
 
 log = logging.getLogger("adsync.tokens")
 
 EXPIRING_WITHIN = timedelta(days=3)  # refresh-token lifetime left that deserves a warning
 STATE_LIFETIME = timedelta(hours=24)
+# How long a caller waits for the token lock: its holder may be a refresh on the wire (one
+# call and its retries), not a stuck transaction. Not on any acknowledgement path.
+TOKEN_LOCK_WAIT = BACKGROUND_WAIT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,8 @@ class TokenManager:
 
     def _refresh(self, reason: str, rejected: str | None = None, force: bool = False) -> str:
         app_id, secret = self._credentials()
-        with self.store.exclusive() as conn:
+        # Waiting for the lock may mean waiting for another process's refresh on the wire.
+        with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
             row = self._read(conn, for_update=True)
             problem = self._problem(row)
             if problem is None:
@@ -231,7 +243,7 @@ class TokenManager:
                 "the authorization code is empty or malformed",
                 hint="copy the auth_code value from the redirect URL after authorizing",
             )
-        with self.store.exclusive() as conn:
+        with self.store.exclusive(wait=TOKEN_LOCK_WAIT) as conn:
             # Hold the lock: a refresh of the old chain must not overwrite the new one.
             existing = self._read(conn, for_update=True)
             try:
@@ -328,14 +340,14 @@ class TokenManager:
                 "`adsync auth code CODE`",
             )
         now = self.now()
-        with self.store.engine.connect() as conn:
-            last_failure = conn.execute(
-                select(token_history.c.at, token_history.c.reason)
-                .where(token_history.c.app_id == app_id)
-                .where(token_history.c.event.in_(("failed", "dead")))
-                .order_by(token_history.c.at.desc(), token_history.c.id.desc())
-                .limit(1)
-            ).first()
+        failures = (
+            select(token_history.c.at, token_history.c.reason)
+            .where(token_history.c.app_id == app_id)
+            .where(token_history.c.event.in_(("failed", "dead")))
+            .order_by(token_history.c.at.desc(), token_history.c.id.desc())
+            .limit(1)
+        )
+        last_failure = self.store.read(lambda conn: conn.execute(failures).first())
         access_left = int((row.access_expires_at - now).total_seconds())
         refresh_left = int((row.refresh_expires_at - now).total_seconds())
         last_ok = row.refreshed_at or row.authorized_at
@@ -377,13 +389,13 @@ class TokenManager:
         return tuple(json.loads(row.advertiser_ids or "[]")) if row is not None else ()
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                select(token_history)
-                .where(token_history.c.app_id == (self.settings.oceanengine_app_id or ""))
-                .order_by(token_history.c.id.desc())
-                .limit(limit)
-            ).all()
+        query = (
+            select(token_history)
+            .where(token_history.c.app_id == (self.settings.oceanengine_app_id or ""))
+            .order_by(token_history.c.id.desc())
+            .limit(limit)
+        )
+        rows = self.store.read(lambda conn: conn.execute(query).all())
         return [dict(r._mapping) for r in rows]
 
     # -- helpers ------------------------------------------------------------------------------
@@ -401,8 +413,7 @@ class TokenManager:
             query = query.with_for_update()  # PostgreSQL row lock; SQLite already holds the db
         if conn is not None:
             return conn.execute(query).first()
-        with self.store.engine.connect() as own:
-            return own.execute(query).first()
+        return self.store.read(lambda own: own.execute(query).first())
 
     def _problem(self, row: Row[Any] | None) -> str | None:
         """Why this chain cannot give a token without a person, or None."""

@@ -41,6 +41,7 @@ from adsync.bot.clock import Clock, build_clock, build_scheduler
 from adsync.bot.messenger import Messenger
 from adsync.sandbox.feishu import hook_sign
 from adsync.sync.config import load_settings
+from adsync.sync.discovery import AccountsView, ListedAccount
 from adsync.sync.feishu import TOKEN_CACHE
 from adsync.sync.reports import Account
 from adsync.sync.services import Services, open_services
@@ -835,11 +836,11 @@ def test_a_big_chinese_report_reaches_the_webhook_within_its_20_kb_as_sent(
     )
     sandbox.post("/_sandbox/feishu/chats", {"chat_id": CHAT, "bot_member": False})
     rows = [
-        (str(1800000000000000000 + i), f"杭州市西湖区文三路美食城第{i}分店", None, "failed",
-         "40002 没有权限进行相关操作，请检查账户授权")
+        ListedAccount(str(1800000000000000000 + i), f"杭州市西湖区文三路美食城第{i}分店", "direct",
+                      last_outcome="failed", last_reason="40002 没有权限进行相关操作，请检查账户授权")
         for i in range(300)
     ]  # fmt: skip
-    card = cards.accounts_card(rows, "zh")
+    card = cards.accounts_card(AccountsView("discovery", rows), "zh")
     assert [d.via for d in notifier.broadcast(card, "big")] == ["webhook"]
     [got] = hook_messages(sandbox, hook["id"])
     assert got["msg_type"] == "interactive" and got["body_bytes"] <= 20 * 1024

@@ -26,18 +26,20 @@ lease (``write_lease``), so two processes never both start the same table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 
 from adsync.sync.config import Settings
 from adsync.sync.store import (
+    BACKGROUND_WAIT_SECONDS,
     Store,
     UTCDateTime,
     bitable_tables,
@@ -52,6 +54,8 @@ CONFIGURED, CREATED, FOUND = "configured", "created", "found"
 WARN_DAYS = 7  # the group hears a week before a table is expected to fill
 RATE_DAYS = 7  # the fill rate: rows per day over the last week of synced dates
 MAX_TABLES = 100  # tables and dashboards per Base (1254100)
+
+T = TypeVar("T")
 
 
 def write_lease(settings: Settings) -> str:
@@ -167,22 +171,32 @@ class TableEvent:
 
 
 class Registry:
-    """The tables of one Base and the home of every date, in the database."""
+    """The tables of one Base and the home of every date, in the database.
+
+    Its writes are made by a writer in the background (nobody waits on them with a deadline),
+    so they wait for the database as long as a run's ledger does (``BACKGROUND_WAIT_SECONDS``),
+    and each is written so that running it again after a commit whose answer was lost changes
+    nothing (``Store.transact(..., idempotent=True)``)."""
 
     def __init__(self, store: Store, app_token: str) -> None:
         self.store = store
         self.app = app_token
 
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        return self.store.transact(fn, wait=BACKGROUND_WAIT_SECONDS, idempotent=True)
+
+    def _mine(self) -> Any:
+        return bitable_tables.c.app_token == self.app
+
     # ---- tables ------------------------------------------------------------------------------
 
     def tables(self) -> list[TableRecord]:
-        with self.store.engine.connect() as conn:
-            found = conn.execute(
-                select(bitable_tables)
-                .where(bitable_tables.c.app_token == self.app)
-                .order_by(bitable_tables.c.registered_at, bitable_tables.c.table_id)
-            ).all()
-        return [_record(r) for r in found]
+        query = (
+            select(bitable_tables)
+            .where(self._mine())
+            .order_by(bitable_tables.c.registered_at, bitable_tables.c.table_id)
+        )
+        return [_record(r) for r in self.store.read(lambda conn: conn.execute(query).all())]
 
     def get(self, table_id: str) -> TableRecord | None:
         return next((t for t in self.tables() if t.table_id == table_id), None)
@@ -200,64 +214,63 @@ class Registry:
         rows: int | None = None,
     ) -> TableRecord:
         now = utcnow()
-        with self.store.begin() as conn:
-            conn.execute(
-                insert(bitable_tables).values(
-                    app_token=self.app,
-                    table_id=table_id,
-                    name=name,
-                    period=period,
-                    part=part,
-                    origin=origin,
-                    status=status,
-                    rows=rows,
-                    counted_at=now if rows is not None else None,
-                    registered_at=now,
-                    replaces=replaces,
-                )
-            )
+        values = {
+            "app_token": self.app,
+            "table_id": table_id,
+            "name": name,
+            "period": period,
+            "part": part,
+            "origin": origin,
+            "status": status,
+            "rows": rows,
+            "counted_at": now if rows is not None else None,
+            "registered_at": now,
+            "replaces": replaces,
+        }
+        stmt = self._insert(bitable_tables).values(**values).on_conflict_do_nothing()
+        self._write(lambda conn: conn.execute(stmt))
         found = self.get(table_id)
         assert found is not None
         return found
 
+    def _insert(self, table: Any) -> Any:
+        return (pg_insert if self.store.dialect == "postgresql" else sqlite_insert)(table)
+
     def update(self, table_id: str, **values: Any) -> None:
-        with self.store.begin() as conn:
-            conn.execute(
-                update(bitable_tables)
-                .where(bitable_tables.c.app_token == self.app)
-                .where(bitable_tables.c.table_id == table_id)
-                .values(**values)
-            )
+        stmt = (
+            update(bitable_tables)
+            .where(self._mine(), bitable_tables.c.table_id == table_id)
+            .values(**values)
+        )
+        self._write(lambda conn: conn.execute(stmt))
 
     def counted(self, table_id: str, rows: int) -> None:
         self.update(table_id, rows=rows, counted_at=utcnow())
 
     def claim(self, table_id: str, column: str) -> datetime | None:
         """Mark ``column`` (announced_at, fill_warned_at) if it is not yet: the time marked
-        when this caller is the one to speak, None if someone already did."""
+        when this caller is the one to speak, None if someone already did. (A rerun after a
+        lost commit recognises its own mark.)"""
         now = utcnow()
         col = bitable_tables.c[column]
-        with self.store.begin() as conn:
-            done = conn.execute(
-                update(bitable_tables)
-                .where(bitable_tables.c.app_token == self.app)
-                .where(bitable_tables.c.table_id == table_id)
-                .where(col.is_(None))
-                .values({column: now})
-            ).rowcount
+        stmt = (
+            update(bitable_tables)
+            .where(self._mine(), bitable_tables.c.table_id == table_id)
+            .where(col.is_(None) | (col == now))
+            .values({column: now})
+        )
+        done = self._write(lambda conn: conn.execute(stmt).rowcount)
         return now if done else None
 
     def unclaim(self, table_id: str, column: str, at: datetime) -> None:
         """Give a claim back (nobody heard the message): the next attempt speaks again."""
         col = bitable_tables.c[column]
-        with self.store.begin() as conn:
-            conn.execute(
-                update(bitable_tables)
-                .where(bitable_tables.c.app_token == self.app)
-                .where(bitable_tables.c.table_id == table_id)
-                .where(col == at)
-                .values({column: None})
-            )
+        stmt = (
+            update(bitable_tables)
+            .where(self._mine(), bitable_tables.c.table_id == table_id, col == at)
+            .values({column: None})
+        )
+        self._write(lambda conn: conn.execute(stmt))
 
     # ---- homes -------------------------------------------------------------------------------
 
@@ -268,8 +281,7 @@ class Registry:
             if not wanted:
                 return {}
             query = query.where(table_dates.c.stat_date.between(wanted[0], wanted[-1]))
-        with self.store.engine.connect() as conn:
-            found = conn.execute(query).all()
+        found = self.store.read(lambda conn: conn.execute(query).all())
         keep = set(wanted) if wanted is not None else None
         return {
             r.stat_date: Home(r.table_id, r.moving_from)
@@ -283,8 +295,7 @@ class Registry:
         if not dates:
             return
         now = utcnow()
-        insert_ = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
-        stmt = insert_(table_dates)
+        stmt = self._insert(table_dates)
         stmt = stmt.on_conflict_do_update(
             index_elements=[table_dates.c.app_token, table_dates.c.stat_date],
             set_={
@@ -303,64 +314,64 @@ class Registry:
             }
             for d in sorted(set(dates))
         ]
-        with self.store.begin() as conn:
-            conn.execute(stmt, values)
+        self._write(lambda conn: conn.execute(stmt, values))
 
     def drop_homes(self, dates: Sequence[date]) -> None:
-        with self.store.begin() as conn:
-            conn.execute(
-                delete(table_dates)
-                .where(table_dates.c.app_token == self.app)
-                .where(table_dates.c.stat_date.in_(sorted(set(dates))))
-            )
+        stmt = (
+            delete(table_dates)
+            .where(table_dates.c.app_token == self.app)
+            .where(table_dates.c.stat_date.in_(sorted(set(dates))))
+        )
+        self._write(lambda conn: conn.execute(stmt))
 
     def move_homes(self, old: str, new: str) -> list[date]:
-        """Every date of ``old`` now lives in ``new`` (a table recreated after a deletion)."""
-        with self.store.begin() as conn:
-            moved = conn.execute(
-                select(table_dates.c.stat_date)
-                .where(table_dates.c.app_token == self.app)
-                .where(table_dates.c.table_id == old)
-            ).scalars()
-            days = sorted(moved)
+        """Every date of ``old`` now lives in ``new`` (a table recreated after a deletion);
+        returns those dates (``new`` is a fresh table: its dates are the moved ones, also when
+        this runs again after a lost commit)."""
+
+        def move(conn: Connection) -> list[date]:
             conn.execute(
                 update(table_dates)
-                .where(table_dates.c.app_token == self.app)
-                .where(table_dates.c.table_id == old)
+                .where(table_dates.c.app_token == self.app, table_dates.c.table_id == old)
                 .values(table_id=new, updated_at=utcnow())
             )
-        return days
+            days = conn.execute(
+                select(table_dates.c.stat_date).where(
+                    table_dates.c.app_token == self.app, table_dates.c.table_id == new
+                )
+            ).scalars()
+            return sorted(days)
+
+        return self._write(move)
 
     def pending_moves(self) -> dict[date, Home]:
         return {d: h for d, h in self.homes().items() if h.moving_from}
 
     def spans(self) -> dict[str, tuple[date, date, int]]:
         """table_id -> (first date, last date, number of dates) it holds."""
-        with self.store.engine.connect() as conn:
-            found = conn.execute(
-                select(
-                    table_dates.c.table_id,
-                    func.min(table_dates.c.stat_date),
-                    func.max(table_dates.c.stat_date),
-                    func.count(),
-                )
-                .where(table_dates.c.app_token == self.app)
-                .group_by(table_dates.c.table_id)
-            ).all()
+        query = (
+            select(
+                table_dates.c.table_id,
+                func.min(table_dates.c.stat_date),
+                func.max(table_dates.c.stat_date),
+                func.count(),
+            )
+            .where(table_dates.c.app_token == self.app)
+            .group_by(table_dates.c.table_id)
+        )
+        found = self.store.read(lambda conn: conn.execute(query).all())
         return {r[0]: (r[1], r[2], int(r[3])) for r in found}
 
     def bootstrap(self, configured: str, name: str, period: str | None) -> bool:
         """A Base with no registry yet (a fresh install, or the first start after upgrading):
-        the configured table is the first table. True if this call registered it."""
-        now = utcnow()
-        with self.store.begin() as conn:
-            known = conn.execute(
-                select(func.count())
-                .select_from(bitable_tables)
-                .where(bitable_tables.c.app_token == self.app)
-            ).scalar()
-            if known:
-                return False
+        the configured table is the first table. True if it is now registered that way (also
+        when this runs again after a lost commit); False if the Base had tables already."""
+
+        def register(conn: Connection) -> bool:
+            known = conn.execute(select(bitable_tables.c.table_id).where(self._mine())).scalars()
+            ids = set(known)
+            if ids:
+                return configured in ids and len(ids) == 1
             conn.execute(
                 insert(bitable_tables).values(
                     app_token=self.app,
@@ -370,22 +381,23 @@ class Registry:
                     part=1,
                     origin=CONFIGURED,
                     status=OPEN,
-                    registered_at=now,
+                    registered_at=utcnow(),
                 )
             )
-        return True
+            return True
+
+        return self._write(register)
 
     def remember_legacy(self, configured: str) -> int:
         """Before the Base has a registry, every date of the local copy was synced into the
         configured table: give them that home. Called before a run fetches anything (its own
         rows must not count as synced before), and by ``verify``. Returns the dates homed."""
         now = utcnow()
-        with self.store.begin() as conn:
+
+        def remember(conn: Connection) -> int:
             started = (
                 conn.execute(
-                    select(func.count())
-                    .select_from(bitable_tables)
-                    .where(bitable_tables.c.app_token == self.app)
+                    select(func.count()).select_from(bitable_tables).where(self._mine())
                 ).scalar()
                 or conn.execute(
                     select(func.count())
@@ -396,8 +408,7 @@ class Registry:
             if started:
                 return 0
             held = select(report_rows.c.stat_date).distinct().subquery()
-            insert_ = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
-            stmt = insert_(table_dates).from_select(
+            stmt = self._insert(table_dates).from_select(
                 ["app_token", "stat_date", "table_id", "updated_at"],
                 select(
                     literal(self.app),
@@ -409,6 +420,8 @@ class Registry:
                 .where(held.c.stat_date.is_not(None)),
             )
             return int(conn.execute(stmt.on_conflict_do_nothing()).rowcount or 0)
+
+        return self._write(remember)
 
 
 def _record(r: Any) -> TableRecord:
@@ -479,14 +492,14 @@ def forecast(store: Store, settings: Settings, today: date) -> Forecast | None:
     table = current_table(registry.tables(), settings.table_roll, today)
     if table is None or table.rows is None:
         return None
-    with store.engine.connect() as conn:
-        per_date = conn.execute(
-            select(report_rows.c.stat_date, func.count())
-            .where(report_rows.c.stat_date <= today)
-            .group_by(report_rows.c.stat_date)
-            .order_by(report_rows.c.stat_date.desc())
-            .limit(RATE_DAYS)
-        ).all()
+    query = (
+        select(report_rows.c.stat_date, func.count())
+        .where(report_rows.c.stat_date <= today)
+        .group_by(report_rows.c.stat_date)
+        .order_by(report_rows.c.stat_date.desc())
+        .limit(RATE_DAYS)
+    )
+    per_date = store.read(lambda conn: conn.execute(query).all())
     if not per_date:
         return None
     per_day = sum(int(n) for _d, n in per_date) / len(per_date)

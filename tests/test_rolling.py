@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import delete
 
 from adsync.bot.alerts import Notifier
 from adsync.bot.clock import Clock
@@ -23,6 +24,7 @@ from adsync.bot.messenger import Messenger
 from adsync.sync.config import load_settings
 from adsync.sync.runner import Runner
 from adsync.sync.services import Services, open_services
+from adsync.sync.store import bitable_tables, table_dates
 from adsync.sync.tables import Registry, current_table, period_end, period_of, table_name
 
 from .conftest import Sandbox
@@ -165,6 +167,33 @@ def test_a_backfill_across_a_month_boundary_lands_each_date_in_its_months_table(
         }
     finally:
         services.close()
+
+
+def test_after_upgrading_dates_synced_before_stay_in_the_configured_table(
+    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.reset(oceanengine=DENSE)
+    boundary = month_boundary()
+    start, end = boundary, boundary + timedelta(days=1)  # two months, one table before
+    services = rolling_services(env, sandbox, tmp_path)
+    try:
+        assert Runner(services).run(start, end).status == "ok"
+        with services.store.begin() as conn:  # the database as it was before rolling tables
+            conn.execute(delete(table_dates))
+            conn.execute(delete(bitable_tables))
+    finally:
+        services.close()
+    month = rolling_services(env, sandbox, tmp_path, ADSYNC_TABLE_ROLL="month")
+    try:
+        again = Runner(month).run(start, end)
+        assert again.status == "ok", again.error
+        assert (again.created, again.updated, again.deleted) == (0, 0, 0)
+        assert again.table_events == [] and sandbox.stats("feishu")["tables_created"] == 0
+        assert_one_home_per_date(sandbox, set(truth(sandbox, start, end)))
+        homes = Registry(month.store, APP).homes([start, end])
+        assert {h.table_id for h in homes.values()} == {CONFIGURED}
+    finally:
+        month.close()
 
 
 def test_a_table_made_by_a_person_is_used_only_if_its_fields_map(

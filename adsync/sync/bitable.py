@@ -888,7 +888,9 @@ class UpsertStream:
         new = sorted(set(dates) - self.dates)
         if not new:
             return
-        if not self.fresh:
+        # A table that counted 0 before any read holds nothing to read (records someone else
+        # adds after the count show in the count at the end, as for any read).
+        if not self.fresh and self.total_before > 0:
             for record in self.sink.read(new, self._names):
                 self._stored.setdefault(record.key, []).append(record)
         self.dates = self.dates | frozenset(new)

@@ -13,8 +13,9 @@ How it is measured:
   ``latency_ms`` on every call of both platforms (Feishu is not instant either), a world of
   ``--accounts`` local-push accounts, and the chats the load comes from. adsync is authorized
   the way an operator does it (an auth code from the sandbox, ``TokenManager.authorize``).
-* Four gunicorn processes, each started with the Procfile's ``web:`` command (its worker
-  and thread settings; bound to loopback), with FEISHU_ENCRYPT_KEY and
+* Four gunicorn processes, each started with the Procfile's ``web:`` command (its settings
+  module ``adsync.bot.gunicorn_conf``: the buffering worker, threads, access log; bound to
+  loopback), with FEISHU_ENCRYPT_KEY and
   FEISHU_VERIFICATION_TOKEN set, on one database (an SQLite file by default;
   ``--database-url`` for PostgreSQL, in a fresh schema dropped afterwards):
   - adsync: ``adsync.bot.app:create_app()``, the production app (verify, queue on the
@@ -28,6 +29,9 @@ How it is measured:
     event objects) cost, the bound for any app built on that stack;
   - floor: ``webhook_ack:floor_app``, which reads the body and answers 200: what the HTTP
     stack alone costs at this concurrency on this machine, the bound for any app under it.
+* ``--with-gthread`` adds a fifth, ``gthread``: the production app on gunicorn's own gthread
+  worker (what the Procfile ran before the buffering worker), to show what reading whole
+  requests in the worker's main loop costs under a burst.
 * "While a sync runs": each measurement first delivers ``sync <7 days>`` through a webhook
   (the server's own; adsync's for the stack and the floor), a new week each time so rows really are
   fetched and written, Ocean Engine paced at the shipped 5 req/s; it waits until the run is
@@ -281,17 +285,24 @@ def free_port() -> int:
 class Gunicorn:
     """One gunicorn master (and its worker) in a process group of its own."""
 
-    def __init__(self, name: str, app_spec: str, env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        app_spec: str,
+        env: dict[str, str],
+        cwd: Path,
+        extra: list[str] | None = None,
+    ) -> None:
         self.name = name
         self.port = free_port()
         # The production settings; loopback instead of every interface, our app instead of
         # the Procfile's (its last word), and no control socket (gunicorn's default is one
         # path in $HOME shared by every instance).
+        # (The command line's --bind overrides the config module's $PORT.)
         argv = procfile_web()[:-1]
-        if "--bind" not in argv:
-            raise RuntimeError("the Procfile's gunicorn has no --bind to replace")
-        argv[argv.index("--bind") + 1] = f"127.0.0.1:{self.port}"
-        argv += ["--no-control-socket", "--pythonpath", str(ROOT / "bench"), app_spec]
+        argv += ["--bind", f"127.0.0.1:{self.port}"]
+        argv += ["--no-control-socket", "--pythonpath", str(ROOT / "bench"), *(extra or [])]
+        argv.append(app_spec)
         self.argv = argv
         self.log = cwd / f"{name}.log"
         self._log_file = self.log.open("w")
@@ -544,6 +555,10 @@ class Bench:
                 Gunicorn("stack", "webhook_ack:create_dispatch_app()", env, workdir),
                 Gunicorn("floor", "webhook_ack:floor_app", env, workdir),
             ]
+            if args.with_gthread:
+                gthread = ["--worker-class", "gthread"]
+                app = "adsync.bot.app:create_app()"
+                servers.append(Gunicorn("gthread", app, env, workdir, gthread))
             adsync = servers[0]
             when = f"spread evenly over {args.spread:g} s" if args.spread else "all at once"
             print(
@@ -609,6 +624,9 @@ class Bench:
             f"p99 inline / adsync = {inline / p99:.1f}x;  adsync / stack = {p99 / stack:.1f}x;  "
             f"stack / floor = {stack / floor:.1f}x"
         )
+        if "gthread" in rows:
+            plain = med("gthread", 99)
+            print(f"p99 adsync (buffering worker) / adsync on gthread = {p99 / plain:.2f}x")
         adsync = rows["adsync"]
         problems = []
         if any(m.non_200 for m in adsync):
@@ -702,6 +720,11 @@ def main() -> int:
     )
     parser.add_argument("--sync-head-start", type=float, default=1.0, help="seconds")
     parser.add_argument("--keep", action="store_true", help="keep the logs and the database")
+    parser.add_argument(
+        "--with-gthread",
+        action="store_true",
+        help="also measure the app on gunicorn's own gthread worker",
+    )
     return Bench(parser.parse_args()).run()
 
 

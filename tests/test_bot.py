@@ -359,6 +359,21 @@ json_values = st.recursive(
 )
 
 
+def _nested(depth: int, opener: bytes, closer: bytes, closed: bool) -> bytes:
+    """``depth`` levels of ``opener`` (``[`` or ``{"a":``), closed or left open."""
+    return opener * depth + (b"1" + closer * depth if closed else b"")
+
+
+# Deep enough that json.loads raises RecursionError (not ValueError) somewhere in the range.
+deep_bodies = st.builds(
+    _nested,
+    st.integers(min_value=500, max_value=60_000),
+    st.sampled_from([b"[", b'{"a":', b'{"encrypt": "x", "a": [']),
+    st.sampled_from([b"]", b"}"]),
+    st.booleans(),
+)
+
+
 @settings(
     max_examples=60,
     deadline=None,
@@ -369,6 +384,7 @@ json_values = st.recursive(
         st.binary(max_size=300),
         json_values.map(lambda v: json.dumps(v).encode()),
         st.text(max_size=200).map(lambda t: json.dumps({"encrypt": t}).encode()),
+        deep_bodies,
     )
 )
 def test_arbitrary_bodies_never_get_a_500(server: BotServer, body: bytes) -> None:

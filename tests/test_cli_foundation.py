@@ -28,8 +28,12 @@ def test_no_secret_reaches_stdout_stderr_or_the_log_file(
     sandbox: Sandbox, env: dict[str, str], tmp_path: Path
 ) -> None:
     log_file = tmp_path / "logs" / "adsync.log"
-    env = {**env, "ADSYNC_LOG_FILE": str(log_file), "ADSYNC_LOG_LEVEL": "DEBUG"}
-    secrets = {OE_SECRET, FEISHU_SECRET}
+    keys = {
+        "FEISHU_ENCRYPT_KEY": "sandbox-encrypt-key-c41d",
+        "FEISHU_VERIFICATION_TOKEN": "vt-9e0b2a",
+    }
+    env = {**env, **keys, "ADSYNC_LOG_FILE": str(log_file), "ADSYNC_LOG_LEVEL": "DEBUG"}
+    secrets = {OE_SECRET, FEISHU_SECRET, *keys.values()}
     outputs: list[str] = []
 
     def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
@@ -121,6 +125,7 @@ def test_doctor_reports_each_failing_check_with_its_fix(
 
 
 def test_doctor_passes_when_all_is_well(sandbox: Sandbox, env: dict[str, str], cli: Any) -> None:
+    env = {**env, "FEISHU_ENCRYPT_KEY": "sandbox-encrypt-key", "FEISHU_VERIFICATION_TOKEN": "vt"}
     assert cli(["auth", "code", sandbox.auth_code()], env).returncode == 0
     result = cli(["doctor"], env)
     assert result.returncode == 0, result.stdout

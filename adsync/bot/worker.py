@@ -171,7 +171,13 @@ class Bot:
         return "queued"
 
     def on_card_action(
-        self, event_id: str, value: dict[str, Any], user_id: str, chat_id: str, message_id: str
+        self,
+        event_id: str,
+        value: dict[str, Any],
+        user_id: str,
+        chat_id: str,
+        message_id: str,
+        chat_type: str = "group",
     ) -> dict[str, Any]:
         """A button press: answer within 3 s with a toast (and the card), queue the work."""
         lang = "zh" if value.get("lang") == "zh" else "en"
@@ -191,11 +197,11 @@ class Bot:
         else:
             return _toast("info", "OK")
         denial = check_access(
-            command, user_id=user_id, chat_id=chat_id, chat_type="group", settings=self.settings
+            command, user_id=user_id, chat_id=chat_id, chat_type=chat_type, settings=self.settings
         )
         if denial is not None:
             return _toast("error", denial.message)
-        caller = Caller(user_id, chat_id, "group", is_admin(user_id, self.settings))
+        caller = Caller(user_id, chat_id, chat_type, is_admin(user_id, self.settings))
         self.lanes.submit(
             chat_id, lambda: self._run_card_action(command, accounts, caller, message_id)
         )
@@ -240,9 +246,10 @@ class Bot:
         )
         if denial is not None:
             title = "没有权限" if lang == "zh" else "Not allowed"
+            people = denial.admins if denial.reason == "admin_only" else ()
             self._reply(
                 incoming.message_id,
-                cards.message_card(title, denial.message, lang, "warning"),
+                cards.message_card(title, denial.message, lang, "warning", people=people),
                 None,
             )
             return

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from adsync.cli.args import when_text
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json, table, when
-from adsync.sync.dates import parse_day, parse_when
-from adsync.sync.reports import resolve_accounts
+from adsync.sync.dates import parse_when, spans_text
+from adsync.sync.reports import dates_between, resolve_accounts
 
 if TYPE_CHECKING:
     from adsync.sync.discovery import AccountsView
@@ -120,20 +121,33 @@ def _print_accounts(ctx: Context, view: AccountsView, changes: list[str]) -> Non
 def summary(ctx: Context) -> int:
     from adsync.sync.summary import summarize
 
+    start, end = parse_when(when_text(ctx), _today(ctx))
     services = ctx.services
-    start, end = parse_when(ctx.args.when, _today(ctx))
     scope = resolve_accounts(ctx.settings, services.store, services.tokens.granted_account_ids())
     s = summarize(services.store, start, end, scope)
     if ctx.json:
         print_json(s.to_json())
         return 0
+    if not s.synced:
+        # Nothing synced: zeros here would read as every account collapsing to −100 %.
+        ctx.say(f"Summary {s.label}: not synced yet — there are no figures for it.")
+        ctx.say(f"  → run `adsync sync {s.label}`")
+        return 0
     t = s.totals
     period = "the day before" if s.days == 1 else f"the {s.days} days before"
     ctx.say(f"Summary {s.label}  ({len(s.accounts)} accounts with data, {t.rows} rows)")
+    if s.not_synced:
+        missing = spans_text(s.not_synced)
+        ctx.say(
+            f"  ! not synced yet: {missing} ({len(s.not_synced)} of {s.days} days); the figures "
+            f"cover the other days → run `adsync sync {missing.split(', ')[0]}`"
+        )
+    compared = period if s.comparable else "the period before: not comparable, not all synced"
     ctx.say(
-        f"  spend ¥{_money(t.cost)} ({_pct(s.cost_change)} vs {period}) · shows {t.show_cnt:,} · "
-        f"clicks {t.click_cnt:,} · conversions {t.convert_cnt} ({_pct(s.convert_change)}) · "
-        f"cost/conversion ¥{_money(t.conversion_cost)} · group-buy leads {t.clue_cnt}"
+        f"  spend ¥{_money(t.cost)} ({_pct(s.cost_change)} vs {compared}) · "
+        f"shows {t.show_cnt:,} · clicks {t.click_cnt:,} · conversions {t.convert_cnt} "
+        f"({_pct(s.convert_change)}) · cost/conversion ¥{_money(t.conversion_cost)} · "
+        f"group-buy leads {t.clue_cnt}"
     )
     rows = [["account", "spend", "change", "conv", "cost/conv", "leads"]]
     for a in s.accounts:
@@ -148,15 +162,20 @@ def summary(ctx: Context) -> int:
             ]
         )
     table(rows, ctx.out)
+    for a in s.unsynced_accounts:
+        ctx.say(f"  · {a.name or a.id}: not synced yet for these dates")
     for a in s.silent_accounts:
         ctx.say(f"  · {a.name or a.id}: no rows")
     peak = max((p.cost for p in s.trend), default=Decimal(0)) or Decimal(1)
     ctx.say("7-day spend:")
     for p in s.trend:
+        if not p.synced:
+            ctx.say(f"  {p.day:%m-%d} {'':<20} not synced yet")
+            continue
         bar = "█" * int(20 * p.cost / peak)
         ctx.say(f"  {p.day:%m-%d} {bar:<20} ¥{_money(p.cost)}")
     if not t.rows:
-        ctx.say("no rows in the local copy for these dates — run `adsync sync` first")
+        ctx.say("no rows in the local copy for these dates: no account reported any")
     return 0
 
 
@@ -198,24 +217,36 @@ def fields(ctx: Context) -> int:
     return 0
 
 
+RECORDS_MAX_DAYS = 92  # a search of the Bitable per day range; a quarter at most at once
+
+
 def records(ctx: Context) -> int:
+    """A day's or a range's rows, each date read from its own table (rolling tables)."""
+    from collections import defaultdict
+
     from adsync.sync.routing import TableSet
 
-    day = (
-        parse_day(ctx.args.date, _today(ctx)) if ctx.args.date else _today(ctx) - timedelta(days=1)
-    )
+    start, end = parse_when(when_text(ctx), _today(ctx), max_days=RECORDS_MAX_DAYS)
+    days = dates_between(start, end)
     tables = TableSet(ctx.settings, ctx.services.store)
-    table_id = tables.where_dates([day])[day]  # the date's home table
+    live = tables.live()
+    by_table: dict[str, list[Any]] = defaultdict(list)
+    for day, table_id in tables.where_dates(days).items():  # each date's home table
+        if table_id is not None and table_id in live:
+            by_table[table_id].append(day)
     stored = []
-    if table_id is not None and table_id in tables.live():
+    for table_id, in_table in sorted(by_table.items()):
         sink = tables.sink(table_id)
         sink.prepare(create_missing=False)
-        stored = sink.read([day])
+        stored += sink.read(sorted(in_table))
+    label = str(start) if start == end else f"{start}..{end}"
     if ctx.json:
         print_json(
             {
-                "date": day.isoformat(),
-                "table_id": table_id,
+                "date": start.isoformat(),
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "tables": sorted(by_table),
                 "records": [
                     {
                         "record_id": r.record_id,
@@ -227,11 +258,12 @@ def records(ctx: Context) -> int:
             }
         )
         return 0
-    rows = [["account", "promotion", "spend", "shows", "clicks", "conv"]]
+    rows = [["date", "account", "promotion", "spend", "shows", "clicks", "conv"]]
     for r in sorted(stored, key=lambda r: r.key):
         v = r.values
         rows.append(
             [
+                r.key.split("|", 1)[0],
                 str(v.get("account_name") or v.get("account_id") or ""),
                 str(v.get("promotion_name") or v.get("promotion_id") or ""),
                 _money(v.get("cost")),
@@ -241,8 +273,8 @@ def records(ctx: Context) -> int:
             ]
         )
     table(rows, ctx.out)
-    where = f" in {tables.live().get(table_id, '')} ({table_id})" if table_id else ""
-    ctx.say(f"{len(stored)} records for {day}{where}")
+    where = ", ".join(f"{live.get(t, '')} ({t})" for t in sorted(by_table))
+    ctx.say(f"{len(stored)} records for {label}" + (f" in {where}" if where else ""))
     return 0
 
 
@@ -338,7 +370,7 @@ def tables(ctx: Context) -> int:
 def verify(ctx: Context) -> int:
     from adsync.sync.verify import verify as reconcile
 
-    start, end = parse_when(ctx.args.when, _today(ctx))
+    start, end = parse_when(when_text(ctx), _today(ctx))
     result = reconcile(ctx.services, start, end, fix=ctx.args.fix)
     if ctx.json:
         print_json(result.to_json())
@@ -375,13 +407,14 @@ def history(ctx: Context) -> int:
         print_json({"runs": found})
         return 0
     tz = ctx.settings.tz
-    rows = [["run", "started", "trigger", "dates", "status", "rows c/u/=", "error"]]
+    rows = [["run", "started", "trigger", "dates", "status", "rows c/u/=", "why"]]
     for r in found:
         dates = (
             str(r["date_from"])
             if r["date_from"] == r["date_to"]
             else f"{r['date_from']}..{r['date_to']}"
         )
+        why = r["why"]
         rows.append(
             [
                 str(r["id"]),
@@ -390,8 +423,13 @@ def history(ctx: Context) -> int:
                 dates,
                 r["status"],
                 f"{r['rows_created']}/{r['rows_updated']}/{r['rows_unchanged']}",
-                (r["error"] or "")[:50],
+                why if len(why) <= WHY_CHARS else why[: WHY_CHARS - 1] + "…",
             ]
         )
     table(rows, ctx.out)
+    if any(len(r["why"]) > WHY_CHARS for r in found):
+        ctx.say("(`adsync history --json` has every reason in full)")
     return 0
+
+
+WHY_CHARS = 100  # the why column on a terminal; --json has it whole

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json
+from adsync.sync.config import Settings
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded, ConfigError
 from adsync.sync.tables import period_of, table_name
 
@@ -16,7 +18,10 @@ from adsync.sync.tables import period_of, table_name
 def sandbox(ctx: Context) -> int:
     from adsync.sandbox.server import main as serve
 
-    return serve(["--port", str(ctx.args.port), "--seed", str(ctx.args.seed)])
+    argv = ["--port", str(ctx.args.port), "--seed", str(ctx.args.seed)]
+    if ctx.args.write_env:
+        argv += ["--write-env", ctx.args.write_env]
+    return serve(argv)
 
 
 @dataclass
@@ -26,6 +31,11 @@ class Check:
     detail: str
     fix: str = ""
     exit_code: int = 0
+    skipped: bool = False  # not run: an earlier check it depends on failed
+
+
+def _skipped(name: str, because: str) -> Check:
+    return Check(name, True, f"skipped: {because}", skipped=True)
 
 
 def _check(name: str, fn: Callable[[], str]) -> Check:
@@ -37,31 +47,83 @@ def _check(name: str, fn: Callable[[], str]) -> Check:
 
 def doctor_checks(ctx: Context) -> list[Check]:
     settings = ctx.settings
-    checks = [
-        _check(
-            "Ocean Engine app",
-            lambda: (
-                settings.require("OCEANENGINE_APP_ID", "OCEANENGINE_APP_SECRET")
-                or f"app {settings.oceanengine_app_id}, API {settings.oceanengine_api_base}"
-            ),
+    checks = []
+    if settings.unknown:
+        checks.append(
+            Check(
+                "settings",
+                False,
+                "; ".join(settings.unknown),
+                "rename or remove them (.env.example lists every setting)",
+                2,
+            )
+        )
+    app = _check(
+        "Ocean Engine app",
+        lambda: (
+            settings.require("OCEANENGINE_APP_ID", "OCEANENGINE_APP_SECRET")
+            or f"app {settings.oceanengine_app_id}, API {settings.oceanengine_api_base}"
         ),
+    )
+    checks.append(app)
+    checks.append(
         _check(
             "redirect URI",
             lambda: (
                 settings.require("OCEANENGINE_REDIRECT_URI")
                 or str(settings.oceanengine_redirect_uri)
             ),
-        ),
-        _check("database", lambda: ctx.services.store.check()),
-    ]
-    if not checks[-1].ok:
-        return checks
-    checks.append(_check("Ocean Engine reachable", lambda: _reachable(ctx)))
-    checks.append(_check("token", lambda: _token(ctx)))
-    if checks[-1].ok:
-        checks.append(_check("accounts", lambda: _accounts(ctx)))
+        )
+    )
+    if not app.ok:
+        # Nothing at the platform can be checked without the app, and retrying it would only
+        # cost seconds; nor is a database (./data) created for a configuration not there.
+        checks.append(_check("database", lambda: _database_untouched(settings)))
+        because = "set the Ocean Engine app first"
+        checks.append(_skipped("Ocean Engine reachable", because))
+        checks.append(_skipped("token", because))
+        checks.append(_skipped("accounts", because))
+    else:
+        checks.append(_check("database", lambda: ctx.services.store.check()))
+        if not checks[-1].ok:
+            return checks
+        checks.append(_check("Ocean Engine reachable", lambda: _reachable(ctx)))
+        checks.append(_check("token", lambda: _token(ctx)))
+        if checks[-1].ok:
+            checks.append(_check("accounts", lambda: _accounts(ctx)))
     checks.extend(_feishu_checks(ctx))
+    checks.append(_admins(ctx))
     return checks
+
+
+def _database_untouched(settings: Settings) -> str:
+    """The database, looked at without creating it (the configuration is incomplete)."""
+    from sqlalchemy.engine import make_url
+
+    from adsync.sync.store import Store
+
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return f"{url.database} does not exist yet; the first command that needs it creates it"
+    store = Store(settings.db_url)
+    try:
+        return store.check()
+    finally:
+        store.dispose()
+
+
+def _admins(ctx: Context) -> Check:
+    """Who may change things and authorize from chat (not a failure: a setting to decide)."""
+    admins = ctx.settings.admins
+    if admins:
+        return Check("admins", True, f"{len(admins)} admin(s) may sync, refresh and authorize")
+    return Check(
+        "admins",
+        True,
+        "ADSYNC_ADMINS is not set: everyone in the chats may sync and refresh, and chat hands "
+        "out no authorization links (only `adsync auth url` does) — set ADSYNC_ADMINS to the "
+        "admins' open_ids (ou_…)",
+    )
 
 
 def _feishu_checks(ctx: Context) -> list[Check]:
@@ -75,15 +137,25 @@ def _feishu_checks(ctx: Context) -> list[Check]:
         ),
     )
     table = _check("Bitable configured", lambda: _configured(settings))
-    checks = [app, table]
+    checks = [app, _check("Feishu event keys", lambda: _event_keys(settings))]
+    if app.ok:
+        checks.append(_check("Feishu bot", lambda: _bot_identity(settings)))
+    checks.append(table)
     if app.ok and table.ok:
         from adsync.sync.routing import TableSet  # imports lark-oapi: only when configured
 
         base = TableSet(settings, ctx.services.store)
         tables = _check("Bitable tables", lambda: _tables(base))
         checks.append(tables)
-        current = _current(base)
-        if current is None:
+        try:
+            current = _current(base)
+        except AdsyncError as exc:  # the Base did not answer: said by the tables check
+            current = ""
+            if tables.ok:
+                checks.append(Check("Bitable fields", False, exc.message, exc.hint, 1))
+        if current == "":
+            pass
+        elif current is None:
             name = table_name(
                 settings.table_name, period_of(_today(settings), settings.table_roll), 1
             )
@@ -101,15 +173,18 @@ def _feishu_checks(ctx: Context) -> list[Check]:
             checks.append(fields)
             if fields.ok:
                 checks.append(_check("Bitable writable", lambda: _writable(sink)))
-    checks.append(
-        _check(
-            "report chats",
-            lambda: (
-                settings.require("FEISHU_REPORT_CHAT_IDS")
-                or f"{len(settings.feishu_report_chat_ids)} chat(s) get the daily report and alerts"
-            ),
-        )
+    chats = _check(
+        "report chats",
+        lambda: (
+            settings.require("FEISHU_REPORT_CHAT_IDS")
+            or f"{len(settings.feishu_report_chat_ids)} chat(s) get the daily report and alerts"
+        ),
     )
+    checks.append(chats)
+    if chats.ok and app.ok:
+        checks.extend(_membership_checks(settings))
+    elif chats.ok:
+        checks.append(_skipped("bot in the report chats", "set the Feishu app first"))
     if settings.feishu_alert_webhook_url is None:
         checks.append(
             Check(
@@ -121,6 +196,60 @@ def _feishu_checks(ctx: Context) -> list[Check]:
     else:
         checks.append(Check("alert webhook", True, "set: alerts fall back to it if the bot fails"))
     return checks
+
+
+def _membership_checks(settings: Settings) -> list[Check]:
+    """One check per report chat: the bot must be in it, or every report to it fails (230002)."""
+    from adsync.sync.chats import memberships
+    from adsync.sync.feishu import FeishuCaller, make_client
+
+    # Two tries, short waits: a doctor answers in seconds, not after a retry ladder.
+    caller = FeishuCaller(make_client(settings), attempts=2, base_delay=0.2)
+    checks = []
+    for m in memberships(caller, settings.feishu_report_chat_ids):
+        name = f"bot in {m.chat_id}"
+        if m.member:
+            checks.append(
+                Check(name, True, "the bot is a member: reports and alerts can be posted")
+            )
+        elif m.member is False:
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    "the bot is not a member of this chat: reports and alerts to it would fail",
+                    "open the group → settings → Bots → Add bot → this app; or remove the chat "
+                    "from FEISHU_REPORT_CHAT_IDS",
+                    1,
+                )
+            )
+        else:
+            checks.append(Check(name, False, m.problem, m.fix, 1))
+    return checks
+
+
+def _event_keys(settings: Settings) -> str:
+    """The webhook opens only with the Encrypt Key (signatures); the token is a second check."""
+    from adsync.bot.gate import webhook_key_problem
+
+    problem = webhook_key_problem(settings)
+    if problem is not None:
+        raise problem
+    if not settings.feishu_verification_token:
+        return (
+            "FEISHU_ENCRYPT_KEY set: events are signed and encrypted; FEISHU_VERIFICATION_TOKEN "
+            "is not set (recommended: each event's token is then checked too)"
+        )
+    return "FEISHU_ENCRYPT_KEY and FEISHU_VERIFICATION_TOKEN set: events are signed and checked"
+
+
+def _bot_identity(settings: Settings) -> str:
+    """The bot's own open_id: group messages count only when they @-mention it."""
+    from adsync.bot.intake import BotIdentity
+    from adsync.sync.feishu import FeishuCaller, make_client
+
+    caller = FeishuCaller(make_client(settings, timeout=10.0), attempts=2, base_delay=0.2)
+    return f"its open_id is {BotIdentity(caller).fetch()} (@-mentions of it are commands)"
 
 
 def _today(settings: Any) -> date:
@@ -327,8 +456,14 @@ def doctor(ctx: Context) -> int:
         print_json({"ok": worst == 0, "checks": [c.__dict__ for c in checks]})
         return worst
     for c in checks:
-        ctx.say(f"{'✓' if c.ok else '✗'} {c.name}: {c.detail}")
+        mark = "·" if c.skipped else "✓" if c.ok else "✗"
+        ctx.say(f"{mark} {c.name}: {c.detail}")
         if not c.ok and c.fix:
             ctx.say(f"    fix: {c.fix}")
-    ctx.say("all checks passed" if worst == 0 else "some checks failed; fix them from the top")
+    if worst:
+        ctx.say("some checks failed; fix them from the top")
+    elif any(c.skipped for c in checks):
+        ctx.say("no check failed, but some were skipped")
+    else:
+        ctx.say("all checks passed")
     return worst

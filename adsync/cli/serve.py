@@ -22,29 +22,33 @@ def chat(ctx: Context) -> int:
 def serve(ctx: Context) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from adsync.bot.gate import webhook_key_problem
+
     settings = ctx.settings
     settings.require("FEISHU_APP_ID", "FEISHU_APP_SECRET")
     port = ctx.args.port or settings.port
     use_ws = bool(ctx.args.ws)
     use_clock = not ctx.args.no_clock
+    if not use_ws:
+        problem = webhook_key_problem(settings)
+        if problem is not None:  # an open webhook would run anyone's events
+            raise problem
 
     class AdsyncServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
+            from adsync.bot import gunicorn_conf
+
+            # The Procfile's settings (one place), then what this command line decides.
+            for name, value in gunicorn_conf.settings().items():
+                self.cfg.set(name, value)
             self.cfg.set("bind", f"0.0.0.0:{port}")
-            # One worker process with threads: the background lanes, the long connection and
-            # the scheduler live in it; more processes are safe (leases, dedup in the database)
-            # but buy nothing for a bot this size.
             self.cfg.set("workers", ctx.args.workers)
-            self.cfg.set("threads", 8)
-            self.cfg.set("timeout", 60)
-            self.cfg.set("graceful_timeout", 30)
-            self.cfg.set("accesslog", "-")
             self.cfg.set("post_worker_init", _start_background(use_ws, use_clock))
 
         def load(self) -> Any:
             from adsync.bot.app import create_app
 
-            return create_app(settings)
+            return create_app(settings, webhook=not use_ws)
 
     AdsyncServer().run()
     return 0

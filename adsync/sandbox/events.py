@@ -17,11 +17,14 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from Crypto.Cipher import AES  # pycryptodome, which lark-oapi depends on as well
+
+from adsync.sandbox.feishu import BOT_NAME, BOT_OPEN_ID
 
 RETRY_LADDER = (15.0, 300.0, 3600.0, 21600.0)  # seconds after the first attempt, per the docs
 
@@ -39,11 +42,13 @@ def sign(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
     return hashlib.sha256((timestamp + nonce + encrypt_key).encode("utf-8") + body).hexdigest()
 
 
-def _header(event_type: str, token: str, event_id: str | None = None) -> dict[str, Any]:
+def _header(
+    event_type: str, token: str, event_id: str | None = None, create_time_ms: int | None = None
+) -> dict[str, Any]:
     return {
-        "event_id": event_id or uuid.uuid4().hex,
+        "event_id": uuid.uuid4().hex if event_id is None else event_id,
         "token": token,
-        "create_time": str(int(time.time() * 1000)),
+        "create_time": str(int(time.time() * 1000) if create_time_ms is None else create_time_ms),
         "event_type": event_type,
         "tenant_key": "sandbox_tenant",
         "app_id": "cli_sandbox_app",
@@ -58,22 +63,32 @@ def message_event(
     user_id: str = "ou_sandbox_user",
     chat_type: str = "group",
     mention_bot: bool = True,
+    mention_others: Sequence[tuple[str, str]] = (),
     message_id: str | None = None,
     event_id: str | None = None,
     create_time_ms: int | None = None,
 ) -> dict[str, Any]:
-    """An ``im.message.receive_v1`` event as the platform sends it (v2.0 schema)."""
+    """An ``im.message.receive_v1`` event as the platform sends it (v2.0 schema).
+
+    ``mention_others`` are (name, open_id) of people @-mentioned before the bot; every
+    mention is a ``@_user_N`` placeholder in the text and an entry of ``mentions`` with the
+    mentioned open_id — the bot's own (``BOT_OPEN_ID``) when ``mention_bot``."""
+    mentioned = [*mention_others, *([(BOT_NAME, BOT_OPEN_ID)] if mention_bot else [])]
     mentions = []
-    if mention_bot:
-        text = f"@_user_1 {text}"
-        mentions = [
+    keys = []
+    for n, (name, open_id) in enumerate(mentioned, start=1):
+        key = f"@_user_{n}"
+        keys.append(key)
+        mentions.append(
             {
-                "key": "@_user_1",
-                "id": {"open_id": "ou_adsync_bot", "union_id": "on_adsync_bot", "user_id": ""},
-                "name": "adsync",
+                "key": key,
+                "id": {"open_id": open_id, "union_id": "on_" + open_id[3:], "user_id": ""},
+                "name": name,
                 "tenant_key": "sandbox_tenant",
             }
-        ]
+        )
+    if keys:
+        text = " ".join(keys) + " " + text
     created = str(create_time_ms if create_time_ms is not None else int(time.time() * 1000))
     return {
         "schema": "2.0",
@@ -106,10 +121,13 @@ def card_action_event(
     chat_id: str = "oc_sandbox_reports",
     message_id: str = "om_card",
     event_id: str | None = None,
+    create_time_ms: int | None = None,
 ) -> dict[str, Any]:
+    """A ``card.action.trigger`` callback (a button press). ``event_id=""`` leaves the id
+    empty; ``create_time_ms`` dates the header (now by default)."""
     return {
         "schema": "2.0",
-        "header": _header("card.action.trigger", token, event_id),
+        "header": _header("card.action.trigger", token, event_id, create_time_ms),
         "event": {
             "operator": {"open_id": user_id, "union_id": f"on_{user_id}", "tenant_key": "t"},
             "token": "c-" + secrets.token_hex(8),
@@ -140,20 +158,28 @@ class Delivery:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def seal(event: dict[str, Any], encrypt_key: str, *, signed: bool = True) -> Delivery:
-    """Encrypt (and sign) ``event`` as the platform does; no key means plaintext."""
+def seal(
+    event: dict[str, Any],
+    encrypt_key: str,
+    *,
+    signed: bool = True,
+    timestamp: int | None = None,
+) -> Delivery:
+    """Encrypt (and sign) ``event`` as the platform does; no key means plaintext.
+    ``timestamp`` (epoch seconds, signed with the body) defaults to now."""
     plaintext = json.dumps(event, ensure_ascii=False)
     if not encrypt_key:
         return Delivery(plaintext.encode("utf-8"), {"Content-Type": "application/json"})
     body = json.dumps({"encrypt": encrypt(plaintext, encrypt_key)}).encode("utf-8")
     headers = {"Content-Type": "application/json; charset=utf-8"}
     if signed and event.get("type") != "url_verification":  # the challenge is never signed
-        timestamp, nonce = str(int(time.time())), secrets.token_hex(8)
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        nonce = secrets.token_hex(8)
         headers.update(
             {
-                "X-Lark-Request-Timestamp": timestamp,
+                "X-Lark-Request-Timestamp": stamp,
                 "X-Lark-Request-Nonce": nonce,
-                "X-Lark-Signature": sign(timestamp, nonce, encrypt_key, body),
+                "X-Lark-Signature": sign(stamp, nonce, encrypt_key, body),
             }
         )
     return Delivery(body, headers)

@@ -20,10 +20,13 @@ Simulated (all under ``/open-apis``):
   POST  .../records/batch_create | batch_update | batch_delete
   GET   .../records  and  .../records/:record_id
   POST  /im/v1/messages?receive_id_type=...
+  GET   /im/v1/chats/:chat_id/members/is_in_chat         (is the bot in this chat?)
   POST  /im/v1/messages/:message_id/reply
   PATCH /im/v1/messages/:message_id
   POST  /interactive/v1/card/update                      (delayed card update)
   POST  /bot/v2/hook/:hook_id                            (custom bot, no tenant token)
+  GET   /bot/v3/info                                     (the bot's own identity)
+  GET   /im/v1/chats/:chat_id                            (chat info: chat_mode p2p/group)
 
 Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
   GET  /messages?chat_id=            every IM message with parsed content and versions
@@ -32,7 +35,7 @@ Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
   GET  /tables/<app_token>           the Base's tables: {tables: [{table_id, name, records}]}
   POST /tables                       create/replace a table (layout + records; "max_rows":
                                      this table's own row limit, else the max_rows option)
-  POST /chats                        {chat_id, name?, bot_member}
+  POST /chats                        {chat_id, name?, bot_member, chat_mode?: group|topic|p2p, dissolved?}
   POST /hooks                        {hook_id?, secret?} -> {hook_id, path, url}
   GET  /hooks/<hook_id>/messages
   POST /card_token                   {message_id} -> {token}
@@ -227,6 +230,8 @@ CODE_MESSAGES: dict[int, str] = {
     1255002: "RpcError",
     1255040: "Request timed out, please try again later",
     230002: "Bot/User can NOT be out of the chat.",
+    232006: "Your request specifies a chat_id which is invalid.",
+    232009: "Your request specifies a chat which has already been dissolved.",
     230020: "This operation triggers the frequency limit.",
     11232: "frequency limited",
     11233: "frequency limited",
@@ -241,6 +246,11 @@ GATEWAY_LIMIT_CODES = frozenset({99991400, 1254290})
 # The option ``im_limits`` overrides them by name (0 turns one off).
 IM_LIMITS = {"app_per_second": 50, "app_per_minute": 1000, "chat_per_second": 5,
              "message_per_second": 5}  # fmt: skip
+# The sandbox app's bot, as GET /open-apis/bot/v3/info names it. Events that @-mention the bot
+# carry this open_id (``adsync.sandbox.events``); open_ids are "ou_" + 32 hex digits.
+BOT_OPEN_ID = "ou_5ad0c0bd1e2a4f6b8c3d7e9f01a2b3c4"
+BOT_NAME = "adsync"
+CHAT_MODES = frozenset({"group", "topic", "p2p"})  # GET /im/v1/chats/:chat_id's chat_mode
 
 
 def http_status_for(code: int) -> int:
@@ -323,6 +333,8 @@ class Options:
     write_hold_ms: float = 20.0
     token_lifetime: int = 7200
     im_limits: dict[str, int] = field(default_factory=dict)  # overrides of IM_LIMITS
+    bot_open_id: str = BOT_OPEN_ID
+    bot_name: str = BOT_NAME
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Options:
@@ -549,7 +561,8 @@ class Chat:
     chat_id: str
     name: str
     bot_member: bool
-    chat_type: str = "group"
+    chat_type: str = "group"  # the platform's chat_mode: group | topic | p2p
+    dissolved: bool = False  # a group that was disbanded: its id answers 232009
 
 
 @dataclass
@@ -874,7 +887,16 @@ class FeishuSandbox:
         chat_id = spec.get("chat_id")
         if not isinstance(chat_id, str) or not chat_id:
             raise ControlError("chat needs chat_id")
-        chat = Chat(chat_id, str(spec.get("name") or chat_id), bool(spec.get("bot_member", True)))
+        mode = spec.get("chat_mode", "group")
+        if mode not in CHAT_MODES:
+            raise ControlError(f"chat_mode must be one of {sorted(CHAT_MODES)}")
+        chat = Chat(
+            chat_id,
+            str(spec.get("name") or chat_id),
+            bool(spec.get("bot_member", True)),
+            mode,
+            dissolved=bool(spec.get("dissolved", False)),
+        )
         self._chats[chat_id] = chat
         return chat
 
@@ -905,8 +927,16 @@ class FeishuSandbox:
             ("POST", "/open-apis/im/v1/messages", self._create_message, True),
             ("POST", "/open-apis/im/v1/messages/<message_id>/reply", self._reply_message, True),
             ("PATCH", "/open-apis/im/v1/messages/<message_id>", self._patch_message, True),
+            (
+                "GET",
+                "/open-apis/im/v1/chats/<chat_id>/members/is_in_chat",
+                self._is_in_chat,
+                True,
+            ),
             ("POST", "/open-apis/interactive/v1/card/update", self._delayed_card_update, True),
             ("POST", "/open-apis/bot/v2/hook/<hook_id>", self._hook, False),
+            ("GET", "/open-apis/bot/v3/info", self._bot_info, True),
+            ("GET", "/open-apis/im/v1/chats/<chat_id>", self._get_chat, True),
         ]
         for method, rule, handler, auth in routes:
             app.add_url_rule(
@@ -1857,6 +1887,21 @@ class FeishuSandbox:
             self._new_version(self._messages[entry.message_id], content, "card_update")
             return {}
 
+    def _is_in_chat(self, chat_id: str) -> dict[str, Any]:
+        """Is the caller (with a tenant token: the bot) a member of ``chat_id``?
+
+        The platform's contract (open.feishu.cn → server-docs/group/chat-member/is_in_chat;
+        lark-oapi 1.7.5 ``IsInChatChatMembersRequest`` / ``...ResponseBody.is_in_chat``): a chat
+        the bot is not in is an answer (``is_in_chat: false``), not an error; an id that names
+        no chat is 232006, a dissolved group 232009 (both HTTP 400)."""
+        with self._lock:
+            chat = self._chats.get(chat_id)
+            if chat is None:
+                raise ApiError(232006, CODE_MESSAGES[232006])
+            if chat.dissolved:
+                raise ApiError(232009, CODE_MESSAGES[232009])
+            return {"is_in_chat": chat.bot_member}
+
     # ---- IM helpers ------------------------------------------------------------------------
 
     def _im_app_limit(self, api: str) -> None:
@@ -1992,6 +2037,69 @@ class FeishuSandbox:
             }
         )
         self._counters["messages_patched"] += 1
+
+    # ========================================================================================
+    # Bot identity and chat info
+    # ========================================================================================
+
+    def _bot_info(self) -> Reply:
+        """``GET /open-apis/bot/v3/info``: unlike most APIs, ``bot`` sits at the top level of
+        the answer, not under ``data`` (the platform's response table; lark-oapi 1.7.5 has no
+        model for it and reads it raw, ``lark_oapi/channel/bot_identity.py``)."""
+        with self._lock:
+            bot = {
+                "activate_status": 2,  # 2: activated
+                "app_name": self._opts.bot_name,
+                "avatar_url": "https://s1-imfile.feishucdn.com/static-resource/v1/sandbox-bot",
+                "ip_white_list": [],
+                "open_id": self._opts.bot_open_id,
+            }
+        return Reply({"code": 0, "msg": "ok", "bot": bot})
+
+    def _get_chat(self, chat_id: str) -> dict[str, Any]:
+        """``GET /open-apis/im/v1/chats/:chat_id`` (im-v1 chat/get). ``chat_mode`` is group,
+        topic or p2p; a p2p chat carries no owner, permissions or ``chat_type``; a chat the bot
+        is not in answers only its basic information (name, avatar), as the platform's notes
+        say; an unknown id is 232006."""
+        self._check_user_id_type()
+        with self._lock:
+            chat = self._chats.get(chat_id)
+            if chat is None:
+                raise ApiError(232006, "Your request specifies a chat_id which is invalid.")
+            basic: dict[str, Any] = {
+                "avatar": "https://p3-lark-file.byteimg.com/img/sandbox-chat-avatar.jpg",
+                "name": chat.name,
+                "description": "",
+                "i18n_names": {"zh_cn": chat.name, "en_us": chat.name, "ja_jp": ""},
+            }
+            if not chat.bot_member:
+                return basic
+            info = {
+                **basic,
+                "edit_permission": "all_members",
+                "chat_mode": chat.chat_type,
+                "external": False,
+                "tenant_key": TENANT_KEY,
+                "user_count": "1" if chat.chat_type == "p2p" else "5",
+                "bot_count": "1",
+                "chat_status": "normal",
+            }
+            if chat.chat_type != "p2p":
+                info.update(
+                    {
+                        "add_member_permission": "all_members",
+                        "share_card_permission": "allowed",
+                        "at_all_permission": "all_members",
+                        "owner_id_type": request.args.get("user_id_type", "open_id"),
+                        "owner_id": "ou_" + hashlib.md5(chat_id.encode()).hexdigest(),
+                        "chat_type": "private",
+                        "chat_tag": "inner",
+                        "group_message_type": "chat" if chat.chat_type == "group" else "thread",
+                        "membership_approval": "no_approval_required",
+                        "moderation_permission": "all_members",
+                    }
+                )
+            return info
 
     # ========================================================================================
     # Custom bot webhook
@@ -2173,7 +2281,15 @@ class FeishuSandbox:
         spec = self._control_body()
         with self._lock:
             chat = self._add_chat(spec)
-        return {"ok": True, "chat": {"chat_id": chat.chat_id, "bot_member": chat.bot_member}}
+        return {
+            "ok": True,
+            "chat": {
+                "chat_id": chat.chat_id,
+                "bot_member": chat.bot_member,
+                "chat_mode": chat.chat_type,
+                "dissolved": chat.dissolved,
+            },
+        }
 
     def _ctl_hook(self) -> dict[str, Any]:
         spec = self._control_body()

@@ -27,11 +27,20 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from adsync.sync import discovery, localcopy
+from adsync.sync.causes import cause_of, causes_line, collapse, group
+from adsync.sync.dates import check_reportable
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.leases import Busy, holding
 from adsync.sync.oceanengine import TransientError
 from adsync.sync.recovery import INTERRUPTED, RUN_LEASE_TTL, recover_after_crash, run_lease
-from adsync.sync.reports import Account, ReportRow, dates_between, fetch_rows, resolve_accounts
+from adsync.sync.reports import (
+    Account,
+    ReportRow,
+    dates_between,
+    fetch_rows,
+    report_today,
+    resolve_accounts,
+)
 from adsync.sync.services import Services
 from adsync.sync.store import (
     BACKGROUND_WAIT_SECONDS,
@@ -99,7 +108,8 @@ class RunResult:
     account_changes: list[str] = field(default_factory=list)
     error: str = ""
     hint: str = ""
-    auth_url: str = ""
+    auth_url: str = ""  # set by the CLI, which may show a link; never by the run itself
+    needs_authorization: bool = False
     # Rolling tables: tables started, found or recreated by this run, and when the table new
     # days go into is expected to fill (facts; the bot side tells the group).
     table_events: list[TableEvent] = field(default_factory=list)
@@ -117,7 +127,7 @@ class RunResult:
     def exit_code(self) -> int:
         if self.status == "ok":
             return 0
-        return 3 if self.auth_url else 1
+        return 3 if self.needs_authorization or self.auth_url else 1
 
     @property
     def dates(self) -> str:
@@ -150,6 +160,8 @@ class Runner:
         self.settings = services.settings
         self.store = services.store
         self._progress = progress or (lambda _p: None)
+        self._seen: set[type[BaseException]] = set()
+        self._seen_lock = threading.Lock()
 
     def _tables(self) -> TableSet:
         from adsync.sync.routing import TableSet  # imports lark-oapi: only when writing
@@ -169,6 +181,9 @@ class Runner:
         """Sync ``start..end``. ``wait``: seconds to wait for an overlapping run (0 = answer
         "already running" at once). Never raises for a failed account or write: the result
         says what failed."""
+        # Dates the platform refuses fail every account alike: refused here, before the ledger
+        # (DateError, exit code 2), with the limit, not as N failed accounts and "run it again".
+        check_reportable(start, report_today())
         started = time.monotonic()
         result = RunResult(start, end, trigger)
         account_filter = ",".join(account_ids)[:32] if account_ids else None
@@ -200,10 +215,12 @@ class Runner:
             result.error, result.hint = exc.message, exc.hint
         except AdsyncError as exc:
             self._fail(result, exc, started)
-        except Exception as exc:  # noqa: BLE001 - the ledger must record every ending
+        except Exception:  # noqa: BLE001 - the ledger must record every ending
+            # The ledger and the cards get no exception text (it can carry values, e.g. a
+            # database error's statement); the log has it, through the redactor.
             log.exception("run %s crashed", result.run_id)
             result.status = FAILED
-            result.error = f"unexpected error: {type(exc).__name__}: {exc}"
+            result.error = "an unexpected error stopped the run (the details are in adsync's log)"
         except KeyboardInterrupt:  # Ctrl-C on `adsync sync`: say so in the ledger, then stop
             result.status = INTERRUPTED
             result.error = "interrupted: stopped by the operator (Ctrl-C); sync these dates again"
@@ -211,9 +228,30 @@ class Runner:
             self._close_ledger(result)
             raise
         result.seconds = round(time.monotonic() - started, 3)
+        result.warnings = collapse(result.warnings)
+        self._log_causes(result)
         self._close_ledger(result)
         self._progress(Progress(len(result.accounts), len(scope), result.rows, stage="done"))
         return result
+
+    @staticmethod
+    def _log_causes(result: RunResult) -> None:
+        """One log line per cause of failure with its count (the retries before it are DEBUG):
+        an outage is one WARNING, not one per account and attempt."""
+        failed = result.failed
+        # On the command line the same lines are printed as the result; the log keeps them.
+        level = logging.INFO if result.trigger in ("cli", "demo") else logging.WARNING
+        for cause in group((a.account_id, a.reason) for a in failed):
+            shown = ", ".join(cause.labels[:5]) + (" …" if cause.count > 5 else "")
+            log.log(
+                level,
+                "run %s: %d of %d accounts failed: %s (%s)",
+                result.run_id,
+                cause.count,
+                len(result.accounts),
+                cause.text,
+                shown,
+            )
 
     # -- the steps ----------------------------------------------------------------------------
 
@@ -346,11 +384,22 @@ class Runner:
         try:
             fetched = fetch_rows(self.services.api(client), account, start, end)
         except AdsyncError as exc:
-            res = AccountResult(account.id, account.name, FAILED, exc.message)
+            res = AccountResult(account.id, account.name, FAILED, exc.public_message)
             return self._timed(res, client, began), [], exc
         except Exception as exc:  # noqa: BLE001 - one account's surprise must not stop the others
-            log.exception("account %s failed unexpectedly", account.id)
-            res = AccountResult(account.id, account.name, FAILED, f"{type(exc).__name__}: {exc}")
+            # One traceback per kind of surprise in a run (in the log, never in a card: its
+            # text may carry internals); the summary line counts them all.
+            with self._seen_lock:
+                first = type(exc) not in self._seen
+                self._seen.add(type(exc))
+            log.log(
+                logging.ERROR if first else logging.DEBUG,
+                "account %s failed unexpectedly",
+                account.id,
+                exc_info=True,
+            )
+            reason = "an unexpected error (the details are in adsync's log)"
+            res = AccountResult(account.id, account.name, FAILED, reason)
             return self._timed(res, client, began), [], exc
         finally:
             client.close()
@@ -375,9 +424,12 @@ class Runner:
 
     def _fail(self, result: RunResult, exc: AdsyncError, started: float) -> RunResult:
         result.status = FAILED
-        result.error, result.hint = exc.message, exc.hint
+        # What the ledger and the cards may say (a StoreError's message names the database).
+        result.error, result.hint = exc.public_message, exc.public_hint
+        if exc.public_message != exc.message:
+            log.error("run %s failed: %s", result.run_id, exc.message)
         if isinstance(exc, AuthorizationNeeded):
-            result.auth_url = exc.auth_url
+            result.needs_authorization = True
         result.seconds = round(time.monotonic() - started, 3)
         return result
 
@@ -563,10 +615,46 @@ class _Writer:
 
 
 def recent_runs(services: Services, limit: int = 10) -> list[dict[str, Any]]:
-    found = services.store.read(
-        lambda conn: conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
-    )
-    return [dict(r._mapping) for r in found]
+    """The last ``limit`` runs, newest first, each with why it failed or was partial:
+    ``failures`` (account, reason), ``causes`` (one per cause, with its count) and ``why``,
+    one line: the run's error, then "3 accounts: 40002 no permission … (2), … (1)"."""
+
+    def read(conn: Connection) -> tuple[list[dict[str, Any]], list[Any]]:
+        found = [
+            dict(r._mapping)
+            for r in conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit))
+        ]
+        ids = [r["id"] for r in found]
+        failed = []
+        if ids:
+            query = (
+                select(run_accounts.c.run_id, run_accounts.c.account_id, run_accounts.c.reason)
+                .where(run_accounts.c.run_id.in_(ids), run_accounts.c.status == FAILED)
+                .order_by(run_accounts.c.id)
+            )
+            failed = list(conn.execute(query))
+        return found, failed
+
+    found, failed_rows = services.store.read(read)
+    failures: dict[int, list[tuple[str, str]]] = {r["id"]: [] for r in found}
+    for run_id, account_id, reason in failed_rows:
+        failures[run_id].append((account_id, reason or ""))
+    for run in found:
+        failed = failures[run["id"]]
+        causes = group(failed)
+        run["failures"] = [{"account_id": a, "reason": r} for a, r in failed]
+        run["causes"] = [
+            {"cause": c.short, "count": c.count, "reason": c.text, "fix": c.fix} for c in causes
+        ]
+        parts = [cause_of(run["error"])[0]] if run["error"] else []
+        line = causes_line([r for _a, r in failed])
+        # A run killed by one cause lists its accounts under it: say it once, not twice.
+        if line and not (len(causes) == 1 and parts and parts[0] == causes[0].short):
+            parts.append(line)
+        elif line:
+            parts = [line]
+        run["why"] = "; ".join(parts)
+    return found
 
 
 __all__ = [

@@ -91,7 +91,7 @@ def doctor_checks(ctx: Context) -> list[Check]:
         checks.append(_check("token", lambda: _token(ctx)))
         if checks[-1].ok:
             checks.append(_check("accounts", lambda: _accounts(ctx)))
-    checks.extend(_feishu_checks(ctx))
+    checks.extend(_feishu_checks(ctx, with_store=app.ok))
     checks.append(_admins(ctx))
     return checks
 
@@ -126,8 +126,9 @@ def _admins(ctx: Context) -> Check:
     )
 
 
-def _feishu_checks(ctx: Context) -> list[Check]:
-    """Feishu app, Bitable reachable and writable, fields, report chats, alert webhook."""
+def _feishu_checks(ctx: Context, with_store: bool = True) -> list[Check]:
+    """Feishu app, Bitable reachable and writable, fields, report chats, alert webhook.
+    ``with_store``: the database may be opened (the table registry is there)."""
     settings = ctx.settings
     app = _check(
         "Feishu app",
@@ -141,7 +142,19 @@ def _feishu_checks(ctx: Context) -> list[Check]:
     if app.ok:
         checks.append(_check("Feishu bot", lambda: _bot_identity(settings)))
     checks.append(table)
-    if app.ok and table.ok:
+    if app.ok and table.ok and not with_store:
+        checks.append(
+            _skipped("Bitable tables", "set the Ocean Engine app first (the registry is local)")
+        )
+        if settings.feishu_bitable_table_id:
+            from adsync.sync.bitable import BitableSink  # imports lark-oapi: only when set
+
+            sink = BitableSink(settings)
+            fields = _check("Bitable fields", lambda: _fields(sink))
+            checks.append(fields)
+            if fields.ok:
+                checks.append(_check("Bitable writable", lambda: _writable(sink)))
+    elif app.ok and table.ok:
         from adsync.sync.routing import TableSet  # imports lark-oapi: only when configured
 
         base = TableSet(settings, ctx.services.store)

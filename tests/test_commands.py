@@ -42,6 +42,7 @@ from adsync.bot.commands import (
     spec_for,
 )
 from adsync.sync.config import Settings
+from adsync.sync.dates import REPORT_WINDOW_DAYS
 
 TODAY = date(2026, 2, 15)
 YESTERDAY = TODAY - timedelta(days=1)
@@ -733,6 +734,11 @@ def test_round_trip_single_day(today: date, back: int, data: st.DataObject) -> N
     day = today - timedelta(days=back)
     form = data.draw(st.sampled_from(_forms(day, today)))
     command = data.draw(st.sampled_from(["summary", "汇总", "sync", "同步", "verify", "校验"]))
+    if command in ("sync", "同步") and back > REPORT_WINDOW_DAYS:
+        with pytest.raises(UsageError) as refused:  # the platform's window, said once
+            parse(f"{command} {form}", today)
+        assert str(today - timedelta(days=REPORT_WINDOW_DAYS)) in refused.value.message
+        return
     got = parse(f"{command} {form}", today)
     assert isinstance(got, (Summary, Sync, Verify))
     assert (got.start, got.end) == (day, day), form
@@ -774,6 +780,8 @@ def test_any_range_parses_in_order_or_is_refused(today: date, a: int, b: int, cm
     first, second = today - timedelta(days=a), today - timedelta(days=b)
     limit = SYNC_MAX_DAYS if cmd == "sync" else SUMMARY_MAX_DAYS
     ok = first <= second <= today and (second - first).days + 1 <= limit
+    if cmd == "sync":
+        ok = ok and a <= REPORT_WINDOW_DAYS
     try:
         got = parse(f"{cmd} {first}..{second}", today)
     except UsageError:

@@ -886,3 +886,35 @@ def test_requests_route_shows_parameter_names_never_values(oe: OE) -> None:
         "access_token_header": False,
     }
     assert tokens["access_token"] not in json.dumps(seen)
+
+
+def test_user_info_is_strict_about_its_token_and_answers_the_sdk_fields(oe: OE) -> None:
+    """GET /open_api/2/user/info/ (official SDK UserInfoV2Api: Access-Token header, no
+    parameters): the cheap call `token status --check` makes."""
+    tokens = oe.authorize()
+    path = "/open_api/2/user/info/"
+    ok = oe.get(path, headers={"Access-Token": tokens["access_token"]})
+    assert ok["code"] == 0
+    assert set(ok["data"]) == {
+        "id",
+        "display_name",
+        "email",
+        "app_id",
+        "token_scope_list",
+        "token_api_list",
+        "material_auth_status",
+    }
+    assert oe.get(path)["code"] == 40104
+    assert oe.get(path, headers={"Access-Token": "not-a-token"})["code"] == 40105
+    oe.post("/_sandbox/oceanengine/expire", {"access": True})
+    assert oe.get(path, headers={"Access-Token": tokens["access_token"]})["code"] == 40102
+
+
+def test_consenting_again_replaces_the_grant_before_any_exchange(oe: OE) -> None:
+    """ "重新授权会覆盖前一次授权" (reference §1.1): the consent itself overwrites the previous
+    grant, so its tokens die even if the new code is never exchanged."""
+    old = oe.authorize()
+    oe.code()  # someone consents again and never finishes
+    headers = {"Access-Token": old["access_token"]}
+    assert oe.get("/open_api/2/user/info/", headers=headers)["code"] == 40105
+    assert oe.refresh(old["refresh_token"])["code"] == 40107

@@ -4,7 +4,7 @@
   refresh reaches the sandbox and all 8 end with the same valid token; 20 rounds.
 * ``kill -9`` at random moments of 30 refresh cycles: the store is never corrupt or half
   written; afterwards a valid token is obtained, or — only when the platform rotated the pair
-  but the commit never happened — ``AuthorizationNeeded`` is raised with the link.
+  but the commit never happened — ``AuthorizationNeeded`` is raised (the CLI adds the link).
 
 The platform finishes a refresh even when the caller dies mid-request, so the loss window runs
 from sending the refresh to committing its answer; the sandbox's own count of rotations tells
@@ -161,7 +161,7 @@ def test_kill_minus_nine_during_refresh_cycles(
             data = authorized.api().get("/open_api/2/user/info/", {})
         except AuthorizationNeeded as needed:
             assert in_window == 1, f"cycle {cycle}: chain lost although every answer was committed"
-            assert needed.auth_url.startswith(sandbox.url + "/audit/oauth.html")
+            assert "authorization" in needed.message and not needed.auth_url  # no link on errors
             lost += 1
             authorized.tokens.authorize(sandbox.auth_code())
             auth_generation = _row(authorized).generation
@@ -173,6 +173,6 @@ def test_kill_minus_nine_during_refresh_cycles(
     report(
         f"kill -9 during refresh cycles ({backend}): the chain survived {survived}/{KILL_CYCLES} "
         f"kills; {lost} landed while a refresh was sent but not yet committed (the platform had "
-        "rotated the pair), each ending in AuthorizationNeeded with the link; store intact 30/30"
+        "rotated the pair), each ending in AuthorizationNeeded; store intact 30/30"
     )
     assert survived + lost == KILL_CYCLES

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 
 from adsync.sync.errors import AuthorizationNeeded
 from adsync.sync.oceanengine import AuthorizationDead, TransientError
-from adsync.sync.store import token_history, tokens, utcnow
+from adsync.sync.store import oauth_states, token_history, tokens, utcnow
 
 from .conftest import OE_APP_ID, OE_SECRET, Sandbox
 
@@ -124,8 +124,11 @@ def test_refused_refresh_token_raises_authorization_needed_at_once(
     with pytest.raises(AuthorizationNeeded) as needed:
         authorized.tokens.get_valid_token()
     assert needed.value.exit_code == 3
-    assert needed.value.auth_url.startswith(f"{sandbox.url}/audit/oauth.html?app_id={OE_APP_ID}")
-    assert "state=" in needed.value.auth_url
+    # No link rides on the error (it reaches group cards): links are minted where they are
+    # shown, bound to who asked — so no authorization state was issued either.
+    assert needed.value.auth_url == "" and "oauth.html" not in str(needed.value)
+    with authorized.store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(oauth_states)).scalar() == 0
     assert sandbox.faults()["oceanengine"]["injected"] == 1  # no retry storm
     # Later callers are told at once, without asking the platform again.
     calls = sum(sandbox.stats()["calls"].values())

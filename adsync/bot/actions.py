@@ -8,6 +8,7 @@ failed and what to do.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -53,6 +54,7 @@ class Caller:
     chat_id: str
     chat_type: str = "group"
     may_change: bool = True
+    local: bool = False  # the terminal (`adsync chat`): whoever has the shell has the database
 
     @property
     def label(self) -> str:
@@ -95,7 +97,7 @@ class Actions:
         handler: Callable[[Any, Caller, str], Card] = getattr(
             self, f"_do_{type(command).__name__.lower()}"
         )
-        return self._guarded(command, lambda: handler(command, caller, trigger), transient)
+        return self._guarded(command, caller, lambda: handler(command, caller, trigger), transient)
 
     def execute_sync(
         self,
@@ -118,7 +120,7 @@ class Actions:
             results.append(result)
             return cards.sync_card(result, command.lang)
 
-        card = self._guarded(command, run, transient)
+        card = self._guarded(command, caller, run, transient)
         return card, (results[0] if results else None)
 
     def account_ids(self, command: Sync) -> list[str] | None:
@@ -136,27 +138,34 @@ class Actions:
     def _guarded(
         self,
         command: Command,
+        caller: Caller,
         run: Callable[[], Card],
         transient: tuple[type[BaseException], ...] = (),
     ) -> Card:
+        lang = command.lang
         try:
             return run()
         except transient:
             raise
         except CommandError as exc:
-            return cards.message_card(
-                TITLES["failed"][command.lang], str(exc), command.lang, "warning"
-            )
+            return cards.message_card(TITLES["failed"][lang], str(exc), lang, "warning")
         except AuthorizationNeeded as exc:
-            return self._auth_card(command.lang, exc.message, exc.auth_url)
+            return self._auth_card(lang, exc.message, caller)
         except AdsyncError as exc:
-            return cards.message_card(
-                TITLES["failed"][command.lang], str(exc), command.lang, "error"
-            )
+            # A card is read by the whole group: what failed and what to do, never internals
+            # (a StoreError's message names the database); the log has the rest.
+            if exc.public_message != exc.message:
+                log.error("command %s failed: %s", type(command).__name__, exc.message)
+            return cards.message_card(TITLES["failed"][lang], exc.public_text(), lang, "error")
         except Exception as exc:  # noqa: BLE001 - the chat gets an answer whatever happens
-            log.exception("command %s failed", type(command).__name__)
-            text = f"{type(exc).__name__}: {exc}"
-            return cards.message_card(TITLES["failed"][command.lang], text, command.lang, "error")
+            # No exception text of any kind reaches a card: it can carry values (a database
+            # error once showed its statement's parameters: the new token pair). The log has
+            # it, through the redactor, under a reference the card gives.
+            ref = secrets.token_hex(3)
+            log.exception("command %s failed [ref %s]", type(command).__name__, ref)
+            return cards.message_card(
+                TITLES["failed"][lang], _unexpected_text(exc, lang, ref), lang, "error"
+            )
 
     # -- one method per command ---------------------------------------------------------------
 
@@ -189,8 +198,17 @@ class Actions:
 
     def _do_tokenstatus(self, command: TokenStatus, caller: Caller, trigger: str) -> Card:
         status = self.services.tokens.status()
-        url = self._auth_url(caller) if status.health != "ok" else None
-        return cards.token_card(status, command.lang, auth_url=url, tz=self.settings.tz)
+        if status.health == "ok":
+            return cards.token_card(status, command.lang, tz=self.settings.tz)
+        link = self._link(caller, command.lang)
+        return cards.token_card(
+            status,
+            command.lang,
+            auth_url=link.url,
+            tz=self.settings.tz,
+            note=link.note,
+            admins=link.admins,
+        )
 
     def _do_tokenrefresh(self, command: TokenRefresh, caller: Caller, trigger: str) -> Card:
         self.services.tokens.refresh(reason=f"chat: {caller.label}")
@@ -230,27 +248,111 @@ class Actions:
 
     def _do_auth(self, command: Auth, caller: Caller, trigger: str) -> Card:
         text = (
-            "打开链接，勾选全部本地推账户并确认；完成后我会在群里告诉大家。"
+            "在 15 分钟内打开链接，勾选全部本地推账户并确认；完成后我会在群里告诉大家。"
             if command.lang == "zh"
-            else "Open the link, tick every local-push account and confirm; "
+            else "Open the link within 15 minutes, tick every local-push account and confirm; "
             "I will tell the group when it is done."
         )
-        return self._auth_card(command.lang, text, self._auth_url(caller))
+        return self._auth_card(command.lang, text, caller)
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _auth_url(self, caller: Caller) -> str | None:
+    def _link(self, caller: Caller, lang: str) -> AuthLink:
+        """An authorization link, only for someone who may have one where only they see it:
+        an admin (ADSYNC_ADMINS) in a direct chat, or the terminal. A link in a group card
+        could be opened by every member, and whoever opens it replaces the authorization;
+        so admins in a group are sent to a direct chat, everyone else is told whom to ask,
+        and with no admins configured chat hands out no link at all (the CLI does)."""
+        zh = lang == "zh"
+        admins = tuple(self.settings.admins)
+        if not caller.local:
+            if not admins:
+                return AuthLink(
+                    note="只有管理员可以在聊天中获取授权链接，但还没有配置 ADSYNC_ADMINS。请设置 "
+                    "ADSYNC_ADMINS（管理员的 open_id），或在服务器上运行 `adsync auth url`。"
+                    if zh
+                    else "Authorization links are handed out in chat only to admins, and "
+                    "ADSYNC_ADMINS is not set: set it (the admins' open_ids), or run "
+                    "`adsync auth url` on the server."
+                )
+            if caller.user_id not in admins:
+                return AuthLink(
+                    note="只有管理员可以重新授权巨量引擎，请联系："
+                    if zh
+                    else "Only an admin can authorize Ocean Engine. Please ask:",
+                    admins=admins,
+                )
+            if caller.chat_type != "p2p":
+                return AuthLink(
+                    note="授权链接只在单聊中发送（群里的每个人都能打开群消息里的链接）：请在与我的单聊中发送“授权”。"
+                    if zh
+                    else "I send authorization links only in a direct chat (anyone in a group "
+                    "could open a link posted here): send me `auth` there.",
+                    buttons=self._direct_chat_button(zh),
+                )
         try:
-            return self.services.tokens.authorization_url(requested_by=caller.label)
-        except AdsyncError:
-            return None
+            url = self.services.tokens.authorization_url(requested_by=caller.label)
+        except AdsyncError as exc:
+            return AuthLink(note=exc.public_text())
+        return AuthLink(url=url)
 
-    def _auth_card(self, lang: str, text: str, url: str | None) -> Card:
-        label = "去授权" if lang == "zh" else "Authorize"
-        buttons = [(label, url)] if url else []
-        return cards.alert_card(
-            TITLES["auth"][lang], [text], severity="warning", buttons=buttons, lang=lang
+    def _direct_chat_button(self, zh: bool) -> tuple[tuple[str, str], ...]:
+        """Feishu's AppLink that opens the direct chat with this bot (``client/bot/open``)."""
+        app_id = self.settings.feishu_app_id
+        if not app_id:
+            return ()
+        host = (
+            "applink.larksuite.com"
+            if "larksuite" in self.settings.feishu_domain
+            else ("applink.feishu.cn")
         )
+        label = "打开与我的单聊" if zh else "Open a direct chat with me"
+        return ((label, f"https://{host}/client/bot/open?appId={app_id}"),)
+
+    def _auth_card(self, lang: str, text: str, caller: Caller) -> Card:
+        link = self._link(caller, lang)
+        if link.url:
+            label = "去授权" if lang == "zh" else "Authorize"
+            return cards.alert_card(
+                TITLES["auth"][lang],
+                [text],
+                severity="warning",
+                buttons=[(label, link.url)],
+                lang=lang,
+            )
+        return cards.message_card(
+            TITLES["auth"][lang],
+            link.note,
+            lang,
+            "warning",
+            people=link.admins,
+            buttons=link.buttons,
+        )
+
+
+@dataclass(frozen=True)
+class AuthLink:
+    """An authorization link for this caller, or why not and whom to ask."""
+
+    url: str | None = None
+    note: str = ""
+    admins: tuple[str, ...] = ()
+    buttons: tuple[tuple[str, str], ...] = ()
+
+
+def _unexpected_text(exc: BaseException, lang: str, ref: str) -> str:
+    database = type(exc).__module__.split(".")[0] in ("sqlalchemy", "psycopg", "sqlite3")
+    if lang == "zh":
+        what = "数据库暂时无法访问" if database else "发生了意外错误"
+        return (
+            f"{what}，这次没有完成。请稍后再试；如果一直如此，请管理员在服务器上运行 "
+            f"`adsync doctor` 并查看日志（编号 {ref}）。"
+        )
+    what = "the database is not reachable" if database else "an unexpected error stopped it"
+    return (
+        f"That did not finish: {what}. Try again in a minute; if it keeps failing, an admin "
+        f"can run `adsync doctor` on the server and look for ref {ref} in adsync's log."
+    )
 
 
 def _span(start: date, end: date) -> str:

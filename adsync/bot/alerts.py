@@ -82,7 +82,9 @@ class Notifier:
                 posted = self.messenger.send(chat_id, card, message_uuid(key, chat_id))
                 out.append(Delivered(chat_id, "bot", posted.message_id))
             except Exception as exc:  # noqa: BLE001 - any bot failure falls back to the webhook
-                reason = getattr(exc, "message", None) or str(exc)
+                # The reason rides into the webhook's message: our own errors' words only,
+                # never a library's exception text.
+                reason = getattr(exc, "message", None) or type(exc).__name__
                 log.error("could not post %s to %s through the bot: %s", key, chat_id, reason)
                 # One webhook post covers every chat that failed: it is a single group.
                 if not webhook_used and self._webhook(
@@ -161,12 +163,16 @@ class Notifier:
         *,
         buttons: Sequence[tuple[str, str]] = (),
         severity: str = "error",
+        people: Sequence[str] = (),
     ) -> bool:
-        """Send this problem unless it was sent in the last 6 hours; True if sent."""
+        """Send this problem unless it was sent in the last 6 hours; True if sent.
+        ``people``: open_ids @-mentioned (the admins who can fix it)."""
         now = self.now()
         if not self._claim_send(problem, " | ".join(lines)[:1000], now):
             return False
-        card = cards.alert_card(title, lines, severity=severity, buttons=buttons, lang="zh")
+        card = cards.alert_card(
+            title, lines, severity=severity, buttons=buttons, lang="zh", people=people
+        )
         # The uuid names this claim, not a 6-hour slot: a problem that comes back after its
         # all clear must post again, and the platform drops a repeated uuid for an hour.
         delivered = self.broadcast(card, f"alert:{problem}:{now.isoformat()}")

@@ -39,7 +39,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from adsync.bot import gate
 from adsync.bot.actions import Actions
 from adsync.bot.intake import Intake
-from adsync.bot.messenger import Messenger, message_uuid
+from adsync.bot.messenger import Messenger
 from adsync.bot.worker import Bot, Incoming, NotStored, message_text
 from adsync.sync.config import Settings, load_settings
 from adsync.sync.errors import AdsyncError
@@ -239,6 +239,10 @@ def create_app(
     def oauth_callback() -> Any:
         return _finish_authorization(bot, settings)
 
+    @app.post("/oauth/oceanengine/confirm")
+    def oauth_confirm() -> Any:
+        return _decide_authorization(bot, settings)
+
     return app
 
 
@@ -287,38 +291,120 @@ def _events_endpoint(
 
 
 def _finish_authorization(bot: Bot, settings: Settings) -> Any:
+    """The redirect after someone consented at Ocean Engine. The ``state`` must have been
+    issued here, within 15 minutes, to an admin (or the operator), and not used yet; the grant
+    is then judged (``TokenManager.authorize``): 0 accounts refused, one that drops accounts
+    shown for confirmation, anything else taken. The report chats are told who did what."""
+    from adsync.bot.announce import announce_authorization, announce_refusal
+    from adsync.sync.errors import AuthorizationNeeded, GrantRefused
+    from adsync.sync.tokens import StateRefused
+
     code = request.args.get("auth_code", "").strip()
     state = request.args.get("state", "").strip()
     tokens = bot.actions.services.tokens
+    store = bot.actions.services.store
     if not code or not state:
         return _page(400, "Missing auth_code or state", "Open the authorization link again.")
-    if not tokens.consume_state(state):
-        return _page(
-            400,
-            "This authorization link is unknown or was already used",
-            "Ask the bot for a new link (`auth` in the group, or `adsync auth url`).",
-        )
     try:
-        result = tokens.authorize(code)
-    except AdsyncError as exc:
+        requested_by = tokens.consume_state(state)
+    except StateRefused as exc:
+        log.warning("authorization callback refused: %s", exc.reason)
+        status = 403 if exc.reason == "not_admin" else 400
+        return _page(status, "This authorization link cannot be used", exc.public_text())
+    try:
+        result = tokens.authorize(code, requested_by=requested_by)
+    except GrantRefused as exc:
+        _tell(lambda: announce_refusal(settings, store, requested_by, bot.messenger))
+        return _page(400, "Authorization refused", exc.public_text())
+    except AuthorizationNeeded as exc:
         return _page(400, "Authorization failed", exc.message)
-    names = [result.names.get(i) or i for i in result.account_ids]
-    from adsync.bot import cards
-
-    card = cards.alert_card(
-        "Ocean Engine authorized · 巨量引擎已授权",
-        [f"{len(names)} accounts: " + "、".join(names[:20]) + (" …" if len(names) > 20 else "")],
-        severity="ok",
-        lang="zh",
-    )
-    for chat_id in settings.feishu_report_chat_ids:
-        try:
-            bot.messenger.send(chat_id, card, message_uuid("authorized", chat_id, state))
-        except AdsyncError as exc:
-            log.error("could not tell %s about the authorization: %s", chat_id, exc)
+    except AdsyncError as exc:
+        log.error("authorization callback failed: %s", exc.message)
+        return _page(503, "Authorization failed", exc.public_text())
+    if result.pending:
+        return _confirmation_page(result)
+    _tell(lambda: announce_authorization(settings, store, result, bot.messenger))
     return _page(
-        200, "adsync is authorized", f"{len(names)} accounts granted. You can close this page."
+        200,
+        "adsync is authorized",
+        f"{len(result.account_ids)} accounts granted. You can close this page.",
     )
+
+
+def _decide_authorization(bot: Bot, settings: Settings) -> Any:
+    """The confirmation page's form: take or cancel one pending grant, once."""
+    from adsync.bot.announce import announce_authorization
+    from adsync.sync.errors import GrantRefused
+
+    pending_id = request.form.get("pending", "")
+    decision = request.form.get("decision", "")
+    if not pending_id or decision not in ("take", "cancel"):
+        return _page(400, "Not a valid confirmation", "Open the authorization link again.")
+    tokens = bot.actions.services.tokens
+    try:
+        result = tokens.decide(pending_id, decision)
+    except GrantRefused as exc:
+        return _page(400, "This confirmation cannot be used", exc.public_text())
+    except AdsyncError as exc:
+        log.error("authorization confirmation failed: %s", exc.message)
+        return _page(503, "Confirmation failed", exc.public_text())
+    store = bot.actions.services.store
+    _tell(lambda: announce_authorization(settings, store, result, bot.messenger))
+    if result.cancelled:
+        return _page(
+            200,
+            "Cancelled: the new authorization was not taken",
+            "Ocean Engine replaced the previous authorization when you consented, so adsync "
+            "cannot sync until an admin authorizes again with every account ticked "
+            "(ask the bot for `auth` in a direct chat, or run `adsync auth url`).",
+        )
+    return _page(
+        200,
+        "adsync is authorized",
+        f"{len(result.account_ids)} accounts granted; {len(result.dropped)} no longer synced. "
+        "You can close this page.",
+    )
+
+
+def _tell(fn: Any) -> None:
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - the page still answers; the chat missed it
+        log.error("could not tell the report chats about an authorization (%s)", type(exc).__name__)
+
+
+def _confirmation_page(result: Any) -> Response:
+    """What the new grant would change, and a form bound to that pending grant."""
+
+    def items(ids: Any) -> str:
+        return "".join(
+            f"<li>{html.escape(result.names.get(i) or '')} <code>{html.escape(i)}</code></li>"
+            for i in ids
+        )
+
+    minutes = 10
+    if result.pending_until is not None:
+        from adsync.sync.store import utcnow
+
+        minutes = max(int((result.pending_until - utcnow()).total_seconds() // 60), 1)
+    pending = html.escape(result.pending_id)
+    body = (
+        "<!doctype html><meta charset=utf-8><title>adsync: confirm the authorization</title>"
+        "<h1>This authorization drops accounts</h1>"
+        f"<p>It grants {len(result.account_ids)} accounts; {len(result.dropped)} of the "
+        f"{len(result.previous)} granted before would no longer be synced:</p>"
+        f"<ul>{items(result.dropped)}</ul>"
+        + (f"<p>New:</p><ul>{items(result.added)}</ul>" if result.added else "")
+        + "<p>Ocean Engine has already replaced the previous authorization with this one "
+        "(重新授权会覆盖前一次授权), so the stored tokens no longer work. Take it to sync only these "
+        "accounts, or cancel and authorize again with every account ticked. This page works "
+        f"once, for {minutes} more minutes.</p>"
+        '<form method=post action="confirm">'
+        f'<input type=hidden name=pending value="{pending}">'
+        "<button name=decision value=take>Take it: sync only these accounts</button> "
+        "<button name=decision value=cancel>Cancel</button></form>"
+    )
+    return _secure(Response(body, 200, content_type="text/html; charset=utf-8"))
 
 
 def _page(status: int, title: str, text: str) -> Response:
@@ -326,7 +412,19 @@ def _page(status: int, title: str, text: str) -> Response:
         "<!doctype html><meta charset=utf-8><title>adsync</title>"
         f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
     )
-    return Response(body, status, content_type="text/html; charset=utf-8")
+    return _secure(Response(body, status, content_type="text/html; charset=utf-8"))
+
+
+def _secure(response: Response) -> Response:
+    """The authorization pages: never cached, never framed (the confirm button cannot be
+    clickjacked), no referrer (the callback URL carries the code and state), no scripts."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    return response
 
 
 def _reason(content: bytes | None) -> str:

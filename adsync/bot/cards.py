@@ -35,6 +35,9 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
+from adsync.sync.causes import Cause, cause_of, collapse, group  # pure: no SQLAlchemy
+from adsync.sync.dates import spans_text
+
 if TYPE_CHECKING:  # annotations only: these modules import SQLAlchemy
     from adsync.sync.discovery import AccountsView, ListedAccount
     from adsync.sync.runner import AccountResult, RunResult
@@ -48,12 +51,14 @@ __all__ = [
     "Card",
     "accounts_card",
     "alert_card",
+    "authorization_card",
     "card_content",
     "card_size",
     "count",
     "duration",
     "fit",
     "history_card",
+    "mentions",
     "message_card",
     "money",
     "pct",
@@ -92,7 +97,7 @@ CHART_POINTS = 31  # a month of days; the trend is normally 7
 
 TEMPLATES = {"info": "blue", "ok": "green", "success": "green", "warning": "orange", "error": "red"}
 SYNC_TEMPLATES = {"ok": "green", "partial": "orange", "failed": "red", "busy": "red"}
-HEALTH_TEMPLATES = {"ok": "green", "expiring": "orange", "reauthorize": "red"}
+HEALTH_TEMPLATES = {"ok": "green", "expiring": "orange", "reauthorize": "red", "unsaved": "red"}
 STATUS_COLORS = {  # option-tag colours in tables (the documented blue/green/orange/red)
     "ok": "green",
     "no_data": "blue",
@@ -303,6 +308,16 @@ def _reason(text: object) -> str:
 def _cell(text: object, limit: int = NAME_CHARS) -> str:
     """Table text cells are plain text (data_type text): one line, bounded, no escaping."""
     return _clip(_one_line(text), limit)
+
+
+_OPEN_ID = re.compile(r"^o[un]_[0-9A-Za-z_-]{1,64}$")
+
+
+def mentions(open_ids: Sequence[str]) -> str:
+    """Card markdown that @-mentions people: ``<at id=ou_…></at>`` renders as the person's
+    name in Feishu (the rich-text doc's "@指定人"). Only well-formed open_ids pass: the ids come
+    from configuration, but nothing else may ride into a card's markup."""
+    return " ".join(f"<at id={i}></at>" for i in open_ids if _OPEN_ID.match(i))
 
 
 # -- components (shapes from the JSON 2.0 component docs) ---------------------------------------
@@ -707,12 +722,22 @@ def sync_card(result: RunResult, lang: str) -> Card:
                 )
             )
         )
+    # The run's own error (the authorization died) is said above; its accounts are not
+    # listed again as a cause of their own.
+    error_cause = cause_of(result.error)[0] if result.error else None
+    grouped = group((a.name or a.account_id, a.reason) for a in failed)
+    causes = [c for c in grouped if c.short != error_cause]
+    if causes:
+        elements.append(_markdown(_causes_block(causes, total, lg, bool(result.auth_url))))
     if total:
-        elements.append(_sync_table(result.accounts, lg))
+        numbers = {c.short: n for n, c in enumerate(causes, 1)} if len(causes) > 1 else {}
+        elements.append(_sync_table(result.accounts, lg, numbers))
+    if result.table_events:
+        elements.append(_markdown(_table_events(result.table_events, lg)))
     if result.warnings:
-        elements.append(_markdown(_warnings(result.warnings, lg)))
+        elements.append(_markdown(_warnings(collapse(result.warnings), lg)))
     buttons = []
-    if result.auth_url:
+    if result.auth_url:  # only the CLI sets one; chat cards never carry a link
         label = _t(lg, "Authorize again", "重新授权")
         buttons.append(_button(label, url=result.auth_url, kind="primary_filled"))
     if failed:
@@ -739,6 +764,21 @@ def sync_card(result: RunResult, lang: str) -> Card:
     )
     card = _card(title, template, elements, subtitle=subtitle, summary=preview)
     return fit(card, note=_sync_note(lg))
+
+
+def _table_events(events: Sequence[Any], lg: Lang) -> str:
+    """Rolling tables: a table started, found or recreated by this run (the group also gets
+    a message of its own for each)."""
+    words = {
+        "started": ("started", "已启用"),
+        "found": ("found by its name", "按名称找到"),
+        "recreated": ("recreated after a deletion", "被删除后已重建"),
+    }
+    lines = []
+    for e in events[:MAX_LIST]:
+        en, zh = words.get(e.kind, (e.kind, e.kind))
+        lines.append(_t(lg, f"🗂 table **{_md(e.name)}** {en}", f"🗂 数据表 **{_md(e.name)}** {zh}"))
+    return "\n".join(lines)
 
 
 def _sync_note(lang: Lang) -> Callable[[int], str]:
@@ -773,6 +813,15 @@ def _error_block(result: RunResult, lang: Lang) -> str:
                 "The Ocean Engine authorization has to be renewed by a person: press "
                 "**Authorize again**, tick every account, and finish; then retry.",
                 "巨量引擎授权需要人工续期：点击**重新授权**，勾选全部账户并完成，然后重试。",
+            )
+        )
+    elif getattr(result, "needs_authorization", False):
+        lines.append(
+            _t(
+                lang,
+                "The Ocean Engine authorization has to be renewed by an admin: send `auth` to "
+                "me in a direct chat, tick every account, and finish; then retry.",
+                "巨量引擎授权需要管理员续期：管理员在与我的单聊中发送“授权”，勾选全部账户并完成，然后重试。",
             )
         )
     elif result.hint:
@@ -829,16 +878,41 @@ def _sync_totals(result: RunResult, ok: int, total: int, lang: Lang) -> str:
     return "\n".join(lines)
 
 
-def _sync_table(accounts: Sequence[AccountResult], lang: Lang) -> dict[str, Any]:
+def _causes_block(causes: Sequence[Cause], total: int, lang: Lang, auth: bool) -> str:
+    """Each cause of failure once, with how many accounts it hit and what to do (the table
+    below shows who): twenty accounts refused for one reason are one line, not twenty."""
+    lines = []
+    for n, cause in enumerate(causes[:MAX_LIST], 1):
+        tag = f"#{n} " if len(causes) > 1 else ""  # the table's cause column refers to it
+        lines.append(
+            _t(
+                lang,
+                f"**✗ {tag}{cause.count:,} of {total:,} accounts**: {_md(cause.short)}",
+                f"**✗ {tag}{total:,} 个账户中 {cause.count:,} 个失败**：{_md(cause.short)}",
+            )
+        )
+        if cause.fix and not auth:
+            lines.append("→ " + _md(cause.fix))
+    hidden = len(causes) - MAX_LIST
+    if hidden > 0:
+        lines.append(_t(lang, f"… and {hidden:,} more causes", f"…… 另有 {hidden:,} 种原因"))
+    return "\n".join(lines)
+
+
+def _sync_table(
+    accounts: Sequence[AccountResult], lang: Lang, causes: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The accounts, failures first. Each cause is written once above the table; with several,
+    a column gives each failed account its cause's number (#1, #2 …), not the text again."""
     ordered = sorted(accounts, key=lambda a: a.status != "failed")  # stable: failures first
-    with_reasons = any(a.reason for a in ordered)
+    with_reasons = bool(causes) and any(a.reason for a in ordered)
     columns = [
         ("account", _t(lang, "Account", "账户"), "text"),
         ("status", _t(lang, "Status", "状态"), "options"),
         ("rows", _t(lang, "Rows", "行数"), "num"),
     ]
     if with_reasons:
-        columns.append(("reason", _t(lang, "Reason", "原因"), "text"))
+        columns.append(("reason", _t(lang, "Cause", "原因"), "text"))
     rows = []
     for a in ordered:
         row: dict[str, Any] = {
@@ -847,7 +921,8 @@ def _sync_table(accounts: Sequence[AccountResult], lang: Lang) -> dict[str, Any]
             "rows": count(a.rows),
         }
         if with_reasons:
-            row["reason"] = _cell(_reason(a.reason), REASON_CHARS) if a.reason else ""
+            number = causes.get(cause_of(a.reason)[0]) if causes and a.reason else None
+            row["reason"] = f"#{number}" if number else ""
         rows.append(row)
     return _table("accounts", columns, rows)
 
@@ -864,9 +939,18 @@ def _warnings(warnings: Sequence[str], lang: Lang) -> str:
 
 
 def token_card(
-    status: TokenStatus, lang: str, auth_url: str | None = None, *, tz: TzLike = None
+    status: TokenStatus,
+    lang: str,
+    auth_url: str | None = None,
+    *,
+    tz: TzLike = None,
+    note: str = "",
+    admins: Sequence[str] = (),
 ) -> Card:
-    """The Ocean Engine authorization as a traffic light, with lifetimes and what to do."""
+    """The Ocean Engine authorization as a traffic light, with lifetimes and what to do.
+
+    ``auth_url`` (a re-authorize button) is given only to an admin in a direct chat; everyone
+    else gets ``note`` (who can authorize, and how) and the ``admins`` @-mentioned."""
     lg = _lang(lang)
     zone = _zone(tz)
     template = HEALTH_TEMPLATES.get(status.health, "red")
@@ -874,14 +958,19 @@ def token_card(
     subtitle = _t(lg, f"app {status.app_id}", f"应用 {status.app_id}") if status.app_id else ""
     headline = _token_headline(status, lg)
     lines = [headline]
-    if status.authorized:
+    if status.authorized and status.access_expires_at is not None:
         lines += _token_lines(status, lg, zone)
     elements: list[dict[str, Any]] = [_markdown("\n".join(lines))]
+    if status.health != "ok" and not auth_url and (note or admins):
+        advice = _md(note, TEXT_CHARS, multiline=True)
+        if mentions(admins):
+            advice = (advice + "\n" if advice else "") + mentions(admins)
+        elements.append(_markdown(advice))
     buttons = []
     if status.health != "ok" and auth_url:
         label = _t(lg, "Authorize again", "重新授权")
         buttons.append(_button(label, url=auth_url, kind="primary_filled"))
-    if status.authorized and status.health != "reauthorize":
+    if status.authorized and status.health not in ("reauthorize", "unsaved"):
         # A dead chain cannot be refreshed; offering it would only produce a second failure.
         value = {"action": "token_refresh", "lang": lg}
         buttons.append(_button(_t(lg, "Refresh now", "立即刷新"), value=value))
@@ -900,6 +989,7 @@ def _health_word(health: str, lang: Lang) -> str:
         "ok": ("healthy", "正常"),
         "expiring": ("needs attention", "需要关注"),
         "reauthorize": ("authorize again", "需要重新授权"),
+        "unsaved": ("refreshed but not saved", "已刷新但未保存"),
     }
     en, zh = words.get(health, (health, health))
     return _t(lang, en, zh)
@@ -937,11 +1027,19 @@ def _token_headline(status: TokenStatus, lang: Lang) -> str:
             "**Refresh now**).",
             "🟠 **refresh token 即将过期。** 刷新一次即可续期（会自动刷新，也可以点击**立即刷新**）。",
         )
+    if status.health == "unsaved":
+        reason = _md(status.message or "", TEXT_CHARS)
+        return _t(
+            lang,
+            f"🔴 **Refreshed but not saved.** {reason}",
+            f"🔴 **token 已刷新但未保存。** 新的 token 还没有写进数据库；如果一直如此，需要重新授权。"
+            f"（{reason}）",
+        )
     reason = _md(status.dead_reason or status.message or "", REASON_CHARS)
     return _t(
         lang,
-        f"🔴 **Authorize again.** {reason}\nSyncs stop until someone authorizes adsync again.",
-        f"🔴 **需要重新授权。** {reason}\n重新授权之前同步会停止。",
+        f"🔴 **Authorize again.** {reason}\nSyncs stop until an admin authorizes adsync again.",
+        f"🔴 **需要重新授权。** {reason}\n管理员重新授权之前同步会停止。",
     )
 
 
@@ -971,6 +1069,9 @@ def _token_lines(status: TokenStatus, lang: Lang, zone: tzinfo) -> list[str]:
             zone,
         ),
         _t(lang, "**Last refresh** ", "**上次刷新** ") + _when(status.last_refresh_at, zone),
+        _t(lang, "**Confirmed live** ", "**最近确认有效** ")
+        + _when(status.last_confirmed_at, zone)
+        + (_t(lang, " (just checked)", "（刚刚检查）") if status.checked else ""),
     ]
     if status.last_failure_at is not None:
         lines.append(
@@ -1021,9 +1122,12 @@ def summary_card(
         else _t(lg, f"vs the previous {days} days", f"对比前 {days} 天")
     )
     empty = not summary.totals.rows
-    template = "orange" if failures or empty else "blue"
+    unsynced = not summary.synced or summary.not_synced or summary.unsynced_accounts
+    template = "orange" if failures or empty or unsynced else "blue"
     elements: list[dict[str, Any]] = _tiles(_summary_tiles(summary, average, lg, one_day))
-    if empty:
+    if unsynced:
+        elements.append(_markdown(_not_synced_block(summary, lg)))
+    elif empty:
         elements.append(
             _markdown(
                 _t(
@@ -1043,10 +1147,21 @@ def summary_card(
                 )
             )
         )
-        elements.append(_failures_table(failures, lg))
-    points = [(p.day.strftime("%m-%d"), p.cost) for p in summary.trend[-CHART_POINTS:]]
+        causes = group((a.name or a.account_id, a.reason) for a in failures)
+        elements.append(_markdown(_causes_block(causes, len(failures), lg, auth=False)))
+        numbers = {c.short: n for n, c in enumerate(causes, 1)} if len(causes) > 1 else {}
+        elements.append(_failures_table(failures, lg, numbers))
+    # A day nobody synced would plot as a fall to zero: it is left out of the chart.
+    trend = summary.trend[-CHART_POINTS:]
+    points = [(p.day.strftime("%m-%d"), p.cost) for p in trend if p.synced]
     if points:
         chart_title = _t(lg, f"Spend, last {len(points)} days", f"近 {len(points)} 天消耗")
+        if len(points) < len(trend):
+            chart_title = _t(
+                lg,
+                f"Spend, the {len(points)} synced days of the last {len(trend)}",
+                f"近 {len(trend)} 天中已同步的 {len(points)} 天消耗",
+            )
         elements.append(_chart(chart_title, points))
     if summary.accounts:
         elements.append(_hr())
@@ -1072,6 +1187,45 @@ def summary_card(
     return fit(card, note=_note_for("accounts", "账户", "adsync summary", lg))
 
 
+def _not_synced_block(summary: Summary, lang: Lang) -> str:
+    """Days or accounts nobody has synced yet: said as such, never shown as a fall to zero."""
+    period = _span(summary.start, summary.end)
+    if not summary.synced:
+        return _t(
+            lang,
+            f"⚠️ **{period} is not synced yet**, so there are no figures for it (not a fall "
+            f"to zero). Sync it: `sync {period}`.",
+            f"⚠️ **{period} 还没有同步**，所以没有数字（不是降到 0）。请同步：“同步 {period}”。",
+        )
+    lines = []
+    if summary.not_synced:
+        missing = spans_text(summary.not_synced)
+        n, days = len(summary.not_synced), summary.days
+        lines.append(
+            _t(
+                lang,
+                f"⚠️ **Not synced yet: {_md(missing)}** ({n} of {days} days); the figures cover "
+                f"the other days and are not compared with the previous period. Sync them: "
+                f"`sync {_md(missing.split(', ')[0])}`.",
+                f"⚠️ **还没有同步：{_md(missing)}**（{days} 天中的 {n} 天）；以上数字只含其他日期，"
+                f"不做环比。请同步：“同步 {_md(missing.split(', ')[0])}”。",
+            )
+        )
+    elif summary.unsynced_accounts:
+        names = [_md(a.name or a.id, NAME_CHARS) for a in summary.unsynced_accounts]
+        listed = _more_list(names, MAX_NAMES, lang, _t(lang, ", ", "、"))
+        lines.append(
+            _t(
+                lang,
+                f"⚠️ **Not synced yet for {len(names):,} accounts** (their figures are missing, "
+                f"not zero): {listed}. Sync them: `sync {period}`.",
+                f"⚠️ **{len(names):,} 个账户还没有同步**（缺数据，不是 0）：{listed}。"
+                f"请同步：“同步 {period}”。",
+            )
+        )
+    return "\n".join(lines)
+
+
 def _summary_tiles(
     summary: Summary, average: Totals | None, lang: Lang, one_day: bool
 ) -> list[tuple[str, str, list[str]]]:
@@ -1080,11 +1234,14 @@ def _summary_tiles(
         lang, "vs prev day" if one_day else "vs prev period", "较前一天" if one_day else "较上期"
     )
     avg_word = _t(lang, "vs 7-day avg", "较 7 日均值")
+    # A period with days nobody synced compares with nothing: "—", never a fake −100 %.
+    comparable = summary.comparable
 
     def notes(pick: Callable[[Totals], object]) -> list[str]:
-        out = [f"{prev_word} {pct(_change(pick(now), pick(before)))}"]
+        out = [f"{prev_word} {pct(_change(pick(now), pick(before)) if comparable else None)}"]
         if average is not None:
-            out.append(f"{avg_word} {pct(_change(pick(now), pick(average)))}")
+            moved = _change(pick(now), pick(average)) if not summary.not_synced else None
+            out.append(f"{avg_word} {pct(moved)}")
         return out
 
     return [
@@ -1113,7 +1270,7 @@ def _summary_table(accounts: Sequence[AccountSummary], lang: Lang) -> dict[str, 
         {
             "account": _cell(a.name or a.account_id),
             "spend": money(a.totals.cost),
-            "change": pct(_change(a.totals.cost, a.previous.cost)),
+            "change": pct(_change(a.totals.cost, a.previous.cost) if a.comparable else None),
             "conv": count(a.totals.convert_cnt),
             "cpa": money(a.totals.conversion_cost),
         }
@@ -1122,18 +1279,20 @@ def _summary_table(accounts: Sequence[AccountSummary], lang: Lang) -> dict[str, 
     return _table("accounts", columns, rows)
 
 
-def _failures_table(failures: Sequence[AccountResult], lang: Lang) -> dict[str, Any]:
-    columns = [
-        ("account", _t(lang, "Account", "账户"), "text"),
-        ("reason", _t(lang, "Reason", "原因"), "text"),
-    ]
-    rows = [
-        {
-            "account": _cell(a.name or a.account_id),
-            "reason": _cell(_reason(a.reason) or "—", REASON_CHARS),
-        }
-        for a in failures
-    ]
+def _failures_table(
+    failures: Sequence[AccountResult], lang: Lang, causes: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """Who failed; each cause is written once above, a column numbers it when there are several."""
+    columns = [("account", _t(lang, "Account", "账户"), "text")]
+    if causes:
+        columns.append(("reason", _t(lang, "Cause", "原因"), "text"))
+    rows = []
+    for a in failures:
+        row = {"account": _cell(a.name or a.account_id)}
+        if causes:
+            number = causes.get(cause_of(a.reason)[0]) if a.reason else None
+            row["reason"] = f"#{number}" if number else "—"
+        rows.append(row)
     return _table("failures", columns, rows)
 
 
@@ -1215,7 +1374,7 @@ def history_card(runs: Sequence[Mapping[str, Any]], lang: str, *, tz: TzLike = N
         ("dates", _t(lg, "Dates", "日期"), "text"),
         ("status", _t(lg, "Status", "状态"), "options"),
         ("rows", _t(lg, "Created/updated/same", "新增/更新/未变"), "num"),
-        ("error", _t(lg, "Error", "错误"), "text"),
+        ("error", _t(lg, "Why", "原因"), "text"),
     ]
     rows = []
     for r in runs:
@@ -1229,7 +1388,8 @@ def history_card(runs: Sequence[Mapping[str, Any]], lang: str, *, tz: TzLike = N
                 "status": _option(status, lg),
                 "rows": f"{count(r.get('rows_created') or 0)}/{count(r.get('rows_updated') or 0)}/"
                 f"{count(r.get('rows_unchanged') or 0)}",
-                "error": _cell(r.get("error") or "", REASON_CHARS),
+                # Why it failed or was partial, each cause once with its count (recent_runs).
+                "error": _cell(r.get("why") or r.get("error") or "", REASON_CHARS),
             }
         )
     latest = str(runs[0].get("status") or "")
@@ -1365,15 +1525,19 @@ def alert_card(
     severity: str = "error",
     buttons: Sequence[tuple[str, str]] = (),
     lang: str = "en",
+    people: Sequence[str] = (),
 ) -> Card:
     """An alert for the report chat: red error, orange warning, green "all clear" (``ok``).
-    ``buttons`` are (label, url) links, e.g. the authorization page."""
+    ``buttons`` are (label, url) links; ``people`` are open_ids @-mentioned on a line of their
+    own (the admins who can fix it)."""
     lg = _lang(lang)
     template = TEMPLATES.get(severity, "red")
     shown = [_md(line) for line in lines[:MAX_LIST]]
     hidden = len(lines) - len(shown)
     if hidden > 0:
         shown.append(_t(lg, f"… and {hidden:,} more", f"…… 另有 {hidden:,} 条"))
+    if mentions(people):
+        shown.append(mentions(people))
     elements: list[dict[str, Any]] = [_markdown("\n".join(shown))] if shown else []
     links = [
         _button(label, url=url, kind="primary" if i == 0 else "default")
@@ -1384,6 +1548,56 @@ def alert_card(
         elements.extend(_buttons(links))
     preview = title + (f": {_one_line(lines[0])}" if lines else "")
     return fit(_card(title, template, elements, summary=preview), note=_plain_note(lg))
+
+
+def authorization_card(
+    kind: str,
+    by: str,
+    account_ids: Sequence[str],
+    names: Mapping[str, str],
+    dropped: Sequence[str] = (),
+) -> Card:
+    """Tells the report chats who authorized what. ``kind``: authorized | confirmed (a grant
+    that drops accounts, taken by an admin) | cancelled | refused (0 accounts). ``by`` is an
+    open_id (@-mentioned) or the operator's label."""
+    who = mentions([by]) or _md(f"the operator ({by or 'cli'}) · 运维")
+
+    def listed(ids: Sequence[str]) -> str:
+        shown = [_md(names.get(i) or i, NAME_CHARS) for i in ids[:MAX_NAMES]]
+        more = len(ids) - len(shown)
+        return "、".join(shown) + (f" …（+{more}）" if more > 0 else "")
+
+    lines: list[str]
+    if kind == "refused":
+        title, template = "授权未采用 · authorization refused", "red"
+        lines = [
+            f"{who} 的授权没有勾选任何账户，未采用；巨量引擎已用它覆盖之前的授权，同步会停止。"
+            "管理员请重新授权并勾选全部账户。",
+            "The authorization ticked no accounts and was not taken; Ocean Engine replaced the "
+            "previous one with it, so nothing syncs until an admin authorizes again.",
+        ]
+    elif kind == "cancelled":
+        title, template = "授权已取消 · authorization cancelled", "orange"
+        lines = [
+            f"{who} 取消了一次会移除 {len(dropped)} 个账户的授权。巨量引擎已用它覆盖之前的授权，"
+            "同步会停止，管理员请重新授权并勾选全部账户。",
+            f"Cancelled: it would have dropped {len(dropped)} accounts. The previous "
+            "authorization no longer works: an admin must authorize again with every account.",
+        ]
+    else:
+        title, template = "巨量引擎已授权 · Ocean Engine authorized", "green"
+        lines = [f"{who} 授权了 {len(account_ids)} 个账户 · authorized {len(account_ids)} accounts"]
+        if account_ids:
+            lines.append(listed(account_ids))
+        if kind == "confirmed" and dropped:
+            template = "orange"
+            lines.append(
+                f"**确认移除 {len(dropped)} 个账户 · confirmed dropping {len(dropped)}**："
+                + listed(dropped)
+            )
+    preview = title
+    card = _card(title, template, [_markdown("\n".join(lines))], summary=preview)
+    return fit(card, note=_plain_note("zh"))
 
 
 def working_card(text: str, lang: str) -> Card:
@@ -1400,15 +1614,28 @@ def working_card(text: str, lang: str) -> Card:
     return fit(_card(title, "wathet", elements, summary=title), note=_plain_note(lg))
 
 
-def message_card(title: str, text: str, lang: str, severity: str = "info") -> Card:
-    """A plain answer: help, usage errors, denials. ``severity``: info|ok|warning|error."""
+def message_card(
+    title: str,
+    text: str,
+    lang: str,
+    severity: str = "info",
+    *,
+    people: Sequence[str] = (),
+    buttons: Sequence[tuple[str, str]] = (),
+) -> Card:
+    """A plain answer: help, usage errors, denials. ``severity``: info|ok|warning|error.
+    ``people``: open_ids @-mentioned on a line of their own (e.g. the admins to ask);
+    ``buttons``: (label, url) links."""
     lg = _lang(lang)
     template = TEMPLATES.get(severity, "blue")
     body = _md(text, TEXT_CHARS, multiline=True)
-    return fit(
-        _card(title, template, [_markdown(body)] if body else [], summary=title),
-        note=_plain_note(lg),
-    )
+    if mentions(people):
+        body = (body + "\n" if body else "") + mentions(people)
+    elements = [_markdown(body)] if body else []
+    links = [_button(label, url=url) for label, url in buttons[:MAX_BUTTONS] if url]
+    if links:
+        elements.extend(_buttons(links))
+    return fit(_card(title, template, elements, summary=title), note=_plain_note(lg))
 
 
 def _plain_note(lang: Lang) -> Callable[[int], str]:
@@ -1597,6 +1824,12 @@ _MD_STRIP = [
     (re.compile(r"<hr\s*/?>", re.I), "\n" + RULE + "\n"),
     (re.compile(r"<text_tag\b[^>]*>(.*?)</text_tag>", re.I | re.S), r"[\1]"),
     (re.compile(r"<at\b[^>]*\bid=['\"]?all['\"]?[^>]*>\s*</at>", re.I), "@all"),
+    # "<at id=ou_x></at>" shows the person's name in Feishu; the terminal has no directory,
+    # so it shows the id the name stands for ("@ou_x"); a tag with text shows the text.
+    (
+        re.compile(r"<at\b[^>]*?\b(?:id|user_id)=['\"]?([^'\" >]+)['\"]?[^>]*>\s*</at>", re.I),
+        r"@\1",
+    ),
     (re.compile(r"<at\b[^>]*>(.*?)</at>", re.I | re.S), r"@\1"),
     (re.compile(r"<link\b[^>]*\burl='([^']*)'[^>]*>(.*?)</link>", re.I | re.S), r"\2 (\1)"),
     (re.compile(r"<a\b[^>]*\bhref='([^']*)'[^>]*>(.*?)</a>", re.I | re.S), r"\2 (\1)"),

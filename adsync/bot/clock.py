@@ -12,7 +12,6 @@ across restarts. Every job takes its time from ``self.now()`` — the seam tests
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import signal
@@ -27,7 +26,8 @@ from sqlalchemy import insert, select, update
 from adsync.bot import cards
 from adsync.bot.alerts import Notifier
 from adsync.bot.messenger import Messenger
-from adsync.sync.errors import AdsyncError, AuthorizationNeeded
+from adsync.sync.causes import cause_lines
+from adsync.sync.errors import AdsyncError, AuthorizationNeeded, TokenNotSaved
 from adsync.sync.oceanengine import OceanEngineError
 from adsync.sync.reports import resolve_accounts
 from adsync.sync.runner import FAILED, AccountResult, Runner, RunResult
@@ -36,6 +36,11 @@ from adsync.sync.store import actor, notifications
 from adsync.sync.summary import anomalies, seven_day_average, summarize
 
 log = logging.getLogger("adsync.clock")
+
+_REAUTHORIZE = (
+    "管理员请在与机器人的单聊中发送“授权”，勾选全部账户 · an admin: send `auth` to the bot in a "
+    "direct chat and tick every account (or run `adsync auth url` on the server)"
+)
 
 JOB_LEASE = timedelta(minutes=5)  # renewed while the job runs; a dead holder's lapses
 
@@ -83,6 +88,7 @@ class Clock:
             self._alerts_after(result, end)
             self._account_changes(result)
             self._save(key, record)
+            self.table_notices()
             return result
 
     def catch_up(self) -> RunResult | None:
@@ -128,7 +134,7 @@ class Clock:
             self._save(key, record)
             self._refresh_reports(end, record, failures)
             if still and done + 1 == len(plan):
-                lines = [f"{a.label}: {a.reason}" for a in failures]
+                lines = cause_lines((a.label, a.reason) for a in failures)  # once per cause
                 lines.append(
                     f"已重试 {done + 1} 次 · retried {done + 1} times; `sync` again when fixed"
                 )
@@ -137,7 +143,19 @@ class Clock:
                 )
             elif not still:
                 self.notifier.resolve(f"sync:failed:{today}", "同步已恢复 · sync recovered")
+            self.table_notices()
             return result
+
+    def table_notices(self) -> list[str]:
+        """Tell the group about tables started, recreated or filling (each once); after each
+        run here, and every few minutes for runs started in chat or on the command line."""
+        from adsync.bot.table_notices import TableNotices
+
+        try:
+            return TableNotices(self.services, self.notifier, self.today).send()
+        except Exception:  # noqa: BLE001 - a notice must never break the job it follows
+            log.exception("table notices failed; the next sweep tries again")
+            return []
 
     def token_watchdog(self) -> None:
         """Every 30 minutes: refresh inside the margin, prove the token works with a cheap call,
@@ -147,6 +165,15 @@ class Clock:
             tokens.refresh_if_due()
         except AuthorizationNeeded as exc:
             self._authorization_alert(exc)
+            return
+        except TokenNotSaved as exc:
+            log.error("%s", exc.message)
+            self.notifier.alert(
+                "token:unsaved",
+                "Token 已刷新但未保存 · refreshed but not saved",
+                [exc.public_message, exc.public_hint],
+                people=self._admins(),
+            )
             return
         except OceanEngineError as exc:
             self.notifier.alert(
@@ -158,15 +185,15 @@ class Clock:
             return
         self.notifier.resolve("token:refresh_failed", "Token 刷新恢复 · token refresh works again")
         try:
-            self.services.api().get("/open_api/2/user/info/", {})
+            tokens.check()  # one cheap call; records when the chain was last confirmed live
         except AuthorizationNeeded as exc:
             # The chain was usable a moment ago (refresh_if_due said so); now the platform
             # refuses the token, and the refresh that followed: the grant was revoked.
             self.notifier.alert(
                 "token:revoked",
                 "Token 被拒绝 · the token was refused",
-                [exc.message, "the authorization was probably revoked: authorize again"],
-                buttons=self._auth_buttons(exc.auth_url),
+                [exc.message, "the authorization was probably revoked: " + _REAUTHORIZE],
+                people=self._admins(),
             )
             return
         except OceanEngineError:
@@ -174,6 +201,7 @@ class Clock:
         # Only a token the platform accepted proves the authorization is back.
         self.notifier.resolve("token:reauthorize", "授权已恢复 · authorization restored")
         self.notifier.resolve("token:revoked", "Token 已恢复 · the token works again")
+        self.notifier.resolve("token:unsaved", "Token 已保存 · the refreshed token is saved")
         status = tokens.status()
         if status.refresh_left_s is not None and status.refresh_left_s < 3 * 86400:
             self.notifier.alert(
@@ -181,9 +209,9 @@ class Clock:
                 "授权即将过期 · authorization expires soon",
                 [
                     f"refresh token expires in {status.refresh_left_s // 3600} h",
-                    "a refresh renews it; if refreshing fails, authorize again",
+                    "a refresh renews it; if refreshing fails, " + _REAUTHORIZE,
                 ],
-                buttons=self._auth_buttons(),
+                people=self._admins(),
                 severity="warning",
             )
         else:
@@ -194,25 +222,26 @@ class Clock:
     def _authorization_alert(self, exc: AuthorizationNeeded) -> None:
         """The chain cannot give a token without a person. A revocation already announced
         stays that one problem (repeated under its own name every 6 h), not a second one."""
-        buttons = self._auth_buttons(exc.auth_url)
         if "token:revoked" in self.notifier.open_problems():
             self.notifier.alert(
                 "token:revoked",
                 "Token 被拒绝 · the token was refused",
-                [exc.message, "the authorization was probably revoked: authorize again"],
-                buttons=buttons,
+                [exc.message, "the authorization was probably revoked: " + _REAUTHORIZE],
+                people=self._admins(),
             )
             return
         self.notifier.alert(
             "token:reauthorize",
             "需要重新授权 · re-authorization needed",
-            [exc.message, "打开链接重新授权，勾选全部账户 · open the link and tick every account"],
-            buttons=buttons,
+            [exc.message, _REAUTHORIZE],
+            people=self._admins(),
         )
 
-    def _auth_buttons(self, url: str = "") -> list[tuple[str, str]]:
-        link = url or self._auth_link()
-        return [("去授权 · Authorize", link)] if link else []
+    def _admins(self) -> tuple[str, ...]:
+        """Alerts go to the report chats, which everyone in them reads: they carry no
+        authorization link (whoever opens one replaces the authorization). They name the
+        admins instead, who get a link bound to them in a direct chat with the bot."""
+        return tuple(self.settings.admins)
 
     def settle(self) -> RunResult | None:
         """Re-sync yesterday once its numbers are final (after 10:00); speak only if the totals
@@ -252,11 +281,12 @@ class Clock:
             if result.status in ("failed", "partial"):
                 # Yesterday may still hold this morning's (not yet final) numbers: say so.
                 lines = [result.error] if result.error else []
-                lines += [f"{a.label}: {a.reason}" for a in result.failed[:10]]
+                lines += cause_lines((a.label, a.reason) for a in result.failed)
                 lines.append("yesterday's rows keep the morning's numbers; run `sync` again")
                 self.notifier.alert(
                     f"settle:failed:{today}", "结算同步失败 · the settle re-sync failed", lines
                 )
+            self.table_notices()
             return result
 
     # -- report and alerts after the daily run ------------------------------------------------
@@ -294,14 +324,14 @@ class Clock:
                 log.warning("could not update the report card: %s", exc.message)
 
     def _alerts_after(self, result: RunResult, day: date) -> None:
-        if result.auth_url:
-            self._authorization_alert(AuthorizationNeeded(result.error, auth_url=result.auth_url))
+        if result.needs_authorization:
+            self._authorization_alert(AuthorizationNeeded(result.error))
         elif result.status == "failed":
             self.notifier.alert(
                 f"sync:failed:{self.today()}",
                 "同步失败 · the daily sync failed",
                 [result.error or "every account failed"]
-                + [f"{a.label}: {a.reason}" for a in result.failed[:10]],
+                + cause_lines((a.label, a.reason) for a in result.failed),
             )
         if not result.accounts:
             return
@@ -340,12 +370,6 @@ class Clock:
             )
         except AdsyncError:
             return []
-
-    def _auth_link(self) -> str:
-        try:
-            return self.services.tokens.authorization_url(requested_by="clock")
-        except AdsyncError:
-            return ""
 
     def _load(self, key: str) -> dict[str, Any] | None:
         query = select(notifications).where(notifications.c.key == key)
@@ -440,19 +464,38 @@ def build_scheduler(clock: Clock, blocking: bool) -> Any:
         clock.token_watchdog, IntervalTrigger(minutes=30, timezone=tz), id="token_watchdog"
     )
     scheduler.add_job(
+        clock.table_notices, IntervalTrigger(minutes=5, timezone=tz), id="table_notices"
+    )
+    scheduler.add_job(
         clock.settle, CronTrigger(hour=settle.hour, minute=settle.minute, timezone=tz), id="settle"
     )
     # Catch up once at start (a date job, so it runs on the scheduler's own threads).
     scheduler.add_job(clock.catch_up, "date", run_date=clock.now(), id="catch_up")
 
     def on_trouble(event: Any) -> None:
-        what = "failed" if getattr(event, "exception", None) else "missed its time"
-        detail = str(getattr(event, "exception", "") or "")
-        log.error("scheduled job %s %s %s", event.job_id, what, detail)
+        exc = getattr(event, "exception", None)
+        what = "failed" if exc else "missed its time"
+        # The alert says what and what to do; the exception (whose text can carry values,
+        # e.g. a database statement's) goes to the log only, through the redactor.
+        if exc is not None:
+            log.error("scheduled job %s failed", event.job_id, exc_info=exc)
+        else:
+            log.error("scheduled job %s missed its time", event.job_id)
+        if isinstance(exc, AdsyncError):
+            detail = exc.public_message
+        elif exc is not None:
+            database = type(exc).__module__.split(".")[0] in ("sqlalchemy", "psycopg", "sqlite3")
+            detail = (
+                "数据库无法访问 · the database is not reachable"
+                if database
+                else f"意外错误 · an unexpected {type(exc).__name__} (details in the clock's log)"
+            )
+        else:
+            detail = "the process was busy or stopped at the job's time"
         clock.notifier.alert(
             f"job:{event.job_id}:{what}",
             f"定时任务异常 · scheduled job {event.job_id} {what}",
-            [detail or "see the clock's log", "the next run will try again"],
+            [detail, "the next run will try again; if it keeps failing, run `adsync doctor`"],
         )
 
     scheduler.add_listener(on_trouble, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
@@ -476,37 +519,40 @@ def run_clock(services: Services) -> None:
     """`adsync clock`: the scheduler alone, in the foreground."""
     from adsync.sync.recovery import recover_after_crash
 
-    # A platform stopping the process (SIGTERM) lets a running job's transaction end cleanly;
-    # an interrupted sync is simply repeated by the next run (every write is an upsert). Taken
-    # first, so a SIGTERM during start-up also ends the process cleanly.
-    stopping = threading.Event()
-    started: list[Any] = []
-
     def on_sigterm(*_: object) -> None:
-        stopping.set()
-        if started and started[0].running:
-            started[0].shutdown(wait=False)
+        # A platform stopping the process (SIGTERM) ends what the main thread is doing, as
+        # Ctrl-C does: start-up, or the scheduler's loop; the shutdown below then runs outside
+        # the handler. (Calling shutdown inside it deadlocked when the signal landed in the
+        # executor's submit, which holds the lock shutdown takes.) A running job's transaction
+        # ends cleanly — the interpreter waits for its thread — and an interrupted sync is
+        # simply repeated by the next run (every write is an upsert).
+        raise SystemExit(0)
 
+    # Taken first, so a SIGTERM during start-up also ends the process cleanly.
     signal.signal(signal.SIGTERM, on_sigterm)
-    recover_after_crash(services.store)  # runs and leases a killed predecessor left behind
-    messenger = None
-    settings = services.settings
-    if settings.feishu_app_id and settings.feishu_app_secret:
-        messenger = Messenger(settings)
-    else:
-        log.warning("FEISHU_APP_ID/SECRET not set: reports and alerts go to the webhook only")
-    clock = build_clock(services, messenger)
-    scheduler = build_scheduler(clock, blocking=True)
-    started.append(scheduler)
-    log.info(
-        "clock started: daily at %s, settle at %s (%s)",
-        settings.daily_sync_at.strftime("%H:%M"),
-        settings.settle_at.strftime("%H:%M"),
-        settings.timezone,
-    )
-    if not stopping.is_set():
-        with contextlib.suppress(KeyboardInterrupt, SystemExit):
-            scheduler.start()
+    scheduler: Any = None
+    try:
+        recover_after_crash(services.store)  # runs and leases a killed predecessor left behind
+        messenger = None
+        settings = services.settings
+        if settings.feishu_app_id and settings.feishu_app_secret:
+            messenger = Messenger(settings)
+        else:
+            log.warning("FEISHU_APP_ID/SECRET not set: reports and alerts go to the webhook only")
+        clock = build_clock(services, messenger)
+        scheduler = build_scheduler(clock, blocking=True)
+        log.info(
+            "clock started: daily at %s, settle at %s (%s)",
+            settings.daily_sync_at.strftime("%H:%M"),
+            settings.settle_at.strftime("%H:%M"),
+            settings.timezone,
+        )
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
     log.info("clock stopped")
 
 

@@ -2,8 +2,9 @@
 
 One table, ``COMMANDS``, drives parsing, ``help`` and the admin marking, so a command added
 there is parsed, documented and access-checked in one place. The module is pure (no I/O, no
-Feishu, no database, stdlib only) so the webhook can parse inside its 3-second acknowledgement
-and the console and tests need nothing running::
+Feishu, no database; the stdlib and the date grammar it shares with the command line,
+``adsync.sync.dates``) so the webhook can parse inside its 3-second acknowledgement and the
+console and tests need nothing running::
 
     command = parse(text, today)        # raises CommandError: UsageError / UnknownCommand
     denial = check_access(command, user_id=..., chat_id=..., chat_type=..., settings=settings)
@@ -22,8 +23,24 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import TYPE_CHECKING, ClassVar, Literal
+
+# The date grammar is shared with the command line (adsync.sync.dates: pure, stdlib only);
+# these are its names in this module.
+from adsync.sync.dates import DATE_HINT_EN as _DATE_HINT_EN
+from adsync.sync.dates import DATE_HINT_ZH as _DATE_HINT_ZH
+from adsync.sync.dates import DATEISH_CHARS as _DATEISH_CHARS
+from adsync.sync.dates import DateError, check_reportable
+from adsync.sync.dates import check_span as _check_span
+from adsync.sync.dates import dateish as _dateish
+from adsync.sync.dates import dates_arg as _dates
+from adsync.sync.dates import not_a_date as _not_a_date
+from adsync.sync.dates import shift as _shift
+from adsync.sync.dates import span_at_end as _span_at_end
+from adsync.sync.dates import span_at_start as _span_at_start
+from adsync.sync.dates import take_span as _take_span
+from adsync.sync.matching import account_candidates
 
 if TYPE_CHECKING:  # only for the annotation: the module stays importable without settings
     from adsync.sync.config import Settings
@@ -320,295 +337,11 @@ def normalize(text: str) -> str:
 
 
 # -- dates ----------------------------------------------------------------------------------------
-
-_DATE_HINT_EN = (
-    "Dates: yesterday, today, 2026-02-11, 02-11 or 2月11日; "
-    "ranges: 02-01..02-07, 2月1日至7日 or last 7 days."
-)
-_DATE_HINT_ZH = "日期可以写：昨天、前天、今天、2026-02-11、02-11、2月11日；范围：2月1日至2月7日、02-01..02-07、近7天。"
-
-_KEYWORD_OFFSETS = {
-    "day before yesterday": -2,
-    "yesterday": -1,
-    "yesterdays": -1,
-    "today": 0,
-    "todays": 0,
-    "tomorrow": 1,
-    "tomorrows": 1,
-    "大前天": -3,
-    "前天": -2,
-    "昨天": -1,
-    "昨日": -1,
-    "今天": 0,
-    "今日": 0,
-    "明天": 1,
-    "明日": 1,
-    "后天": 2,
-}
-_ZH_NUM = "零一二两三四五六七八九十百"
-_NUMBER = rf"[0-9]{{1,4}}|[{_ZH_NUM}]{{1,4}}"
-
-# One day. Digits are [0-9] (not \d) so exotic Unicode digits are never fed to int().
-_DAY = re.compile(
-    r"""
-      (?P<kw>day\sbefore\syesterday|(?:yesterday|today|tomorrow)s?)(?![a-z0-9])
-    | (?P<zkw>大前天|前天|昨天|昨日|今天|今日|明天|明日|后天)
-    | (?P<y>[0-9]{4})(?P<sep>[-/.])(?P<m>[0-9]{1,2})(?P=sep)(?P<d>[0-9]{1,2})(?![0-9])
-    | (?P<cy>[0-9]{4})\s?年\s?(?P<cm>[0-9]{1,2})\s?月\s?(?P<cd>[0-9]{1,2})\s?[日号]?
-    | (?P<compact>[0-9]{8})(?![0-9])
-    | (?P<sm>[0-9]{1,2})[-/](?P<sd>[0-9]{1,2})(?![0-9])
-    | (?P<zm>[0-9]{1,2})\s?月\s?(?P<zd>[0-9]{1,2})\s?[日号]?
-    """,
-    re.IGNORECASE | re.VERBOSE,
-)
-_BARE_DAY = re.compile(r"(?P<d>[0-9]{1,2})\s?[日号]")  # "2月1日至7日": only as a range's end
-_RANGE_SEP = re.compile(
-    r"\s?(?:\.{2,3}|至|到|~|〜|—|–|-(?!-))\s?|\s(?:to|until|till|through)\s", re.IGNORECASE
-)
-_FROM = re.compile(r"(?:from\s|从\s?)", re.IGNORECASE)
-_LAST_N = re.compile(
-    rf"""
-      (?:the\s)?(?:last|past)\s(?P<n>[0-9]{{1,4}})\s(?P<unit>days?|weeks?)(?![a-z0-9])
-    | (?:最近|近|过去|前)\s?(?P<zn>{_NUMBER})\s?(?:个\s?)?(?P<zunit>天|日|周|星期|礼拜)
-    """,
-    re.IGNORECASE | re.VERBOSE,
-)
-_AGO = re.compile(
-    rf"(?P<n>[0-9]{{1,4}})\sdays?\sago(?![a-z0-9])|(?P<zn>{_NUMBER})\s?(?:天|日)前",
-    re.IGNORECASE,
-)
-_DATEISH_CHARS = re.compile(r"[0-9./~年月日号天周-]+")
-_DATE_WORDS_EN = ("yesterday", "today", "tomorrow")
-_DATE_PREFIXES_ZH = (
-    "昨",
-    "前天",
-    "大前天",
-    "明天",
-    "明日",
-    "后天",
-    "最近",
-    "过去",
-    "上周",
-    "本周",
-    "这周",
-    "上个",
-    "上月",
-    "本月",
-    "这个月",
-)
-_NEAR_N = re.compile(rf"近(?:{_NUMBER})")
-
-
-def _zh_int(text: str) -> int:
-    """'7' / '七' / '十五' / '两' -> int (small numbers only; the regex bounds the length)."""
-    if text.isascii():
-        return int(text)
-    digits = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"两": 2}
-    total, current = 0, 0
-    for ch in text:
-        if ch in digits:
-            current = digits[ch]
-        else:  # 十 or 百
-            total += (current or 1) * (10 if ch == "十" else 100)
-            current = 0
-    return total + current
-
-
-def _shift(day: date, days: int) -> date:
-    try:
-        return day + timedelta(days=days)
-    except OverflowError:
-        raise _ArgError("That date is out of range.", "日期超出范围。") from None
-
-
-def _make_date(year: int, month: int, day: int, shown: str) -> date:
-    try:
-        return date(year, month, day)
-    except ValueError:
-        raise _ArgError(
-            f'There is no date "{shown}". {_DATE_HINT_EN}', f"没有“{shown}”这一天。{_DATE_HINT_ZH}"
-        ) from None
-
-
-def _recent(month: int, day: int, today: date, shown: str) -> date:
-    """MM-DD without a year: the most recent such day not after today (January's 12-30 is
-    last year's)."""
-    _make_date(2000, month, day, shown)  # a leap year: 02-29 is a real day, 02-30 is not
-    for year in range(today.year, max(today.year - 9, 0), -1):  # 02-29 may be 8 years back
-        try:
-            candidate = date(year, month, day)
-        except ValueError:
-            continue
-        if candidate <= today:
-            return candidate
-    raise _ArgError(f'"{shown}" is out of range.', f"“{shown}”超出范围。")
-
-
-def _take_day(
-    text: str, pos: int, today: date, anchor: date | None = None
-) -> tuple[date, int] | None:
-    """One day at ``text[pos:]`` -> (day, end position); None if it doesn't start with one."""
-    ago = _AGO.match(text, pos)  # "3 days ago", "3天前"
-    if ago:
-        return _shift(today, -_zh_int(ago["n"] or ago["zn"])), ago.end()
-    m = _DAY.match(text, pos)
-    if m is None:
-        if anchor is None:
-            return None
-        bare = _BARE_DAY.match(text, pos)
-        if bare is None:
-            return None
-        return _make_date(anchor.year, anchor.month, int(bare["d"]), bare.group()), bare.end()
-    shown = m.group()
-    if m["kw"] or m["zkw"]:
-        key = " ".join((m["kw"] or m["zkw"]).lower().split())
-        return _shift(today, _KEYWORD_OFFSETS[key]), m.end()
-    if m["y"]:
-        return _make_date(int(m["y"]), int(m["m"]), int(m["d"]), shown), m.end()
-    if m["cy"]:
-        return _make_date(int(m["cy"]), int(m["cm"]), int(m["cd"]), shown), m.end()
-    if m["compact"]:
-        c = m["compact"]
-        return _make_date(int(c[:4]), int(c[4:6]), int(c[6:]), shown), m.end()
-    month, day = (m["sm"], m["sd"]) if m["sm"] else (m["zm"], m["zd"])
-    return _recent(int(month), int(day), today, shown), m.end()
-
-
-def _relative(text: str, today: date) -> tuple[date, date, int] | None:
-    """'last 7 days' / '近7天' / '近一周': whole days ending yesterday."""
-    m = _LAST_N.match(text)
-    if m:
-        count = _zh_int(m["n"] or m["zn"])
-        unit = (m["unit"] or m["zunit"]).lower()
-        days = count * (7 if unit.startswith("week") or unit in ("周", "星期", "礼拜") else 1)
-        if days < 1:
-            raise _ArgError("Count at least 1 day.", "天数至少为 1。")
-        end = _shift(today, -1)
-        return _shift(end, -(days - 1)), end, m.end()
-    return None
-
-
-def _take_span(text: str, today: date) -> tuple[date, date, int] | None:
-    """A day or a range at the start of ``text`` -> (start, end, end position), unchecked."""
-    relative = _relative(text, today)
-    if relative is not None:
-        return relative
-    opener = _FROM.match(text)
-    first = _take_day(text, opener.end() if opener else 0, today)
-    if first is None:
-        return None
-    start, pos = first
-    sep = _RANGE_SEP.match(text, pos)
-    if sep is None:
-        return start, start, pos
-    second = _take_day(text, sep.end(), today, anchor=start)
-    if second is None:
-        raise _ArgError(
-            f"The range needs an end date. {_DATE_HINT_EN}", f"范围缺少结束日期。{_DATE_HINT_ZH}"
-        )
-    return start, second[0], second[1]
-
-
-def _check_span(start: date, end: date, today: date, max_days: int) -> None:
-    if start > end:
-        raise _ArgError(
-            f"The range {start}..{end} ends before it starts; put the earlier date first "
-            f"({end}..{start}).",
-            f"范围 {start}..{end} 的结束早于开始；请把较早的日期写在前面（{end}..{start}）。",
-        )
-    if end > today:
-        raise _ArgError(
-            f"{end} is in the future (today is {today}); there are no numbers for it yet.",
-            f"{end} 还没到（今天是 {today}），还没有数据。",
-        )
-    days = (end - start).days + 1
-    if days > max_days:
-        raise _ArgError(
-            f"{start}..{end} is {days} days; at most {max_days} days at a time, "
-            "so split it into smaller ranges.",
-            f"{start}..{end} 共 {days} 天，一次最多 {max_days} 天，请分成几段。",
-        )
+# The grammar itself lives in adsync.sync.dates, shared with the command line (imported above).
 
 
 def _first_word(text: str) -> str:
     return text.split(" ", 1)[0]
-
-
-def _dateish(word: str) -> bool:
-    """Does this word look like an attempt at a date (so a misread date is an error, not an
-    account name)? Pure digits never do: they are account ids or parts of them."""
-    low = word.lower()
-    if not low or (low.isascii() and low.isdigit()):
-        return False
-    if _DATEISH_CHARS.fullmatch(low) and any(ch.isdigit() for ch in low):
-        return True
-    if low in ("last", "past") or difflib.get_close_matches(low, _DATE_WORDS_EN, 1, 0.75):
-        return True
-    return low.startswith(_DATE_PREFIXES_ZH) or bool(_NEAR_N.match(low))
-
-
-def _not_a_date(text: str) -> _ArgError:
-    """The error for an argument that should have been a date; ``text`` starts with it."""
-    words = text.split(" ")
-    # "last week" / "past month": show the phrase and point at the form that exists.
-    word = " ".join(words[:2]) if words[0].lower() in ("last", "past") else words[0]
-    near = difflib.get_close_matches(words[0].lower(), _DATE_WORDS_EN, 1, 0.75)
-    hint_en = f" Did you mean {near[0]}?" if near else ""
-    if words[0].lower() in ("last", "past"):
-        hint_en = ' Did you mean "last 7 days"?'
-    return _ArgError(
-        f'I couldn\'t read "{word}" as a date.{hint_en} {_DATE_HINT_EN}',
-        f"“{word}”不是能识别的日期。{_DATE_HINT_ZH}",
-    )
-
-
-_FILLER = re.compile(r"(?:的\s?)?(?:广告\s?)?(?:数据|报表|报告)|(?:data|numbers)(?![a-z0-9])", re.I)
-
-
-def _span_at_start(args: str, today: date) -> tuple[date, date, str] | None:
-    """A date argument at the start of ``args`` -> (start, end, what follows), else None."""
-    span = _take_span(args, today)
-    if span is None:
-        return None
-    start, end, pos = span
-    rest = args[pos:]
-    # "2026-02-11abc": the date ran into something else; say so rather than guess.
-    if rest and not rest[0].isspace() and (_is_word(rest[0]) or rest[0] in "-/.~"):
-        raise _not_a_date(args)
-    rest = rest.strip()
-    filler = _FILLER.match(rest)  # "同步昨天的数据", "sync yesterdays data"
-    if filler:
-        rest = rest[filler.end() :].strip()
-    return start, end, rest
-
-
-def _span_at_end(args: str, today: date) -> tuple[date, date, str, str] | None:
-    """'同步 门店A 昨天': a date after the account -> (start, end, account, date text)."""
-    words = args.split(" ")
-    for k in range(min(4, len(words) - 1), 0, -1):  # up to "from A to B"; keep one word
-        tail = " ".join(words[-k:])
-        try:
-            span = _take_span(tail, today)
-        except _ArgError:
-            if k == 1:
-                raise  # "门店A 02-30": the last word is a bad date, say so
-            continue
-        if span is not None and span[2] == len(tail):
-            return span[0], span[1], " ".join(words[:-k]), tail
-    return None
-
-
-def _dates(args: str, today: date, max_days: int) -> tuple[date, date, str]:
-    """The date argument of summary/verify: a day or range, default yesterday; rest after."""
-    found = _span_at_start(args, today)
-    if found is None:
-        if args:
-            raise _not_a_date(args)
-        yesterday = _shift(today, -1)
-        found = (yesterday, yesterday, "")
-    start, end, rest = found
-    _check_span(start, end, today, max_days)
-    return start, end, rest
 
 
 # -- argument parsers -----------------------------------------------------------------------------
@@ -658,7 +391,7 @@ def _account_query(text: str) -> str | None:
     # counts here, so an account called "Last Chance" still works after a date.
     try:
         reads_as_date = _take_span(text, date(2000, 6, 15)) is not None  # any day will do
-    except _ArgError:
+    except DateError:
         reads_as_date = True  # a date, if a wrong one ("02-30")
     if reads_as_date or (_DATEISH_CHARS.fullmatch(first) and not first.isdigit()):
         raise _ArgError(
@@ -684,6 +417,7 @@ def _parse_sync(args: str, ctx: ParseContext) -> Command:
             start = end = _shift(today, -1)  # no date: yesterday, as the daily job does
             account_text, date_text = args, ""
     _check_span(start, end, today, SYNC_MAX_DAYS)
+    check_reportable(start, today)  # the platform's window: say so once, not once per account
     account = _account_query(account_text)
     # The reply language follows the command and dates, not a Chinese account name.
     return Sync(start, end, account, lang=_lang(ctx, date_text))
@@ -1091,9 +825,11 @@ def parse(text: str, today: date) -> Command:
         return Help(spec.name, lang=lang)
     try:
         return spec.parser(args, ParseContext(today=today, lang=lang, alias_zh=alias_zh))
-    except _ArgError as err:
+    except (_ArgError, DateError) as err:
         message = err.zh if lang == "zh" else err.en
-        if err.unexpected:  # "token refesh": matched "token", but meant a longer command
+        if getattr(
+            err, "unexpected", False
+        ):  # "token refesh": matched "token", but meant a longer command
             near = _suggest(clean, longer_than=alias)
             if near:
                 message += f"你是想用“{near}”吗？" if lang == "zh" else f' Did you mean "{near}"?'
@@ -1247,29 +983,14 @@ def check_access(
 # -- accounts -------------------------------------------------------------------------------------
 
 
-def _fold(text: str) -> str:
-    """For comparing names: width, case, spaces and punctuation don't matter."""
-    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
-
-
 def match_account(
     query: str, accounts: Sequence[tuple[str, str]], lang: Lang = "en"
 ) -> tuple[str, str]:
     """The one (id, name) that ``query`` means: an exact id, an exact name, or part of a name
-    (or 4+ digits of an id). Raises AccountMatchError for none or several."""
+    (or 4+ digits of an id; the rules of ``adsync.sync.matching``, shared with the command
+    line). Raises AccountMatchError for none or several."""
     query = query.strip()
-    key = _fold(query)
-    for account in accounts:
-        if query and account[0] == query:
-            return account
-    candidates = [a for a in accounts if key and _fold(a[1]) == key]
-    if not candidates and key:
-        candidates = [
-            a
-            for a in accounts
-            if key in _fold(a[1])
-            or (key.isascii() and key.isdigit() and len(key) >= 4 and key in a[0])
-        ]
+    candidates = account_candidates(query, accounts)
     if len(candidates) == 1:
         return candidates[0]
     zh = lang == "zh"

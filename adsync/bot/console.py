@@ -23,7 +23,9 @@ class Console:
         self.actions = actions
         self.out = out or sys.stdout
         # The console user runs everything: whoever has the shell has the database already.
-        self.caller = Caller(user_id="console", chat_id="console", chat_type="p2p", may_change=True)
+        self.caller = Caller(
+            user_id="console", chat_id="console", chat_type="p2p", may_change=True, local=True
+        )
 
     def answer(self, line: str) -> str:
         """One line in, the rendered answer out."""

@@ -304,7 +304,9 @@ class Bot:
         )
         if denial is not None:
             title = "没有权限" if command.lang == "zh" else "Not allowed"
-            self._answer(job, cards.message_card(title, denial.message, command.lang, "warning"))
+            people = denial.admins if denial.reason == "admin_only" else ()
+            card = cards.message_card(title, denial.message, command.lang, "warning", people=people)
+            self._answer(job, card)
             return None
         caller = Caller(
             incoming.user_id,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ COMMANDS = {
     ("summary",): "adsync.cli.data:summary",
     ("fields",): "adsync.cli.data:fields",
     ("records",): "adsync.cli.data:records",
+    ("tables",): "adsync.cli.data:tables",
     ("verify",): "adsync.cli.data:verify",
     ("history",): "adsync.cli.data:history",
     ("chat",): "adsync.cli.serve:chat",
@@ -40,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adsync",
         description="Ocean Engine local-push reports into a Feishu Bitable, with a Feishu bot.",
-        epilog="Exit codes: 0 done, 1 partly failed, 2 usage or configuration error, "
-        "3 authorization needed.",
+        epilog="Exit codes: 0 done, 1 partly failed, 2 usage or configuration error (or the "
+        "database is unreachable), 3 authorization needed, 4 unexpected error (details in the "
+        "log file named).",
     )
     parser.add_argument("--version", action="version", version=f"adsync {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -56,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser("sandbox", help="serve the simulated Ocean Engine + Feishu APIs")
     sandbox.add_argument("--port", type=int, default=8100)
     sandbox.add_argument("--seed", type=int, default=1)
+    sandbox.add_argument(
+        "--write-env",
+        metavar="PATH",
+        help="also write the printed .env block to PATH (owner-only; never over another file)",
+    )
 
     auth = sub.add_parser("auth", help="authorize adsync at Ocean Engine")
     auth_sub = auth.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -63,17 +71,38 @@ def build_parser() -> argparse.ArgumentParser:
     code = auth_sub.add_parser(
         "code", parents=[json_flag], help="exchange an auth_code and store the tokens"
     )
-    code.add_argument("code", help="the auth_code from the redirect after authorizing")
+    code.add_argument(
+        "code",
+        metavar="URL_OR_CODE",
+        help="the address bar's URL after authorizing (its auth_code and state are used), "
+        "or the bare auth_code",
+    )
+    code.add_argument(
+        "--confirm",
+        action="store_true",
+        help="take the grant even though it drops accounts granted before",
+    )
 
     token = sub.add_parser("token", help="the Ocean Engine token chain")
     token_sub = token.add_subparsers(dest="action", metavar="ACTION", required=True)
-    token_sub.add_parser("status", parents=[json_flag], help="lifetimes and health")
+    status = token_sub.add_parser("status", parents=[json_flag], help="lifetimes and health")
+    status.add_argument(
+        "--check", action="store_true", help="ask the platform whether the chain is live"
+    )
     token_sub.add_parser("refresh", parents=[json_flag], help="refresh now")
 
-    when_help = "yesterday (default), today, YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD"
+    # The date grammar of the chat (adsync.sync.dates): several words make one argument.
+    when_help = (
+        "yesterday (default), today, 2026-02-11, 02-11, 2月11日, last 7 days, 近7天, "
+        "or a range: 2026-02-01..2026-02-07, 2月1日至7日"
+    )
     sync = sub.add_parser("sync", parents=[json_flag], help="sync reports into the Bitable")
-    sync.add_argument("when", nargs="?", help=when_help)
-    sync.add_argument("--account", metavar="ID", help="only this local account")
+    sync.add_argument("when", nargs="*", help=when_help)
+    sync.add_argument(
+        "--account",
+        metavar="ID_OR_NAME",
+        help="only this local account: its id or part of its name",
+    )
     sync.add_argument(
         "--no-wait", action="store_true", help="if these dates are being synced, stop at once"
     )
@@ -86,14 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="one 1-day report call per account; exit 1 if any fails (3: authorize again)",
     )
     summary = sub.add_parser("summary", parents=[json_flag], help="totals and change per account")
-    summary.add_argument("when", nargs="?", help=when_help)
+    summary.add_argument("when", nargs="*", help=when_help)
     sub.add_parser("fields", parents=[json_flag], help="the Bitable's fields and their mapping")
-    records = sub.add_parser("records", parents=[json_flag], help="the Bitable's rows of a day")
-    records.add_argument("date", nargs="?", help="yesterday (default), today or YYYY-MM-DD")
+    records = sub.add_parser(
+        "records", parents=[json_flag], help="the Bitable's rows of a day or a range"
+    )
+    records.add_argument("when", nargs="*", help=when_help)
+    sub.add_parser(
+        "tables", parents=[json_flag], help="the Bitable tables in use: periods, rows, room left"
+    )
     verify = sub.add_parser(
         "verify", parents=[json_flag], help="reconcile the Bitable against the local copy"
     )
-    verify.add_argument("when", nargs="?", help=when_help)
+    verify.add_argument("when", nargs="*", help=when_help)
     verify.add_argument("--fix", action="store_true", help="repair what differs")
     history = sub.add_parser("history", parents=[json_flag], help="recent sync runs")
     history.add_argument("--limit", type=int, default=15)
@@ -121,7 +155,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that must not read the operator's configuration: the demo runs on the sandbox with
+# its own (the README promises a hostile .env cannot break it), the sandbox needs none.
+OWN_CONFIGURATION = {("demo",), ("sandbox",)}
+
+# The exit status of a process whose reader went away (128 + SIGPIPE), as `| head` expects.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # A reader that left shows here (also after --help's SystemExit), not in the
+            # interpreter's last flush, where it could only be printed as an ignored exception.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # `adsync history | head`: the reader has what it wanted. Point stdout at /dev/null so
+        # the interpreter's last flush finds no pipe either, and end without a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -130,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = tuple(p for p in (args.command, getattr(args, "action", None)) if p)
     module_name, func_name = COMMANDS[key].split(":")
     handler = getattr(importlib.import_module(module_name), func_name)
+    args.own_configuration = key in OWN_CONFIGURATION
 
     from adsync.cli.context import run
 

@@ -6,6 +6,7 @@ sandbox runs on a free loopback port and the state lives in a temporary director
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from datetime import datetime, timedelta
@@ -17,26 +18,20 @@ import requests
 from adsync.cli.auth import render_status
 from adsync.cli.context import Context
 from adsync.cli.sync import render
+from adsync.sandbox.envfile import sandbox_environment
+from adsync.sandbox.feishu import Options as FeishuOptions
+from adsync.sandbox.oceanengine import Options as OceanEngineOptions
 from adsync.sync.config import load_settings
 
-SANDBOX_OE_APP = ("1700000000000001", "sandbox-oe-secret")
-SANDBOX_FEISHU_APP = ("cli_sandbox_app", "sandbox-feishu-secret")
+SANDBOX_OE_APP = (OceanEngineOptions.app_id, OceanEngineOptions.secret)
+SANDBOX_FEISHU_APP = (FeishuOptions.app_id, FeishuOptions.app_secret)
 
 
 def demo_environment(sandbox_url: str, data_dir: Path) -> dict[str, str]:
-    """Settings that point every platform at the sandbox."""
+    """Settings that point every platform at the sandbox (what `adsync sandbox` prints), the
+    state in ``data_dir``, and short waits."""
     return {
-        "OCEANENGINE_APP_ID": SANDBOX_OE_APP[0],
-        "OCEANENGINE_APP_SECRET": SANDBOX_OE_APP[1],
-        "OCEANENGINE_API_BASE": sandbox_url,
-        "OCEANENGINE_AUTH_URL": f"{sandbox_url}/audit/oauth.html",
-        "OCEANENGINE_REDIRECT_URI": "http://127.0.0.1:8000/oauth/oceanengine/callback",
-        "FEISHU_APP_ID": SANDBOX_FEISHU_APP[0],
-        "FEISHU_APP_SECRET": SANDBOX_FEISHU_APP[1],
-        "FEISHU_DOMAIN": sandbox_url,
-        "FEISHU_BITABLE_APP_TOKEN": "bascnSandboxApp0001",
-        "FEISHU_BITABLE_TABLE_ID": "tblSandboxDaily01",
-        "FEISHU_REPORT_CHAT_IDS": "oc_sandbox_reports",
+        **sandbox_environment(sandbox_url),
         "ADSYNC_DATA_DIR": str(data_dir),
         "ADSYNC_RETRY_BASE_DELAY": "0.05",
         "ADSYNC_RATE_LIMIT": "50",
@@ -58,6 +53,11 @@ def demo(ctx: Context) -> int:
     from adsync.sync.runner import Runner
     from adsync.sync.services import open_services
 
+    # Only the demo's own settings count (passed explicitly below, never os.environ or a
+    # .env), and its loopback calls never go through the operator's HTTP proxy.
+    loopback = "127.0.0.1,localhost"
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = ",".join(p for p in (os.environ.get(name), loopback) if p)
     data_dir = Path(tempfile.mkdtemp(prefix="adsync-demo-"))
     try:
         with SandboxServer(port=0) as sandbox:

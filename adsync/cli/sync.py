@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
-from datetime import datetime
 from typing import TextIO
 
+from adsync.cli.args import resolve_account, today, when_text
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json, table
-from adsync.sync.dates import parse_when
+from adsync.sync.causes import cause_of, collapse, group
+from adsync.sync.dates import check_reportable, parse_when
+from adsync.sync.errors import AdsyncError
+from adsync.sync.reports import report_today, resolve_accounts
 from adsync.sync.runner import FAILED, Progress, Runner, RunResult
 
 STATUS_WORD = {
@@ -53,24 +58,72 @@ class ProgressView:
             self.stream.write("\n")
 
 
+# What a sync needs before anything is opened or recorded: a run without them could only fail.
+REQUIRED = (
+    "OCEANENGINE_APP_ID",
+    "OCEANENGINE_APP_SECRET",
+    "FEISHU_APP_ID",
+    "FEISHU_APP_SECRET",
+    "FEISHU_BITABLE_APP_TOKEN",
+)
+SHOWN_LABELS = 5  # accounts named per cause; the rest are counted
+
+
 def sync(ctx: Context) -> int:
-    today = datetime.now(ctx.settings.tz).date()
-    start, end = parse_when(ctx.args.when, today)
+    start, end = parse_when(when_text(ctx), today(ctx))
+    # Usage and configuration errors exit 2 here, before the database is opened (no ./data
+    # for a missing configuration) and before the ledger records a run that could not start.
+    ctx.settings.require(*REQUIRED)
+    if ctx.settings.table_roll == "full":  # a period roll finds or creates its tables by name
+        ctx.settings.require("FEISHU_BITABLE_TABLE_ID")
+    check_reportable(start, report_today())
+    account_ids = None
+    if ctx.args.account:
+        services = ctx.services
+        scope = resolve_accounts(
+            ctx.settings, services.store, services.tokens.granted_account_ids()
+        )
+        account_ids = [resolve_account(ctx.args.account, [(a.id, a.name) for a in scope])]
     view = None if ctx.json else ProgressView(sys.stderr, sys.stderr.isatty())
     runner = Runner(ctx.services, progress=view)
     result = runner.run(
         start,
         end,
-        account_ids=[ctx.args.account] if ctx.args.account else None,
+        account_ids=account_ids,
         trigger="cli",
         requested_by="cli",
         wait=0 if ctx.args.no_wait else 1800,
     )
+    if result.needs_authorization:
+        # The operator may authorize from here: a link bound to the CLI (never minted by the
+        # run itself, whose result also reaches chat cards).
+        with contextlib.suppress(AdsyncError):
+            result.auth_url = ctx.services.tokens.authorization_url(requested_by="cli")
+    if result.table_events or (result.table_forecast and result.table_forecast.warn):
+        _tell_the_group(ctx)
     if ctx.json:
         print_json(result.to_json())
     else:
         render(ctx, result)
     return result.exit_code
+
+
+def _tell_the_group(ctx: Context) -> None:
+    """A table started, recreated or filling: the group hears it now (the clock's sweep
+    would within minutes; a run from the terminal need not wait for it)."""
+    from adsync.bot.alerts import Notifier
+    from adsync.bot.messenger import Messenger
+    from adsync.bot.table_notices import TableNotices
+
+    settings = ctx.settings
+    messenger = (
+        Messenger(settings) if settings.feishu_app_id and settings.feishu_app_secret else None
+    )
+    notifier = Notifier(settings, ctx.services.store, messenger)
+    try:
+        TableNotices(ctx.services, notifier, lambda: today(ctx)).send()
+    except Exception:  # noqa: BLE001 - the sync is done; the clock's sweep tells them later
+        logging.getLogger("adsync.cli").exception("could not tell the group about the tables")
 
 
 def render(ctx: Context, result: RunResult) -> None:
@@ -95,17 +148,35 @@ def render(ctx: Context, result: RunResult) -> None:
         f"{result.deleted} duplicates removed · {result.api_calls} Ocean Engine calls, "
         f"{result.feishu_calls} Feishu calls · {result.seconds:.1f}s"
     )
-    for a in result.failed:
-        say(f"  ✗ {a.label}: {a.reason}")
-    for w in result.warnings:
+    # One line per cause, with its count: twenty accounts refused for one reason are one line.
+    # The run's own error (the authorization died) is said below, with its count.
+    error_cause = cause_of(result.error)[0] if result.error else None
+    causes = group((a.label, a.reason) for a in result.failed)
+    folded = sum(c.count for c in causes if c.short == error_cause)
+    for cause in (c for c in causes if c.short != error_cause):
+        shown = ", ".join(cause.labels[:SHOWN_LABELS])
+        more = cause.count - SHOWN_LABELS
+        who = f"{shown} and {more} more" if more > 0 else shown
+        noun = "account" if cause.count == 1 else "accounts"
+        say(f"  ✗ {cause.text if cause.count == 1 else cause.short} — {cause.count} {noun}: {who}")
+        if cause.fix and not result.auth_url:
+            say(f"    → {cause.fix}")
+    for e in result.table_events:
+        what = {"started": "started", "found": "found by name", "recreated": "recreated"}
+        extra = f", {e.rows:,} rows of {e.dates} dates rewritten" if e.kind == "recreated" else ""
+        say(f"  + table {e.name} ({e.table_id}) {what.get(e.kind, e.kind)}: {e.reason}{extra}")
+    outlook = result.table_forecast
+    if outlook is not None and outlook.warn:
+        say(
+            f"  ! {outlook.name} is full in about {outlook.days_to_full:.0f} days "
+            f"({outlook.rows:,} of {outlook.max_rows:,} rows); the next table starts by itself"
+        )
+    for w in collapse(result.warnings):
         say(f"  ! {w}")
     if result.error:
-        say(f"  ✗ {result.error}")
+        not_synced = f" — {folded} accounts not synced" if folded else ""
+        say(f"  ✗ {result.error}{not_synced}")
         if result.auth_url:
             say(f"    → authorize again: {result.auth_url}")
         elif result.hint:
             say(f"    → {result.hint}")
-    elif result.failed:
-        say(
-            "  → run the same command again to retry; failed accounts are retried, the rest is unchanged"
-        )

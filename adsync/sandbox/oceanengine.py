@@ -22,7 +22,8 @@ The reset option ``dense: true`` makes a regular world for load tests: every acc
 ``promotions_per_account`` promotions, each with a row on every day a report can reach.
 Every envelope is HTTP 200 with a business ``code``; injected HTTP faults look like a gateway.
 
-Control routes live under ``/_sandbox/oceanengine/``; they never reveal a token.
+Control routes live under ``/_sandbox/oceanengine/``; they never reveal a token (``issued`` gives
+salted hashes of every token and code issued, for leak scans).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from adsync.sandbox.faults import Fault, FaultInjector
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 AUTH_CODE_LIFETIME = 600  # "只有10分钟有效期，且只能使用一次"
+LEAK_PREFIX = 8  # /_sandbox/oceanengine/issued: the shortest token prefix that counts as a leak
 MAX_SPAN_DAYS = 365
 MAX_HOURLY_SPAN_DAYS = 7
 PAGE_SIZES = (10, 20, 50, 100)
@@ -860,6 +862,7 @@ class State:
     managers: dict[int, Manager] = field(default_factory=dict)
     advertisers: dict[int, str] = field(default_factory=dict)  # 巨量广告 广告主 (not 本地推)
     params_seen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    issued: list[str] = field(default_factory=list)  # every token and code, for leak scans
     calls: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
@@ -1001,6 +1004,7 @@ class OceanEngineSandbox:
             ("adjust", "POST", self._ctl_adjust),
             ("truth", "GET", self._ctl_truth),
             ("grant", "GET", self._ctl_grant),
+            ("issued", "GET", self._ctl_issued),
             ("requests", "GET", self._ctl_requests),
             ("stats", "GET", self.stats),
         ]
@@ -1096,13 +1100,15 @@ class OceanEngineSandbox:
 
     def _issue_pair(self, account_ids: list[int]) -> Grant:
         now, opts = self._now(), self._state.options
-        return Grant(
+        grant = Grant(
             account_ids=account_ids,
             access_token=secrets.token_hex(20),
             refresh_token=secrets.token_hex(20),
             access_expires_at=now + opts.access_lifetime,
             refresh_expires_at=now + opts.refresh_lifetime,
         )
+        self._state.issued += [grant.access_token, grant.refresh_token]
+        return grant
 
     def _access_token(self) -> dict[str, Any]:
         body = _json_body()
@@ -1118,7 +1124,7 @@ class OceanEngineSandbox:
             if record is None or record.used or self._now() - record.issued_at > AUTH_CODE_LIFETIME:
                 raise ApiError(40110)
             record.used = True
-            # Re-authorizing overwrites the previous grant: every earlier token dies with it.
+            # The consent already replaced any earlier grant (see _new_code_locked).
             grant = self._issue_pair(list(record.account_ids))
             self._state.grant = grant
             first = grant.account_ids[0] if grant.account_ids else None
@@ -1197,6 +1203,8 @@ class OceanEngineSandbox:
         with self._lock:
             self._authorize_locked(request.headers.get("Access-Token"))
             opts = self._state.options
+            # Fields of the official SDK's model_user_info_v2_response_data.go (UserInfoV2Api:
+            # GET /open_api/2/user/info/, Access-Token header, no parameters).
             return {
                 "id": 1_100_000_000_000_000 + _hash(opts.seed, "user") % 10**14,
                 "display_name": "本地推运营（沙盒）",
@@ -1204,7 +1212,7 @@ class OceanEngineSandbox:
                 "app_id": int(opts.app_id),
                 "token_scope_list": [1, 2, 3, 4],
                 "token_api_list": [],
-                "material_audit_status": 0,
+                "material_auth_status": False,
             }
 
     # -- listings of the accounts behind a manager -------------------------------------------
@@ -1318,8 +1326,15 @@ class OceanEngineSandbox:
         return Response(status=302, headers={"Location": _with_query(redirect_uri, extra)})
 
     def _new_code_locked(self, account_ids: list[int]) -> str:
+        """A user consents on the authorization page. "重新授权会覆盖前一次授权，需要确保此次授权
+        已经勾选了想要的全部账户！！重新授权需要重新获取access token" (bububa
+        api/oauth/advertiser_get.go, in the reference §1.1): re-authorizing overwrites the
+        previous grant, so its tokens die here, at the consent — whether or not the new code is
+        ever exchanged — and only the exchange brings tokens back."""
         code = secrets.token_hex(20)
         self._state.codes[code] = AuthCode(self._now(), tuple(account_ids))
+        self._state.grant = None
+        self._state.issued.append(code)
         return code
 
     # -- control routes ----------------------------------------------------------------------
@@ -1549,6 +1564,22 @@ class OceanEngineSandbox:
     ) -> list[dict[str, Any]]:
         query = ReportQuery(account.account_id, start, end, DAILY, TRUTH_METRICS)
         return run_report(self._state.ledger, PROMOTION_LEVEL, account, query, now)
+
+    def _ctl_issued(self) -> dict[str, Any]:
+        """For leak scans: salted SHA-256 of every prefix (8 characters and longer) of every
+        token and auth code issued since the reset — never the values. A scanner hashes each
+        run of hex characters it finds the same way; 8 characters is twice a masked prefix."""
+        salt = secrets.token_hex(8)
+        with self._lock:
+            issued = list(self._state.issued)
+        hashes = sorted(
+            {
+                hashlib.sha256(f"{salt}{value[:k]}".encode()).hexdigest()
+                for value in issued
+                for k in range(LEAK_PREFIX, len(value) + 1)
+            }
+        )
+        return {"salt": salt, "min_prefix": LEAK_PREFIX, "issued": len(issued), "hashes": hashes}
 
     def _ctl_requests(self) -> dict[str, Any]:
         """The parameter names (never values) of the last request to each path, so a test can

@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Protocol
 
 from flask import Flask, jsonify, request
@@ -153,14 +154,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--write-env", metavar="PATH", help="also write the .env block to PATH (mode 0600)"
+    )
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print("adsync sandbox only listens on loopback", file=sys.stderr)
         return 2
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = SandboxServer(args.host, args.port, seed=args.seed)
-    # One machine-readable line first, so a parent process can learn the port (--port 0).
+    try:
+        server = SandboxServer(args.host, args.port, seed=args.seed)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        print("  → choose another port: adsync sandbox --port 8101 (or 0 for any)", file=sys.stderr)
+        return 2
+    from adsync.sandbox.envfile import EnvFileExists, env_block, write_env
+
+    if args.write_env:
+        try:
+            write_env(Path(args.write_env), server.url)
+        except (EnvFileExists, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            print("  → choose another path, or remove that file", file=sys.stderr)
+            return 2
+    # One machine-readable line first, so a parent process can learn the port (--port 0); then
+    # the settings that point adsync here, ready to paste into a .env.
     print(json.dumps({"sandbox": server.url}), flush=True)
+    print(f"\n{env_block(server.url)}", flush=True)
+    if args.write_env:
+        print(f"# written to {args.write_env} (mode 0600)", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0

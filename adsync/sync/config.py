@@ -74,7 +74,7 @@ def _digits(raw: str) -> str:
 
 def _url(raw: str) -> str:
     if not re.match(r"^https?://[^\s/]+", raw):
-        raise ValueError("expected an http(s) URL, like https://api.oceanengine.com")
+        raise ValueError("expected an http(s) URL")  # the variable's example follows
     return raw.rstrip("/")
 
 
@@ -160,10 +160,23 @@ def _log_level(raw: str) -> str:
 
 
 def _port(raw: str) -> int:
-    value = _non_negative_int(raw)
-    if value > 65535:
+    if not raw.isascii() or not raw.isdigit() or int(raw) > 65535:
         raise ValueError("expected a port number 0-65535")
-    return value
+    return int(raw)
+
+
+def _feishu_app_id(raw: str) -> str:
+    # Every Feishu/Lark app id starts with "cli_" (the developer console shows it so).
+    if not raw.startswith("cli_") or len(raw) < 8:
+        raise ValueError("expected the Feishu app id, which starts with cli_")
+    return raw
+
+
+def _table_id(raw: str) -> str:
+    # Bitable table ids start with "tbl" (the table_id=tbl… part of the Base's URL).
+    if not raw.startswith("tbl"):
+        raise ValueError("expected a table id, which starts with tbl")
+    return raw
 
 
 def _hhmm(raw: str) -> time:
@@ -210,19 +223,65 @@ def _field_map(raw: str) -> tuple[tuple[str, str], ...]:
     return parse_field_map(raw)
 
 
+TABLE_ROLLS = ("month", "quarter", "year", "full")
+
+
+def _table_roll(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in TABLE_ROLLS:
+        raise ValueError("expected month, quarter, year or full")
+    return value
+
+
+def _table_name(raw: str) -> str:
+    # Feishu table names: 1-100 characters, trimmed, no / \ ? * : [ ] (app-table create/patch).
+    # "{period}" is the only placeholder: every rolled table needs a name of its own.
+    rest = raw.replace("{period}", "")
+    if raw.count("{period}") != 1 or "{" in rest or "}" in rest:
+        raise ValueError("expected a name with {period} once, like 本地推日报 {period}")
+    bad = sorted(set(re.findall(r"[\[\]:\\/?*]", raw)))
+    if bad:
+        raise ValueError(f"a Feishu table name cannot contain {' '.join(bad)}")
+    if len(raw.replace("{period}", "2026-Q1 #99").strip()) > 100:
+        raise ValueError("a Feishu table name has at most 100 characters")
+    return raw.strip()
+
+
+# The database drivers adsync installs: SQLite (the standard library) and psycopg 3.
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+_DATABASE_FORMS = "sqlite:///path/to/adsync.db or postgresql://user:password@host:5432/db"
+
+
 def _database_url(raw: str) -> Secret:
+    scheme, sep, _rest = raw.partition("://")
+    if not sep:
+        raise ValueError(f"expected a database URL: {_DATABASE_FORMS}")
+    if scheme.lower() not in DATABASE_SCHEMES:
+        shown = scheme if re.fullmatch(r"[A-Za-z0-9+._-]{1,30}", scheme) else "an unknown"
+        raise ValueError(
+            f"{shown}:// is not supported; adsync stores its data in SQLite or PostgreSQL: "
+            f"{_DATABASE_FORMS}"
+        )
     # Hand psycopg 3 to SQLAlchemy for the plain URL forms people copy from hosting dashboards.
     for prefix in ("postgres://", "postgresql://"):
         if raw.startswith(prefix):
             raw = "postgresql+psycopg://" + raw[len(prefix) :]
-    if "://" not in raw:
-        raise ValueError("expected a SQLAlchemy URL, like sqlite:///data/adsync.db")
     return Secret(raw)
 
 
-def var(name: str, parse: Callable[[str], Any] = _text, default: Any = None, doc: str = "") -> Any:
-    """Declare a settings field backed by the variable ``name``."""
-    return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
+def var(
+    name: str,
+    parse: Callable[[str], Any] = _text,
+    default: Any = None,
+    doc: str = "",
+    example: str = "",
+) -> Any:
+    """Declare a settings field backed by the variable ``name``. ``example``: a well-formed
+    value, shown when the value is malformed (the default, when there is one, otherwise)."""
+    return field(
+        default=default,
+        metadata={"env": name, "parse": parse, "doc": doc, "example": example},
+    )
 
 
 @dataclass(frozen=True)
@@ -233,21 +292,39 @@ class Settings:
     oceanengine_auth_url: str = var(
         "OCEANENGINE_AUTH_URL", _url, "https://open.oceanengine.com/audit/oauth.html"
     )
-    oceanengine_redirect_uri: str | None = var("OCEANENGINE_REDIRECT_URI", _url)
-    accounts: tuple[AccountSpec, ...] = var("ADSYNC_ACCOUNTS", _accounts, ())
-    feishu_app_id: str | None = var("FEISHU_APP_ID")
+    oceanengine_redirect_uri: str | None = var(
+        "OCEANENGINE_REDIRECT_URI",
+        _url,
+        example="https://ads.example.com/oauth/oceanengine/callback",
+    )
+    accounts: tuple[AccountSpec, ...] = var(
+        "ADSYNC_ACCOUNTS", _accounts, (), example="1835880409219083:门店A,1835880409219084"
+    )
+    feishu_app_id: str | None = var("FEISHU_APP_ID", _feishu_app_id, example="cli_a1b2c3d4e5f6a7b8")
     feishu_app_secret: Secret | None = var("FEISHU_APP_SECRET", _secret)
     feishu_domain: str = var("FEISHU_DOMAIN", _url, "https://open.feishu.cn")
     feishu_encrypt_key: Secret | None = var("FEISHU_ENCRYPT_KEY", _secret)
     feishu_verification_token: Secret | None = var("FEISHU_VERIFICATION_TOKEN", _secret)
     feishu_bitable_app_token: str | None = var("FEISHU_BITABLE_APP_TOKEN")
-    feishu_bitable_table_id: str | None = var("FEISHU_BITABLE_TABLE_ID")
-    feishu_report_chat_ids: tuple[str, ...] = var("FEISHU_REPORT_CHAT_IDS", _chat_ids, ())
-    feishu_alert_webhook_url: Secret | None = var("FEISHU_ALERT_WEBHOOK_URL", _secret_url)
+    feishu_bitable_table_id: str | None = var(
+        "FEISHU_BITABLE_TABLE_ID", _table_id, example="tblAbCdEf12345678"
+    )
+    feishu_report_chat_ids: tuple[str, ...] = var(
+        "FEISHU_REPORT_CHAT_IDS", _chat_ids, (), example="oc_a0553eda9014c201e6969b478895c230"
+    )
+    feishu_alert_webhook_url: Secret | None = var(
+        "FEISHU_ALERT_WEBHOOK_URL",
+        _secret_url,
+        example="https://open.feishu.cn/open-apis/bot/v2/hook/<hook id>",
+    )
     feishu_alert_webhook_secret: Secret | None = var("FEISHU_ALERT_WEBHOOK_SECRET", _secret)
     admins: tuple[str, ...] = var("ADSYNC_ADMINS", _list, ())
-    allowed_chat_ids: tuple[str, ...] = var("ADSYNC_ALLOWED_CHAT_IDS", _chat_ids, ())
-    database_url: Secret | None = var("ADSYNC_DATABASE_URL", _database_url)
+    allowed_chat_ids: tuple[str, ...] = var(
+        "ADSYNC_ALLOWED_CHAT_IDS", _chat_ids, (), example="oc_a0553eda9014c201e6969b478895c230"
+    )
+    database_url: Secret | None = var(
+        "ADSYNC_DATABASE_URL", _database_url, example="postgresql://adsync:…@127.0.0.1:5432/adsync"
+    )
     data_dir: Path = var("ADSYNC_DATA_DIR", Path, Path("data"))
     timezone: str = var("ADSYNC_TIMEZONE", _timezone, "Asia/Shanghai")
     daily_sync_at: time = var("ADSYNC_DAILY_SYNC_AT", _hhmm, time(7, 0))
@@ -289,6 +366,23 @@ class Settings:
         0.3,
         "seconds between consecutive Bitable writes (Feishu advises spacing them)",
     )
+    table_roll: str = var(
+        "ADSYNC_TABLE_ROLL",
+        _table_roll,
+        "full",
+        "month, quarter, year or full: when a new table starts",
+    )
+    table_name: str = var(
+        "ADSYNC_TABLE_NAME", _table_name, "本地推日报 {period}", "name template of rolled tables"
+    )
+    table_max_rows: int = var(
+        "ADSYNC_TABLE_MAX_ROWS", _positive_int, 20000, "the plan's rows per table"
+    )
+    bitable_url: str | None = var(
+        "ADSYNC_BITABLE_URL",
+        _url,
+        doc="the Base's address as the browser shows it (links in messages)",
+    )
     callback_max_age: int = var(
         "ADSYNC_CALLBACK_MAX_AGE",
         _callback_max_age,
@@ -310,17 +404,25 @@ class Settings:
             return self.database_url.reveal()
         return f"sqlite:///{self.data_dir / 'adsync.db'}"
 
+    # Names in .env or adsync.toml that look like a mistyped setting (see ``load_settings``):
+    # `adsync doctor` lists them, since a typo there reads as "not set" everywhere else.
+    unknown: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
     def require(self, *env_names: str) -> None:
-        """Raise ConfigError naming the first of ``env_names`` that has no value."""
+        """Raise ConfigError naming every one of ``env_names`` that has no value."""
         by_env = {f.metadata["env"]: f.name for f in fields(self) if "env" in f.metadata}
-        for env_name in env_names:
-            value = getattr(self, by_env[env_name])
-            if value is None or value == "" or value == ():
-                raise ConfigError(
-                    f"{env_name} is not set",
-                    hint=f"set {env_name} in the environment or in {self.source.get('.env', '.env')}"
-                    " (see `adsync doctor` and the README's configuration table)",
-                )
+        missing = [name for name in env_names if getattr(self, by_env[name]) in (None, "", ())]
+        if not missing:
+            return
+        names = " and ".join(
+            [", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing
+        )
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError(
+            f"{names} {verb} not set",
+            hint=f"set {', '.join(missing)} in the environment or in "
+            f"{self.source.get('.env', '.env')} (.env.example lists every setting)",
+        )
 
     def with_overrides(self, **values: Any) -> Settings:
         return replace(self, **values)
@@ -335,6 +437,11 @@ def settings_fields() -> list[tuple[str, str, str]]:
                 (f.metadata["env"], "" if f.default is None else str(f.default), f.metadata["doc"])
             )
     return out
+
+
+# Variables that say where the configuration is: read from the real environment only.
+LOCATORS = ("ADSYNC_ENV_FILE", "ADSYNC_CONFIG")
+_PREFIXES = ("ADSYNC_", "OCEANENGINE_", "FEISHU_")
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -353,29 +460,81 @@ def _read_toml(path: Path) -> dict[str, str]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"{path} is not valid TOML: {exc}", hint=f"fix or remove {path}"
-        ) from None
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
     table = data.get("adsync", data)
     return {str(k).upper(): str(v) for k, v in table.items() if not isinstance(v, dict)}
 
 
+def _example(f: Any) -> str:
+    example = f.metadata.get("example") or ""
+    if not example and f.default not in (None, (), ""):
+        default = f.default
+        example = default.strftime("%H:%M") if isinstance(default, time) else str(default)
+    return example
+
+
+def _problem(f: Any, raw: str, where: str, reason: str) -> str:
+    name = f.metadata["env"]
+    hidden = f.metadata["parse"] in (_secret, _secret_url, _database_url)
+    example = _example(f)
+    if example and "like " not in reason and not hidden:
+        reason += f", like {example}"
+    shown = "(hidden)" if hidden else repr(raw)
+    return f"{name} is malformed: {reason} (got {shown} from {where})"
+
+
+def _unknown_names(layers: list[tuple[str, dict[str, str]]], known: set[str]) -> list[str]:
+    """Names in .env / adsync.toml that adsync does not read: a typo of a known one, or (in
+    adsync.toml's [adsync] table, which is adsync's alone) anything."""
+    import difflib
+
+    notes = []
+    for origin, layer in layers:
+        for name, value in layer.items():
+            if name in known or name in LOCATORS or not value.strip():
+                continue  # an empty line (.env.example's blanks) sets nothing
+            near = difflib.get_close_matches(name, sorted(known), 1, 0.8)
+            if near:
+                notes.append(f"{name} in {origin} is not a setting; did you mean {near[0]}?")
+            elif origin.endswith(".toml") or name.startswith("ADSYNC_"):
+                notes.append(f"{name} in {origin} is not a setting adsync reads")
+    return notes
+
+
 def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
-    """Read every variable; raise ConfigError for the first malformed one."""
+    """Read every variable; raise one ConfigError listing every malformed one (each with its
+    name, where its value came from and the form expected), so a new operator fixes them in
+    one pass rather than one per run."""
     env = dict(os.environ if environ is None else environ)
     base = Path.cwd() if cwd is None else cwd
-    dotenv_path = Path(env.get("ADSYNC_ENV_FILE") or base / ".env")
-    toml_path = Path(env.get("ADSYNC_CONFIG") or base / "adsync.toml")
-    layers = [
-        (str(toml_path), _read_toml(toml_path)),
-        (str(dotenv_path), _read_dotenv(dotenv_path)),
-        ("the environment", env),
-    ]
+    problems: list[str] = []
+    paths = {}
+    for locator, default in (
+        ("ADSYNC_ENV_FILE", base / ".env"),
+        ("ADSYNC_CONFIG", base / "adsync.toml"),
+    ):
+        pointed = env.get(locator, "").strip()
+        paths[locator] = Path(pointed) if pointed else default
+        if pointed and not Path(pointed).is_file():
+            problems.append(
+                f"{locator} points to {pointed}, which "
+                + ("is not a file" if Path(pointed).exists() else "does not exist")
+            )
+    dotenv_path, toml_path = paths["ADSYNC_ENV_FILE"], paths["ADSYNC_CONFIG"]
+    try:
+        toml_layer = _read_toml(toml_path)
+    except ValueError as exc:
+        problems.append(str(exc))
+        toml_layer = {}
+    files = [(str(toml_path), toml_layer), (str(dotenv_path), _read_dotenv(dotenv_path))]
+    layers = [*files, ("the environment", env)]
     values: dict[str, Any] = {}
+    known = set()
     for f in fields(Settings):
         if "env" not in f.metadata:
             continue
         name = f.metadata["env"]
+        known.add(name)
         raw, where = None, ""
         for origin, layer in layers:
             if layer.get(name, "").strip() != "":
@@ -385,14 +544,17 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         try:
             values[f.name] = f.metadata["parse"](raw)
         except ValueError as exc:
-            shown = (
-                "(hidden)"
-                if f.metadata["parse"] in (_secret, _secret_url, _database_url)
-                else repr(raw)
-            )
-            raise ConfigError(
-                f"{name} is malformed: {exc} (got {shown} from {where})",
-                hint=f"correct {name} in {where}",
-            ) from None
+            problems.append(_problem(f, raw, where, str(exc)))
+    if problems:
+        first = problems[0] if len(problems) == 1 else f"{len(problems)} settings are wrong:"
+        lines = [first] if len(problems) == 1 else [first, *(f"  {p}" for p in problems)]
+        hint = (
+            f"correct {'it' if len(problems) == 1 else 'them'} where set (the environment wins "
+            f"over {dotenv_path}, which wins over {toml_path}); .env.example shows every setting"
+        )
+        if all(p.startswith(LOCATORS) for p in problems):
+            hint = "point it at an existing file, or unset it to read ./.env and ./adsync.toml"
+        raise ConfigError("\n".join(lines), hint=hint)
     values["source"] = {".env": str(dotenv_path), "toml": str(toml_path)}
+    values["unknown"] = tuple(_unknown_names(files, known))
     return Settings(**values)

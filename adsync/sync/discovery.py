@@ -276,9 +276,13 @@ def _life(api: OceanEngineAPI, g: Grantee, result: Discovery) -> Iterator[Found]
 
 def save(store: Store, found: Discovery, now: datetime | None = None) -> list[Change]:
     """Record a discovery and return what changed since the previous one. One writer at a
-    time (so two runs finishing together report a change once, not twice)."""
+    time (so two runs finishing together report a change once, not twice).
+
+    Idempotent, so it is rerun when the connection drops even during the commit: a rerun after
+    a commit that did land finds the new list already stored and reports no change again."""
     now = now or utcnow()
-    with store.exclusive() as conn:
+
+    def record(conn: Any) -> list[Change]:
         if store.dialect == "postgresql":
             conn.execute(text(DISCOVERY_LOCK))
         before = {r.account_id: r for r in conn.execute(select(accounts))}
@@ -377,7 +381,9 @@ def save(store: Store, found: Discovery, now: datetime | None = None) -> list[Ch
                 .where(accounts.c.account_id == account_id)
                 .values(scope="vanished", note=reason, fix=None, vanished_at=now)
             )
-    return changes
+        return changes
+
+    return store.transact(record, exclusive=True, idempotent=True)
 
 
 def _via(f: Found) -> str:

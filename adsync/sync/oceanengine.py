@@ -277,7 +277,9 @@ class OceanEngineClient:
                 return self._once(method, path, params, body, access_token, retry=bool(attempt))
             except TransientError as exc:
                 last = exc
-                log.warning("%s (attempt %d of %d)", exc.message, attempt + 1, self.retry.attempts)
+                # DEBUG (`-v`): the run says the outcome once per cause, with its count; a
+                # WARNING per attempt and account made one outage 70 lines.
+                log.debug("%s (attempt %d of %d)", exc.message, attempt + 1, self.retry.attempts)
         assert last is not None
         raise last
 

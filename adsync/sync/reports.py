@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select, update
 
@@ -222,6 +223,15 @@ def account_states(store: Store) -> dict[str, AccountState]:
         )
         for r in found
     }
+
+
+# The platform's business day: report dates and its 365-day window are Beijing dates.
+REPORT_ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def report_today() -> date:
+    """Today as Ocean Engine counts it (its report window is measured from this day)."""
+    return datetime.now(REPORT_ZONE).date()
 
 
 def dates_between(start: date, end: date) -> list[date]:

@@ -27,11 +27,20 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from adsync.sync import discovery, localcopy
+from adsync.sync.causes import cause_of, causes_line, collapse, group
+from adsync.sync.dates import check_reportable
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.leases import Busy, holding
 from adsync.sync.oceanengine import TransientError
 from adsync.sync.recovery import INTERRUPTED, RUN_LEASE_TTL, recover_after_crash, run_lease
-from adsync.sync.reports import Account, ReportRow, dates_between, fetch_rows, resolve_accounts
+from adsync.sync.reports import (
+    Account,
+    ReportRow,
+    dates_between,
+    fetch_rows,
+    report_today,
+    resolve_accounts,
+)
 from adsync.sync.services import Services
 from adsync.sync.store import (
     BACKGROUND_WAIT_SECONDS,
@@ -41,9 +50,18 @@ from adsync.sync.store import (
     runs,
     utcnow,
 )
+from adsync.sync.tables import (
+    Forecast,
+    Registry,
+    TableEvent,
+    day_lease,
+    forecast,
+    write_lease,
+)
 
 if TYPE_CHECKING:
-    from adsync.sync.bitable import BitableSink, UpsertResult, UpsertStream
+    from adsync.sync.bitable import UpsertResult
+    from adsync.sync.routing import RoutedResult, RoutedUpsert, TableSet
 
 log = logging.getLogger("adsync.runner")
 
@@ -90,7 +108,12 @@ class RunResult:
     account_changes: list[str] = field(default_factory=list)
     error: str = ""
     hint: str = ""
-    auth_url: str = ""
+    auth_url: str = ""  # set by the CLI, which may show a link; never by the run itself
+    needs_authorization: bool = False
+    # Rolling tables: tables started, found or recreated by this run, and when the table new
+    # days go into is expected to fill (facts; the bot side tells the group).
+    table_events: list[TableEvent] = field(default_factory=list)
+    table_forecast: Forecast | None = None
 
     @property
     def failed(self) -> list[AccountResult]:
@@ -104,7 +127,7 @@ class RunResult:
     def exit_code(self) -> int:
         if self.status == "ok":
             return 0
-        return 3 if self.auth_url else 1
+        return 3 if self.needs_authorization or self.auth_url else 1
 
     @property
     def dates(self) -> str:
@@ -131,21 +154,19 @@ class Runner:
     def __init__(
         self,
         services: Services,
-        sink_factory: Callable[[], BitableSink] | None = None,
         progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.services = services
         self.settings = services.settings
         self.store = services.store
-        self._sink_factory = sink_factory
         self._progress = progress or (lambda _p: None)
+        self._seen: set[type[BaseException]] = set()
+        self._seen_lock = threading.Lock()
 
-    def _sink(self) -> BitableSink:
-        if self._sink_factory is not None:
-            return self._sink_factory()
-        from adsync.sync.bitable import BitableSink  # imports lark-oapi: only when writing
+    def _tables(self) -> TableSet:
+        from adsync.sync.routing import TableSet  # imports lark-oapi: only when writing
 
-        return BitableSink(self.settings)
+        return TableSet(self.settings, self.store)
 
     def run(
         self,
@@ -160,6 +181,9 @@ class Runner:
         """Sync ``start..end``. ``wait``: seconds to wait for an overlapping run (0 = answer
         "already running" at once). Never raises for a failed account or write: the result
         says what failed."""
+        # Dates the platform refuses fail every account alike: refused here, before the ledger
+        # (DateError, exit code 2), with the limit, not as N failed accounts and "run it again".
+        check_reportable(start, report_today())
         started = time.monotonic()
         result = RunResult(start, end, trigger)
         account_filter = ",".join(account_ids)[:32] if account_ids else None
@@ -169,14 +193,15 @@ class Runner:
         # The ledger first: a run that cannot even start (no accounts) is history too.
         result.run_id = self._open_ledger(result, account_filter, requested_by)
         try:
+            self._remember_legacy()
             scope = self._scope(account_ids, result)
         except AdsyncError as exc:
             self._fail(result, exc, started)
             self._close_ledger(result)
             return result
         holder = f"{actor()}:run{result.run_id}:{threading.get_ident()}"
-        table = f"{self.settings.feishu_bitable_app_token}:{self.settings.feishu_bitable_table_id}"
-        day_leases = [f"sync:{table}:{d.isoformat()}" for d in dates_between(start, end)]
+        # Per Base, whichever table holds the date (rolling tables: adsync.sync.tables).
+        day_leases = [day_lease(self.settings, d) for d in dates_between(start, end)]
         try:
             # The run's own lease, held from here to the end (waiting for the dates included):
             # how another host's recovery tells this run from a dead one (recovery.py).
@@ -184,16 +209,18 @@ class Runner:
                 holding(self.store, [run_lease(result.run_id)], holder, ttl=RUN_LEASE_TTL),
                 holding(self.store, day_leases, holder, wait=wait),
             ):
-                self._run(result, scope, holder, table)
+                self._run(result, scope, holder)
         except Busy as exc:
             result.status = "busy"
             result.error, result.hint = exc.message, exc.hint
         except AdsyncError as exc:
             self._fail(result, exc, started)
-        except Exception as exc:  # noqa: BLE001 - the ledger must record every ending
+        except Exception:  # noqa: BLE001 - the ledger must record every ending
+            # The ledger and the cards get no exception text (it can carry values, e.g. a
+            # database error's statement); the log has it, through the redactor.
             log.exception("run %s crashed", result.run_id)
             result.status = FAILED
-            result.error = f"unexpected error: {type(exc).__name__}: {exc}"
+            result.error = "an unexpected error stopped the run (the details are in adsync's log)"
         except KeyboardInterrupt:  # Ctrl-C on `adsync sync`: say so in the ledger, then stop
             result.status = INTERRUPTED
             result.error = "interrupted: stopped by the operator (Ctrl-C); sync these dates again"
@@ -201,11 +228,40 @@ class Runner:
             self._close_ledger(result)
             raise
         result.seconds = round(time.monotonic() - started, 3)
+        result.warnings = collapse(result.warnings)
+        self._log_causes(result)
         self._close_ledger(result)
         self._progress(Progress(len(result.accounts), len(scope), result.rows, stage="done"))
         return result
 
+    @staticmethod
+    def _log_causes(result: RunResult) -> None:
+        """One log line per cause of failure with its count (the retries before it are DEBUG):
+        an outage is one WARNING, not one per account and attempt."""
+        failed = result.failed
+        # On the command line the same lines are printed as the result; the log keeps them.
+        level = logging.INFO if result.trigger in ("cli", "demo") else logging.WARNING
+        for cause in group((a.account_id, a.reason) for a in failed):
+            shown = ", ".join(cause.labels[:5]) + (" …" if cause.count > 5 else "")
+            log.log(
+                level,
+                "run %s: %d of %d accounts failed: %s (%s)",
+                result.run_id,
+                cause.count,
+                len(result.accounts),
+                cause.text,
+                shown,
+            )
+
     # -- the steps ----------------------------------------------------------------------------
+
+    def _remember_legacy(self) -> None:
+        """The first run since upgrading to rolling tables: the dates synced before are in
+        the configured table. Recorded before this run saves rows of its own."""
+        settings = self.settings
+        if settings.feishu_bitable_app_token and settings.feishu_bitable_table_id:
+            registry = Registry(self.store, settings.feishu_bitable_app_token)
+            registry.remember_legacy(settings.feishu_bitable_table_id)
 
     def _scope(self, account_ids: Sequence[str] | None, result: RunResult) -> list[Account]:
         # Every run refreshes the discovered list first (ADSYNC_ACCOUNTS empty): a new account
@@ -231,9 +287,9 @@ class Runner:
             )
         return chosen
 
-    def _run(self, result: RunResult, scope: list[Account], holder: str, table: str) -> None:
+    def _run(self, result: RunResult, scope: list[Account], holder: str) -> None:
         names = {a.name: a.id for a in scope if a.name}
-        writer = _Writer(self, result, holder, table, names)
+        writer = _Writer(self, result, holder, names, len(scope))
         try:
             rows, problem = self._fetch(result, scope, writer.add)
             ok_ids = {a.account_id for a in result.accounts if a.status != FAILED}
@@ -328,11 +384,22 @@ class Runner:
         try:
             fetched = fetch_rows(self.services.api(client), account, start, end)
         except AdsyncError as exc:
-            res = AccountResult(account.id, account.name, FAILED, exc.message)
+            res = AccountResult(account.id, account.name, FAILED, exc.public_message)
             return self._timed(res, client, began), [], exc
         except Exception as exc:  # noqa: BLE001 - one account's surprise must not stop the others
-            log.exception("account %s failed unexpectedly", account.id)
-            res = AccountResult(account.id, account.name, FAILED, f"{type(exc).__name__}: {exc}")
+            # One traceback per kind of surprise in a run (in the log, never in a card: its
+            # text may carry internals); the summary line counts them all.
+            with self._seen_lock:
+                first = type(exc) not in self._seen
+                self._seen.add(type(exc))
+            log.log(
+                logging.ERROR if first else logging.DEBUG,
+                "account %s failed unexpectedly",
+                account.id,
+                exc_info=True,
+            )
+            reason = "an unexpected error (the details are in adsync's log)"
+            res = AccountResult(account.id, account.name, FAILED, reason)
             return self._timed(res, client, began), [], exc
         finally:
             client.close()
@@ -357,9 +424,12 @@ class Runner:
 
     def _fail(self, result: RunResult, exc: AdsyncError, started: float) -> RunResult:
         result.status = FAILED
-        result.error, result.hint = exc.message, exc.hint
+        # What the ledger and the cards may say (a StoreError's message names the database).
+        result.error, result.hint = exc.public_message, exc.public_hint
+        if exc.public_message != exc.message:
+            log.error("run %s failed: %s", result.run_id, exc.message)
         if isinstance(exc, AuthorizationNeeded):
-            result.auth_url = exc.auth_url
+            result.needs_authorization = True
         result.seconds = round(time.monotonic() - started, 3)
         return result
 
@@ -441,22 +511,22 @@ class Runner:
 
 class _Writer:
     """The Bitable side of a run, on a thread of its own. Started by the first account's rows
-    (a run whose every account failed never touches the table); it takes the table's writer
-    lease, prepares the layout and reads the dates while the fetch goes on, then upserts each
-    account's rows as they are handed over."""
+    (a run whose every account failed never touches the Base); it takes the Base's writer
+    lease, looks at the Base's tables and reads the dates while the fetch goes on, then hands
+    each account's rows to the routed upsert (each date into its table, see
+    adsync.sync.routing)."""
 
     def __init__(
-        self, runner: Runner, result: RunResult, holder: str, table: str, names: dict[str, str]
+        self, runner: Runner, result: RunResult, holder: str, names: dict[str, str], accounts: int
     ) -> None:
         self._runner, self._result = runner, result
-        self._holder, self._table, self._names = holder, table, names
+        self._holder, self._names, self._accounts = holder, names, accounts
         self._queue: queue.Queue[list[ReportRow] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._abandon = threading.Event()
         self._error: BaseException | None = None
-        self._upsert: UpsertResult | None = None
-        self._stream: UpsertStream | None = None
-        self._sink: BitableSink | None = None
+        self._upsert: RoutedResult | None = None
+        self._routed: RoutedUpsert | None = None
         self._calls_before = 0
 
     @property
@@ -477,15 +547,23 @@ class _Writer:
         self._queue.put(None)
         self._thread.join()
         self._count_calls()
+        if self._routed is not None:
+            self._result.table_events = list(self._routed.ts.events)
         if self._error is not None:
             # What was written before the failure was written: say so, never "0 created".
-            if self._stream is not None:
-                self._take(self._stream.result)
+            if self._routed is not None:
+                self._take(self._routed.written())
             raise self._error
-        upsert = self._upsert
-        assert upsert is not None
-        self._take(upsert)
-        self._result.warnings.extend(upsert.warnings)
+        routed = self._upsert
+        assert routed is not None
+        self._take(routed.upsert)
+        result = self._result
+        result.warnings.extend(routed.upsert.warnings)
+        result.table_events = routed.events
+        settings = self._runner.settings
+        result.table_forecast = forecast(
+            self._runner.store, settings, utcnow().astimezone(settings.tz).date()
+        )
 
     def _take(self, upsert: UpsertResult) -> None:
         result = self._result
@@ -503,38 +581,80 @@ class _Writer:
         self._count_calls()
 
     def _count_calls(self) -> None:
-        if self._sink is not None:
-            self._result.feishu_calls = self._sink.caller.calls - self._calls_before
+        if self._routed is not None:
+            self._result.feishu_calls = self._routed.ts.caller.calls - self._calls_before
 
     def _work(self) -> None:
         runner, result = self._runner, self._result
         try:
-            # One writer per table: the platform refuses overlapping writes (1254291).
-            with holding(runner.store, [f"write:{self._table}"], self._holder, wait=600):
-                sink = self._sink = runner._sink()
-                self._calls_before = sink.caller.calls
-                sink.prepare()
-                stream = self._stream = sink.stream(
+            # One writer per Base: the registry and new tables have one author at a time, and
+            # the platform refuses overlapping writes to a table (1254291).
+            lease = write_lease(runner.settings)
+            with holding(runner.store, [lease], self._holder, wait=600):
+                from adsync.sync.routing import RoutedUpsert
+
+                tables = runner._tables()
+                self._calls_before = tables.caller.calls
+                routed = self._routed = RoutedUpsert(
+                    tables,
                     dates_between(result.start, result.end),
                     run_tag=f"run{result.run_id}",
                     synced_at=utcnow(),
                     account_names=self._names,
+                    accounts_total=self._accounts,
                 )
+                routed.open()
                 while (rows := self._queue.get()) is not None:
                     if self._abandon.is_set():
                         return
-                    stream.add(rows)
+                    routed.add(rows)
                 if not self._abandon.is_set():
-                    self._upsert = stream.finish()
+                    self._upsert = routed.finish()
         except BaseException as exc:  # noqa: BLE001 - raised again by finish(), in the run
             self._error = exc
 
 
 def recent_runs(services: Services, limit: int = 10) -> list[dict[str, Any]]:
-    found = services.store.read(
-        lambda conn: conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
-    )
-    return [dict(r._mapping) for r in found]
+    """The last ``limit`` runs, newest first, each with why it failed or was partial:
+    ``failures`` (account, reason), ``causes`` (one per cause, with its count) and ``why``,
+    one line: the run's error, then "3 accounts: 40002 no permission … (2), … (1)"."""
+
+    def read(conn: Connection) -> tuple[list[dict[str, Any]], list[Any]]:
+        found = [
+            dict(r._mapping)
+            for r in conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit))
+        ]
+        ids = [r["id"] for r in found]
+        failed = []
+        if ids:
+            query = (
+                select(run_accounts.c.run_id, run_accounts.c.account_id, run_accounts.c.reason)
+                .where(run_accounts.c.run_id.in_(ids), run_accounts.c.status == FAILED)
+                .order_by(run_accounts.c.id)
+            )
+            failed = list(conn.execute(query))
+        return found, failed
+
+    found, failed_rows = services.store.read(read)
+    failures: dict[int, list[tuple[str, str]]] = {r["id"]: [] for r in found}
+    for run_id, account_id, reason in failed_rows:
+        failures[run_id].append((account_id, reason or ""))
+    for run in found:
+        failed = failures[run["id"]]
+        causes = group(failed)
+        run["failures"] = [{"account_id": a, "reason": r} for a, r in failed]
+        run["causes"] = [
+            {"cause": c.short, "count": c.count, "reason": c.text, "fix": c.fix} for c in causes
+        ]
+        parts = [cause_of(run["error"])[0]] if run["error"] else []
+        line = causes_line([r for _a, r in failed])
+        # A run killed by one cause lists its accounts under it: say it once, not twice.
+        if line and not (len(causes) == 1 and parts and parts[0] == causes[0].short):
+            parts.append(line)
+        elif line:
+            parts = [line]
+        run["why"] = "; ".join(parts)
+    return found
 
 
 __all__ = [

@@ -38,12 +38,13 @@ class Services:
         return OceanEngineAPI(client or self.new_client(), self.tokens)
 
     def close(self) -> None:
+        self.tokens.close()
         self.tokens.client.close()
         self.store.dispose()
 
 
 def open_services(settings: Settings) -> Services:
-    store = Store(settings.db_url, wait=settings.db_wait)
+    store = Store(settings.db_url, settings.data_dir, wait=settings.db_wait)
     limiter = RateLimiter(settings.rate_limit)
     # Token calls: a refresh and three retries. Each retry of a refresh whose answer was lost
     # risks presenting a refresh token the platform already rotated; more would not help.

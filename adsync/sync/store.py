@@ -81,6 +81,7 @@ from sqlalchemy.types import TypeDecorator
 
 from adsync.sync import processes
 from adsync.sync.errors import StoreError
+from adsync.sync.private import describe, private_dir, private_file
 
 log = logging.getLogger("adsync.store")
 
@@ -147,6 +148,46 @@ tokens = Table(
     Column("dead_at", UTCDateTime),  # set when the platform says the chain is gone
     Column("dead_reason", Text),
     Column("updated_at", UTCDateTime, nullable=False),
+    # When the platform last accepted this chain: an authorization, a refresh, or a check
+    # (`adsync token status --check`, the watchdog's call). Added by migration step 2.
+    Column("confirmed_at", UTCDateTime),
+)
+
+# A refresh on the wire (PostgreSQL only; see ``adsync.sync.tokens``): written, in its own
+# transaction, while the refresher holds the token row's lock and before it asks the platform;
+# deleted in the transaction that stores the new pair. A row whose generation is still the
+# stored one while nobody holds that lock is a refresh whose answer was never saved.
+token_refreshes = Table(
+    "token_refreshes",
+    metadata,
+    Column("app_id", String(32), primary_key=True),
+    Column("generation", Integer, nullable=False),
+    Column("holder", String(160), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+)
+
+# An authorization that would drop accounts already granted, waiting for an admin to take it or
+# cancel it on the callback page (or `adsync auth code … --confirm`). It holds a live token
+# pair (the platform already replaced the previous grant), so it lives minutes, not days.
+pending_grants = Table(
+    "pending_grants",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the confirmation form's secret
+    Column("app_id", String(32), nullable=False),
+    Column("code_hash", String(64), nullable=False),  # sha256 of the auth_code
+    Column("requested_by", String(120), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime),
+    Column("decision", String(16)),  # taken | cancelled
+    Column("base_generation", Integer),  # the stored chain it would replace
+    Column("access_token", Text, nullable=False),
+    Column("refresh_token", Text, nullable=False),
+    Column("access_expires_at", UTCDateTime, nullable=False),
+    Column("refresh_expires_at", UTCDateTime, nullable=False),
+    Column("advertiser_ids", Text, nullable=False, default="[]"),
+    Column("names", Text, nullable=False, default="{}"),
+    Index("ix_pending_grants_code", "code_hash"),
 )
 
 token_history = Table(
@@ -343,6 +384,44 @@ alerts = Table(
     Column("detail", Text),
 )
 
+# -- rolling tables (adsync.sync.tables) -----------------------------------------------------
+# The Bitable tables adsync writes, per Base: the configured first table, tables it started
+# (a new period, or the previous one full), tables it found by name, and what became of them.
+bitable_tables = Table(
+    "bitable_tables",
+    metadata,
+    Column("app_token", String(64), primary_key=True),
+    Column("table_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False, default=""),
+    # "2026-02", "2026-Q1", "2026" (period rolls), "full" (rolled when full), None: the
+    # configured table before it serves a period
+    Column("period", String(16)),
+    Column("part", Integer, nullable=False, default=1),  # 1, 2, ... within the period
+    Column("origin", String(16), nullable=False),  # configured | created | found
+    Column("status", String(16), nullable=False),  # open | closed (full) | deleted
+    Column("rows", Integer),  # as last counted by a writer
+    Column("counted_at", UTCDateTime),
+    Column("registered_at", UTCDateTime, nullable=False),
+    Column("replaces", String(64)),  # the table id this one was recreated for
+    Column("replaced_by", String(64)),
+    Column("announced_at", UTCDateTime),  # the group was told it was started
+    Column("fill_warned_at", UTCDateTime),  # the group was told it fills within a week
+)
+
+# Every date has one home: the table that holds its rows. ``moving_from``: a move to this
+# table was begun and the old table may still hold the date's records (finished by the next
+# writer that meets it).
+table_dates = Table(
+    "table_dates",
+    metadata,
+    Column("app_token", String(64), primary_key=True),
+    Column("stat_date", Date, primary_key=True),
+    Column("table_id", String(64), nullable=False),
+    Column("moving_from", String(64)),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_table_dates_table", "app_token", "table_id"),
+)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -415,6 +494,16 @@ def add_missing_columns(conn: Connection, table: Table) -> None:
 MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
 
 
+def _v2(conn: Connection) -> None:
+    """Token check-ins (``tokens.confirmed_at``), refreshes on the wire, pending grants."""
+    add_missing_columns(conn, tokens)
+    token_refreshes.create(conn, checkfirst=True)
+    pending_grants.create(conn, checkfirst=True)
+
+
+MIGRATIONS.append((2, _v2))
+
+
 def _v3(conn: Connection) -> None:
     # The durable command queue. A database that recorded step 1 before ``jobs`` existed gets
     # it here; on a fresh one step 1 already made it (checkfirst).
@@ -430,6 +519,15 @@ def _v4(conn: Connection) -> None:
 
 
 MIGRATIONS.append((4, _v4))
+
+
+def _v5(conn: Connection) -> None:
+    # The rolling-table registry: new tables on databases whose step 1 ran before they existed.
+    bitable_tables.create(conn, checkfirst=True)
+    table_dates.create(conn, checkfirst=True)
+
+
+MIGRATIONS.append((5, _v5))
 
 
 def _v9(conn: Connection) -> None:
@@ -456,10 +554,21 @@ class Store:
     """The database: an engine, a migrated schema, transactions and locks, each call retried
     within a bound (see the module docstring)."""
 
-    def __init__(self, url: str, *, wait: float = DB_WAIT_SECONDS) -> None:
+    def __init__(
+        self, url: str, data_dir: Path | None = None, *, wait: float = DB_WAIT_SECONDS
+    ) -> None:
         self.url_for_humans = _describe(url)
-        self.dialect = make_url(url).get_backend_name()
+        try:
+            self.dialect = make_url(url).get_backend_name()
+        except (SQLAlchemyError, ValueError):
+            raise StoreError(
+                f"{self.url_for_humans} is not a database URL",
+                hint="set ADSYNC_DATABASE_URL to sqlite:///path/to/adsync.db or "
+                "postgresql://user:password@host:5432/db",
+            ) from None
         self.wait = wait  # seconds a call waits for a lock or a lost connection (ADSYNC_DB_WAIT)
+        self.data_dir = data_dir
+        self.sqlite_path: Path | None = None  # the database file, for SQLite on disk
         # SQLite has one writer at a time, and a connection that finds the database locked
         # sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms) and looks again; with a dozen
         # threads of one process writing (webhook claims, chat lanes, a sync), those sleeps,
@@ -477,7 +586,8 @@ class Store:
             self.migrate()
         except StoreError:
             raise
-        except (SQLAlchemyError, sqlite3.Error, OSError, ValueError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError, ValueError, ImportError) as exc:
+            # ImportError: a URL naming a driver that is not installed (mysql://, …).
             raise self._error("cannot open", exc) from None
 
     def _error(self, doing: str, exc: BaseException) -> StoreError:
@@ -490,23 +600,38 @@ class Store:
         return StoreError(f"database {self.url_for_humans} {doing}: {_detail(exc)}", hint=hint)
 
     def _create_engine(self, url: str) -> Engine:
+        # hide_parameters: a failed statement's text (which reaches logs, and once reached a
+        # chat card) never carries its values — the token pair of an UPDATE included.
+        repairs = []
+        if self.data_dir is not None:
+            repairs.append(private_dir(self.data_dir, create=False))
         if self.dialect == "sqlite":
             database = make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": self.wait})
+            if database and database != ":memory:" and not database.startswith("file:"):
+                self.sqlite_path = Path(database)
+                repairs.append(private_dir(self.sqlite_path.parent))
+                repairs.append(private_file(self.sqlite_path, create=True))
+                for suffix in ("-wal", "-shm", "-journal"):
+                    repairs.append(private_file(Path(database + suffix)))
+            engine = create_engine(url, connect_args={"timeout": self.wait}, hide_parameters=True)
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
-            return engine
-        connect_args: dict[str, Any] = {}
-        if "application_name" not in make_url(url).query:
-            # Names adsync's sessions in pg_stat_activity (which process, for a DBA).
-            connect_args["application_name"] = f"adsync {socket.gethostname()}:{os.getpid()}"[:63]
-        # pool_pre_ping: a pooled connection the server dropped (a restart, an idle timeout) is
-        # noticed at checkout and replaced; one dropped while in use fails its statement, and
-        # SQLAlchemy then discards every connection older than the drop (transact retries).
-        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
-        event.listen(engine, "connect", _pg_lock_timeout(self.wait))
+        else:
+            connect_args: dict[str, Any] = {}
+            if "application_name" not in make_url(url).query:
+                # Names adsync's sessions in pg_stat_activity (which process, for a DBA).
+                name = f"adsync {socket.gethostname()}:{os.getpid()}"
+                connect_args["application_name"] = name[:63]
+            # pool_pre_ping: a pooled connection the server dropped (a restart, an idle
+            # timeout) is noticed at checkout and replaced; one dropped while in use fails its
+            # statement, and SQLAlchemy then discards every connection older than the drop
+            # (transact retries).
+            engine = create_engine(
+                url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True
+            )
+            event.listen(engine, "connect", _pg_lock_timeout(self.wait))
+        if any(repairs):
+            log.warning("made owner-only (others could read them): %s", describe(repairs))
         return engine
 
     def migrate(self) -> None:
@@ -957,6 +1082,9 @@ class Store:
         def purge(conn: Connection) -> int:
             n = conn.execute(delete(dedup).where(dedup.c.expires_at < now)).rowcount
             n += conn.execute(delete(oauth_states).where(oauth_states.c.expires_at < now)).rowcount
+            n += conn.execute(
+                delete(pending_grants).where(pending_grants.c.expires_at < now)
+            ).rowcount
             return int(n)
 
         return self.transact(purge, idempotent=True)
@@ -1016,8 +1144,8 @@ def _pg_lock_timeout(wait: float) -> Callable[[Any, Any], None]:
     return on_connect
 
 
-def open_store(url: str, wait: float = DB_WAIT_SECONDS) -> Store:
-    return Store(url, wait=wait)
+def open_store(url: str, wait: float = DB_WAIT_SECONDS, data_dir: Path | None = None) -> Store:
+    return Store(url, data_dir, wait=wait)
 
 
 __all__ = [
@@ -1041,4 +1169,8 @@ __all__ = [
     "oauth_states",
     "notifications",
     "alerts",
+    "bitable_tables",
+    "table_dates",
+    "token_refreshes",
+    "pending_grants",
 ]

@@ -1,5 +1,11 @@
 """Totals, per-account figures, change against the previous period and a daily trend — all
-from the local copy, never from the Bitable (fast, and right even when Feishu is down)."""
+from the local copy, never from the Bitable (fast, and right even when Feishu is down).
+
+A day nobody has synced yet is not a day of zero spend: counted as zero it would show every
+account at −100 %. The summary knows which days (and which accounts' days) were synced — the
+ledger's finished runs and the rows of the local copy say so — names the rest as "not synced
+yet", and gives no change against a period it cannot compare.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from adsync.sync.reports import CENT, Account, cost_per
-from adsync.sync.store import Store, report_rows
+from adsync.sync.reports import CENT, Account, cost_per, dates_between
+from adsync.sync.store import Store, report_rows, run_accounts, runs
 
 
 @dataclass
@@ -67,10 +73,12 @@ class AccountSummary:
     name: str
     totals: Totals
     previous: Totals
+    # False when a day of either period was never synced for this account: no change is shown.
+    comparable: bool = True
 
     @property
     def cost_change(self) -> float | None:
-        return change(self.totals.cost, self.previous.cost)
+        return change(self.totals.cost, self.previous.cost) if self.comparable else None
 
 
 @dataclass
@@ -79,6 +87,7 @@ class DayPoint:
     cost: Decimal
     convert_cnt: int
     rows: int
+    synced: bool = True  # False: no sync has covered this day yet (its 0 is unknown, not zero)
 
 
 @dataclass
@@ -89,18 +98,33 @@ class Summary:
     previous: Totals  # the same number of days right before ``start``
     accounts: list[AccountSummary]
     trend: list[DayPoint]  # the 7 days ending at ``end``
-    silent_accounts: list[Account] = field(default_factory=list)  # in scope, no rows
+    silent_accounts: list[Account] = field(default_factory=list)  # synced, no rows
+    not_synced: list[date] = field(default_factory=list)  # days of the period nobody synced
+    previous_not_synced: list[date] = field(default_factory=list)  # same, previous period
+    unsynced_accounts: list[Account] = field(default_factory=list)  # in scope, a day missing
 
     @property
     def days(self) -> int:
         return (self.end - self.start).days + 1
 
     @property
+    def synced(self) -> bool:
+        """Some day of the period has been synced (else there is nothing to show)."""
+        return len(self.not_synced) < self.days
+
+    @property
+    def comparable(self) -> bool:
+        """Both periods fully synced: only then is a change against the previous one true."""
+        return not self.not_synced and not self.previous_not_synced
+
+    @property
     def cost_change(self) -> float | None:
-        return change(self.totals.cost, self.previous.cost)
+        return change(self.totals.cost, self.previous.cost) if self.comparable else None
 
     @property
     def convert_change(self) -> float | None:
+        if not self.comparable:
+            return None
         return change(self.totals.convert_cnt, self.previous.convert_cnt)
 
     @property
@@ -114,6 +138,10 @@ class Summary:
             "totals": self.totals.to_json(),
             "previous": self.previous.to_json(),
             "cost_change": self.cost_change,
+            "synced": self.synced,
+            "comparable": self.comparable,
+            "not_synced": [d.isoformat() for d in self.not_synced],
+            "previous_not_synced": [d.isoformat() for d in self.previous_not_synced],
             "accounts": [
                 {
                     "account_id": a.account_id,
@@ -121,15 +149,44 @@ class Summary:
                     "totals": a.totals.to_json(),
                     "previous": a.previous.to_json(),
                     "cost_change": a.cost_change,
+                    "comparable": a.comparable,
                 }
                 for a in self.accounts
             ],
             "trend": [
-                {"day": p.day.isoformat(), "cost": str(p.cost), "convert_cnt": p.convert_cnt}
+                {
+                    "day": p.day.isoformat(),
+                    "cost": str(p.cost) if p.synced else None,
+                    "convert_cnt": p.convert_cnt if p.synced else None,
+                    "synced": p.synced,
+                }
                 for p in self.trend
             ],
             "silent_accounts": [{"account_id": a.id, "name": a.name} for a in self.silent_accounts],
+            "unsynced_accounts": [
+                {"account_id": a.id, "name": a.name} for a in self.unsynced_accounts
+            ],
         }
+
+
+def synced_days(store: Store, start: date, end: date) -> dict[str, set[date]]:
+    """The days of ``start..end`` each account has been synced: covered by a finished run that
+    fetched the account (ok, or no data), or present in the local copy."""
+    query = (
+        select(run_accounts.c.account_id, runs.c.date_from, runs.c.date_to)
+        .join(runs, runs.c.id == run_accounts.c.run_id)
+        .where(
+            runs.c.finished_at.is_not(None),
+            run_accounts.c.status.in_(("ok", "no_data")),
+            runs.c.date_from <= end,
+            runs.c.date_to >= start,
+        )
+        .distinct()
+    )
+    out: dict[str, set[date]] = defaultdict(set)
+    for account_id, first, last in store.read(lambda conn: conn.execute(query).all()):
+        out[account_id].update(dates_between(max(first, start), min(last, end)))
+    return out
 
 
 def summarize(store: Store, start: date, end: date, scope: Sequence[Account] = ()) -> Summary:
@@ -138,6 +195,11 @@ def summarize(store: Store, start: date, end: date, scope: Sequence[Account] = (
     trend_start = min(end - timedelta(days=6), prev_start)
     names: dict[str, str] = {a.id: a.name for a in scope}
     cells = account_days(store, trend_start, end, names)
+    covered = synced_days(store, trend_start, end)
+    for account_id, day in cells:  # rows in the local copy: that day was synced
+        covered[account_id].add(day)
+    any_account = set().union(*covered.values()) if covered else set()
+    period, previous_period = dates_between(start, end), dates_between(prev_start, prev_end)
     totals, previous = Totals(), Totals()
     per_account: dict[str, tuple[Totals, Totals]] = defaultdict(lambda: (Totals(), Totals()))
     by_day: dict[date, Totals] = defaultdict(Totals)
@@ -150,20 +212,46 @@ def summarize(store: Store, start: date, end: date, scope: Sequence[Account] = (
             per_account[account_id][1].merge(cell)
         if day >= end - timedelta(days=6):
             by_day[day].merge(cell)
+
+    def complete(account_id: str, wanted: list[date]) -> bool:
+        return covered.get(account_id, set()).issuperset(wanted)
+
     accounts = sorted(
         (
-            AccountSummary(aid, names.get(aid, ""), now, before)
+            AccountSummary(
+                aid,
+                names.get(aid, ""),
+                now,
+                before,
+                comparable=complete(aid, period) and complete(aid, previous_period),
+            )
             for aid, (now, before) in per_account.items()
+            if now.rows or complete(aid, period)  # not "−100 %": not synced yet
         ),
         key=lambda a: (-a.totals.cost, a.account_id),
     )
     trend = [
-        DayPoint(d, by_day[d].cost, by_day[d].convert_cnt, by_day[d].rows)
+        DayPoint(d, by_day[d].cost, by_day[d].convert_cnt, by_day[d].rows, d in any_account)
         for d in (end - timedelta(days=n) for n in range(6, -1, -1))
     ]
     with_rows = {a.account_id for a in accounts if a.totals.rows}
-    silent = [a for a in scope if a.id not in with_rows]
-    return Summary(start, end, totals, previous, accounts, trend, silent)
+    # An account is behind when it lacks a day others have; days nobody synced are said once
+    # for the whole summary (``not_synced``), not once per account.
+    others_have = [d for d in period if d in any_account]
+    unsynced = [a for a in scope if not complete(a.id, others_have)]
+    silent = [a for a in scope if a.id not in with_rows and complete(a.id, others_have)]
+    return Summary(
+        start,
+        end,
+        totals,
+        previous,
+        accounts,
+        trend,
+        silent,
+        not_synced=[d for d in period if d not in any_account],
+        previous_not_synced=[d for d in previous_period if d not in any_account],
+        unsynced_accounts=unsynced,
+    )
 
 
 def daily_totals(store: Store, start: date, end: date) -> dict[date, Totals]:

@@ -205,14 +205,21 @@ def test_every_job_coalesces_runs_alone_has_hours_of_grace_and_the_explicit_zone
         jobs = {job.id: job for job in scheduler.get_jobs()}
     finally:
         scheduler.shutdown(wait=False)
-    assert set(jobs) == {"daily", "retries", "token_watchdog", "settle", "catch_up"}
+    assert set(jobs) == {
+        "daily",
+        "retries",
+        "token_watchdog",
+        "settle",
+        "catch_up",
+        "table_notices",
+    }
     assert str(scheduler.timezone) == "Asia/Shanghai"
     for job in jobs.values():
         assert job.coalesce is True, job.id
         assert job.max_instances == 1, job.id
         # The 3.x default is 1 s: a 07:00 job is skipped if the process is busy at 07:00:01.
         assert job.misfire_grace_time is not None and job.misfire_grace_time >= 3600, job.id
-    for job_id in ("daily", "retries", "token_watchdog", "settle"):
+    for job_id in ("daily", "retries", "token_watchdog", "settle", "table_notices"):
         assert str(jobs[job_id].trigger.timezone) == "Asia/Shanghai", job_id
     # 22:00 UTC is 06:00 in Shanghai: the next daily run is an hour away, not nine.
     evening = datetime(2026, 2, 15, 22, 0, tzinfo=UTC)

@@ -22,6 +22,7 @@ def test_defaults_match_the_contract(tmp_path: Path) -> None:
     assert s.refresh_margin == 3600
     assert s.port == 8000
     assert s.db_url == "sqlite:///data/adsync.db"
+    assert (s.table_roll, s.table_name, s.table_max_rows) == ("full", "本地推日报 {period}", 20000)
 
 
 def test_dotenv_then_environment_precedence(tmp_path: Path) -> None:
@@ -44,6 +45,12 @@ def test_dotenv_then_environment_precedence(tmp_path: Path) -> None:
         ("FEISHU_REPORT_CHAT_IDS", "chat1", "oc_"),
         ("OCEANENGINE_API_BASE", "api.oceanengine.com", "http"),
         ("PORT", "99999", "port"),
+        ("ADSYNC_TABLE_ROLL", "weekly", "month, quarter, year or full"),
+        ("ADSYNC_TABLE_NAME", "本地推日报", "{period} once"),
+        ("ADSYNC_TABLE_NAME", "日报 {period} {period}", "{period} once"),
+        ("ADSYNC_TABLE_NAME", "日报/{period}", "cannot contain /"),
+        ("ADSYNC_TABLE_NAME", "x" * 95 + "{period}", "at most 100"),
+        ("ADSYNC_TABLE_MAX_ROWS", "0", "at least 1"),
     ],
 )
 def test_malformed_values_name_the_variable(

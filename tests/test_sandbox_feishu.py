@@ -21,6 +21,7 @@ import lark_oapi as lark
 import pytest
 import requests
 from lark_oapi.api.bitable.v1 import (
+    AppTableCreateHeader,
     AppTableField,
     AppTableFieldProperty,
     AppTableRecord,
@@ -32,10 +33,15 @@ from lark_oapi.api.bitable.v1 import (
     BatchUpdateAppTableRecordRequestBody,
     Condition,
     CreateAppTableFieldRequest,
+    CreateAppTableRequest,
+    CreateAppTableRequestBody,
+    DeleteAppTableRequest,
     FilterInfo,
     GetAppTableRecordRequest,
     ListAppTableFieldRequest,
     ListAppTableRecordRequest,
+    ListAppTableRequest,
+    ReqTable,
     SearchAppTableRecordRequest,
     SearchAppTableRecordRequestBody,
     UpdateAppTableFieldRequest,
@@ -1100,6 +1106,103 @@ def test_extra_tables_option_and_validation(fs: Harness) -> None:
     assert {t["table_id"] for t in tables["items"]} == {TABLE_ID, "tblOld"}
     with pytest.raises(ValueError, match="unknown feishu sandbox options"):
         Options.from_dict({"max_row": 5})
+
+
+def _create_table(client: lark.Client, name: str, fields: list[tuple[str, int]] | None) -> Any:
+    table = ReqTable.builder().name(name)
+    if fields is not None:
+        headers = []
+        for field_name, ftype in fields:
+            header = AppTableCreateHeader.builder().field_name(field_name).type(ftype)
+            if ftype == 2:
+                header = header.property(AppTableFieldProperty({"formatter": "0.00"}))
+            headers.append(header.build())
+        table = table.fields(headers)
+    body = CreateAppTableRequestBody.builder().table(table.build()).build()
+    request = CreateAppTableRequest.builder().app_token(APP_TOKEN).request_body(body).build()
+    return client.bitable.v1.app_table.create(request)
+
+
+def test_tables_are_created_listed_and_deleted_with_the_platforms_limits(fs: Harness) -> None:
+    fs.reset(table_fields=DAILY_FIELDS, max_tables=3)
+    client = fs.client()
+    made = _create_table(client, " 本地推日报 2026-02 ", [("同步键", 1), ("消耗(元)", 2)])
+    assert made.success(), made.msg
+    table_id = made.data.table_id
+    assert len(made.data.field_id_list) == 2 and made.data.default_view_id
+    snapshot = fs.table(APP_TOKEN, table_id)
+    assert snapshot["name"] == "本地推日报 2026-02"  # trimmed
+    assert [f["field_name"] for f in snapshot["fields"]] == ["同步键", "消耗(元)"]
+    assert snapshot["fields"][0]["is_primary"] and not snapshot["fields"][1]["is_primary"]
+    assert snapshot["fields"][1]["property"]["formatter"] == "0.00"
+    assert [f["field_id"] for f in snapshot["fields"]] == made.data.field_id_list
+
+    assert _create_table(client, "本地推日报 2026-02", None).code == 1254013  # names are unique
+    assert _create_table(client, "a/b", None).code == 1254001
+    assert _create_table(client, "x" * 101, None).code == 1254001
+    twice = _create_table(client, "本地推日报 2026-03", [("同步键", 1), ("同步键", 1)])
+    assert twice.code == 1254014
+    assert "本地推日报 2026-03" not in {t["name"] for t in _tables(fs)}  # nothing kept
+    bare = _create_table(client, "本地推日报 2026-03", None)  # no fields: the primary only
+    assert bare.success() and bare.data.field_id_list is None
+    assert [f["field_name"] for f in fs.table(APP_TOKEN, bare.data.table_id)["fields"]] == ["文本"]
+    assert _create_table(client, "本地推日报 2026-04", None).code == 1254100  # 3 a Base here
+
+    listed = client.bitable.v1.app_table.list(
+        ListAppTableRequest.builder().app_token(APP_TOKEN).page_size(2).build()
+    )
+    assert listed.success() and listed.data.has_more and len(listed.data.items) == 2
+    rest = client.bitable.v1.app_table.list(
+        ListAppTableRequest.builder()
+        .app_token(APP_TOKEN)
+        .page_size(2)
+        .page_token(listed.data.page_token)
+        .build()
+    )
+    assert [t.table_id for t in listed.data.items + rest.data.items] == [
+        TABLE_ID,
+        table_id,
+        bare.data.table_id,
+    ]
+
+    gone = client.bitable.v1.app_table.delete(
+        DeleteAppTableRequest.builder().app_token(APP_TOKEN).table_id(table_id).build()
+    )
+    assert gone.success()
+    path = f"/open-apis/bitable/v1/apps/{APP_TOKEN}/tables/{table_id}/records/search"
+    assert fs.call("POST", path, json={})[1]["code"] == 1254041  # a deleted table
+    again = client.bitable.v1.app_table.delete(
+        DeleteAppTableRequest.builder().app_token(APP_TOKEN).table_id(table_id).build()
+    )
+    assert again.code == 1254041
+
+
+def _tables(fs: Harness) -> list[dict[str, Any]]:
+    return requests.get(f"{fs.url}/_sandbox/feishu/tables/{APP_TOKEN}", timeout=5).json()["tables"]
+
+
+def test_tables_in_batches_all_or_nothing_and_deleted_by_a_person(fs: Harness) -> None:
+    base = f"/open-apis/bitable/v1/apps/{APP_TOKEN}/tables"
+    made = fs.call("POST", base + "/batch_create", json={"tables": [{"name": "A"}, {"name": "B"}]})
+    assert made[1]["code"] == 0 and len(made[1]["data"]["table_ids"]) == 2
+    dup = fs.call("POST", base + "/batch_create", json={"tables": [{"name": "C"}, {"name": "A"}]})
+    assert dup[1]["code"] == 1254013
+    assert sorted(t["name"] for t in _tables(fs)) == ["A", "B", "广告日报"]  # no C
+    a, b = made[1]["data"]["table_ids"]
+    unknown = fs.call("POST", base + "/batch_delete", json={"table_ids": [a, "tblNoSuch"]})
+    assert unknown[1]["code"] == 1254041 and len(_tables(fs)) == 3  # nothing deleted
+    too_many = fs.call("POST", base + "/batch_delete", json={"table_ids": [a] * 51})
+    assert too_many[1]["code"] == 1254001
+    assert fs.call("POST", base + "/batch_delete", json={"table_ids": [a, b]})[1]["code"] == 0
+
+    # A person deletes the last table: the Base remains, its table ids answer 1254041.
+    person = requests.delete(f"{fs.url}/_sandbox/feishu/tables/{APP_TOKEN}/{TABLE_ID}", timeout=5)
+    assert person.json()["ok"] and _tables(fs) == []
+    listed = fs.call("GET", base)[1]
+    assert listed["code"] == 0 and listed["data"]["total"] == 0
+    assert fs.call("POST", TABLE + "/records/search", json={})[1]["code"] == 1254041
+    assert fs.call("GET", "/open-apis/bitable/v1/apps/bascnNoSuchBase/tables")[1]["code"] == 1254040
+    assert fs.sandbox.stats()["tables_deleted"] == 3
 
 
 def test_stats_count_calls_and_messages(fs: Harness) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from adsync.sync.leases import holding
 from adsync.sync.runner import Progress, Runner
 from adsync.sync.store import report_rows, runs
+from adsync.sync.tables import day_lease
 
 from .conftest import Sandbox
 
@@ -298,7 +299,7 @@ def test_zero_accounts_is_a_failure_never_a_success(services: Any, sandbox: Sand
 
 def test_an_overlapping_run_answers_already_running(authorized: Any, sandbox: Sandbox) -> None:
     start, end = _window(1)
-    name = f"sync:{APP}:{TABLE}:{end.isoformat()}"
+    name = day_lease(authorized.settings, end)  # per Base, whichever table holds the date
     with holding(authorized.store, [name], "someone-else"):
         result = Runner(authorized).run(start, end, wait=0)
     assert result.status == "busy" and "already running" in result.error

@@ -473,6 +473,7 @@ def test_a_stale_card_action_over_the_long_connection_is_refused(
 ) -> None:
     """No headers there: the event header's create_time dates the press."""
     from adsync.bot.app import build_bot, build_dispatcher
+    from adsync.bot.dispatch import Dispatcher
     from adsync.sync.config import load_settings
 
     settings = load_settings(bot_env, cwd=tmp_path)
@@ -483,8 +484,12 @@ def test_a_stale_card_action_over_the_long_connection_is_refused(
     assert handler._do_without_validation(json.dumps(stale).encode()).toast.type == "error"
     fresh = ev.card_action_event({"action": "token_refresh"}, token="")
     assert handler._do_without_validation(json.dumps(fresh).encode()).toast.type == "info"
-    assert bot.lanes.wait_idle(30)
+    bot.start_mover()
+    dispatcher = Dispatcher(bot).start()
+    assert dispatcher.wait_idle(30)
     assert bot.handled == 1
+    dispatcher.stop()
+    bot.stop_mover()
     bot.actions.services.close()
 
 

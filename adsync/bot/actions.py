@@ -84,14 +84,70 @@ class Actions:
             text = "正在校验 …" if lang == "zh" else "Verifying …"
         return cards.working_card(text, lang)
 
-    def execute(self, command: Command, caller: Caller, trigger: str = "chat") -> Card:
-        """Run ``command`` and return the answer card; never raises."""
+    def execute(
+        self,
+        command: Command,
+        caller: Caller,
+        trigger: str = "chat",
+        *,
+        transient: tuple[type[BaseException], ...] = (),
+    ) -> Card:
+        """Run ``command`` and return the answer card; never raises, except the ``transient``
+        errors a caller that can try again later asks for (the queue: a locked or dropped
+        database is worth another try, not an error card)."""
         handler: Callable[[Any, Caller, str], Card] = getattr(
             self, f"_do_{type(command).__name__.lower()}"
         )
+        return self._guarded(command, caller, lambda: handler(command, caller, trigger), transient)
+
+    def execute_sync(
+        self,
+        command: Sync,
+        caller: Caller,
+        trigger: str = "chat",
+        *,
+        account_ids: list[str] | None = None,
+        wait: float = 0.0,
+        transient: tuple[type[BaseException], ...] = (),
+    ) -> tuple[Card, RunResult | None]:
+        """A sync, and its result too (others who asked for the same get it in their
+        language). ``account_ids`` instead of the command's account; ``wait``: seconds to wait
+        for an overlapping run of other dates before answering "already running"."""
+        results: list[RunResult] = []
+
+        def run() -> Card:
+            ids = account_ids or self.account_ids(command)
+            result = self.sync(command.start, command.end, ids, caller, trigger, wait=wait)
+            results.append(result)
+            return cards.sync_card(result, command.lang)
+
+        card = self._guarded(command, caller, run, transient)
+        return card, (results[0] if results else None)
+
+    def account_ids(self, command: Sync) -> list[str] | None:
+        """The one account a sync names (None: every account in scope)."""
+        if not command.account_query:
+            return None
+        scope = resolve_accounts(
+            self.settings, self.services.store, self.services.tokens.granted_account_ids()
+        )
+        account_id, _name = match_account(
+            command.account_query, [(a.id, a.name) for a in scope], lang=command.lang
+        )
+        return [account_id]
+
+    def _guarded(
+        self,
+        command: Command,
+        caller: Caller,
+        run: Callable[[], Card],
+        transient: tuple[type[BaseException], ...] = (),
+    ) -> Card:
         lang = command.lang
         try:
-            return handler(command, caller, trigger)
+            return run()
+        except transient:
+            raise
         except CommandError as exc:
             return cards.message_card(TITLES["failed"][lang], str(exc), lang, "warning")
         except AuthorizationNeeded as exc:
@@ -119,16 +175,7 @@ class Actions:
         return cards.message_card(TITLES["help"][command.lang], text, command.lang)
 
     def _do_sync(self, command: Sync, caller: Caller, trigger: str) -> Card:
-        account_ids = None
-        if command.account_query:
-            scope = resolve_accounts(
-                self.settings, self.services.store, self.services.tokens.granted_account_ids()
-            )
-            account_id, _name = match_account(
-                command.account_query, [(a.id, a.name) for a in scope], lang=command.lang
-            )
-            account_ids = [account_id]
-        result = self.sync(command.start, command.end, account_ids, caller, trigger)
+        result = self.sync(command.start, command.end, self.account_ids(command), caller, trigger)
         return cards.sync_card(result, command.lang)
 
     def sync(
@@ -138,10 +185,16 @@ class Actions:
         account_ids: list[str] | None,
         caller: Caller,
         trigger: str,
+        wait: float = 0.0,
     ) -> RunResult:
-        # A chat must not wait behind another run: it answers "already running" at once.
+        # By default a chat does not wait behind another run: it answers "already running".
         return Runner(self.services).run(
-            start, end, account_ids=account_ids, trigger=trigger, requested_by=caller.label, wait=0
+            start,
+            end,
+            account_ids=account_ids,
+            trigger=trigger,
+            requested_by=caller.label,
+            wait=wait,
         )
 
     def _do_tokenstatus(self, command: TokenStatus, caller: Caller, trigger: str) -> Card:

@@ -6,7 +6,9 @@ Events go through lark-oapi's ``EventDispatcherHandler`` (decryption, verificati
 fixed 4xx before lark-oapi decrypts anything, and lark-oapi's own non-200 answers (it says 500
 for everything, which Feishu would retry for hours) become the same fixed 4xx reasons — never
 exception text. ``intake`` decides which authenticated events are taken (addressed to the bot,
-fresh button presses, the real chat type).
+fresh button presses, the real chat type). Our handlers only filter and spool (``worker``); an
+event that could not be written to the spool (a full or read-only disk) was not kept, so it is
+not acknowledged either: 503, and Feishu delivers it again.
 
 Gunicorn: ``gunicorn -c python:adsync.bot.gunicorn_conf 'adsync.bot.app:create_app()'`` (what
 the Procfile runs; ``adsync serve`` reads the same settings).
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import lark_oapi as lark
-from flask import Flask, Response, has_request_context, jsonify, request
+from flask import Flask, Response, g, has_request_context, jsonify, request
 from lark_oapi.adapter.flask import parse_req
 from lark_oapi.api.im.v1 import (
     P2ImChatMemberBotAddedV1,
@@ -38,12 +40,14 @@ from adsync.bot import gate
 from adsync.bot.actions import Actions
 from adsync.bot.intake import Intake
 from adsync.bot.messenger import Messenger
-from adsync.bot.worker import Bot, Incoming, message_text
+from adsync.bot.worker import Bot, Incoming, NotStored, message_text
 from adsync.sync.config import Settings, load_settings
 from adsync.sync.errors import AdsyncError
 
 log = logging.getLogger("adsync.app")
 
+# The event was authentic but could not be written down: not acknowledged, delivered again.
+NOT_STORED = gate.Refusal(503, "event not stored; deliver it again")
 MAX_BODY = 1024 * 1024  # Feishu events are a few KB; anything near this is not from Feishu
 
 
@@ -54,6 +58,12 @@ def build_bot(settings: Settings) -> Bot:
     services = open_services(settings)
     recover_after_crash(services.store)  # runs and leases a killed predecessor left behind
     return Bot(services.store, Actions(services), Messenger(settings))
+
+
+def stop_bot(bot: Bot) -> None:
+    """The mover's last pass, then the connections: for a clean exit."""
+    bot.stop_mover()
+    bot.actions.services.close()
 
 
 def build_dispatcher(
@@ -86,6 +96,12 @@ def build_dispatcher(
         .register_p2_application_bot_menu_v6(handlers.ignore)
         .build()
     )
+
+
+def _not_stored() -> None:
+    """Mark the webhook request whose event could not be spooled (the view answers 503)."""
+    if has_request_context():
+        g.adsync_not_stored = True
 
 
 def _signed_timestamp() -> str | None:
@@ -124,6 +140,9 @@ class EventHandlers:
             )
             outcome = self.bot.on_message(incoming)
             log.debug("message %s: %s", incoming.message_id, outcome)
+        except NotStored:
+            _not_stored()
+            raise
         except Exception:  # noqa: BLE001 - a 500 here would make Feishu retry for hours
             log.exception("could not take a message event")
 
@@ -156,6 +175,9 @@ class EventHandlers:
     def bot_added(self, data: P2ImChatMemberBotAddedV1) -> None:
         try:
             self.bot.on_bot_added(data.header.event_id, data.event.chat_id or "")
+        except NotStored:
+            _not_stored()
+            raise
         except Exception:  # noqa: BLE001
             log.exception("could not take a bot-added event")
 
@@ -183,6 +205,7 @@ def create_app(
     app = Flask("adsync")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["adsync_bot"] = bot
+    bot.start_mover()  # spooled events into the database queue, as soon as it takes them
     key_problem = gate.webhook_key_problem(settings) if webhook else None
     if webhook:
         _events_endpoint(app, settings, bot, key_problem)
@@ -252,9 +275,11 @@ def _events_endpoint(
         refusal, signed = gate.screen(raw, request.headers, encrypt_key)
         if refusal is not None:
             return _refuse(refusals, refusal)
-        # Queued commands wait while requests are being acknowledged (see ChatLanes).
-        with bot.lanes.acknowledging():
+        # The spool's mover waits while requests are being acknowledged (see spool.AckGate).
+        with bot.acknowledging():
             answer = dispatcher.do(parse_req())
+        if g.get("adsync_not_stored"):
+            return _refuse(refusals, NOT_STORED)
         if answer.status_code == 200:
             return Response(answer.content, 200, content_type="application/json; charset=utf-8")
         reason = _reason(answer.content)

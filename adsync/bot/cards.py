@@ -732,6 +732,8 @@ def sync_card(result: RunResult, lang: str) -> Card:
     if total:
         numbers = {c.short: n for n, c in enumerate(causes, 1)} if len(causes) > 1 else {}
         elements.append(_sync_table(result.accounts, lg, numbers))
+    if result.table_events:
+        elements.append(_markdown(_table_events(result.table_events, lg)))
     if result.warnings:
         elements.append(_markdown(_warnings(collapse(result.warnings), lg)))
     buttons = []
@@ -762,6 +764,21 @@ def sync_card(result: RunResult, lang: str) -> Card:
     )
     card = _card(title, template, elements, subtitle=subtitle, summary=preview)
     return fit(card, note=_sync_note(lg))
+
+
+def _table_events(events: Sequence[Any], lg: Lang) -> str:
+    """Rolling tables: a table started, found or recreated by this run (the group also gets
+    a message of its own for each)."""
+    words = {
+        "started": ("started", "已启用"),
+        "found": ("found by its name", "按名称找到"),
+        "recreated": ("recreated after a deletion", "被删除后已重建"),
+    }
+    lines = []
+    for e in events[:MAX_LIST]:
+        en, zh = words.get(e.kind, (e.kind, e.kind))
+        lines.append(_t(lg, f"🗂 table **{_md(e.name)}** {en}", f"🗂 数据表 **{_md(e.name)}** {zh}"))
+    return "\n".join(lines)
 
 
 def _sync_note(lang: Lang) -> Callable[[int], str]:

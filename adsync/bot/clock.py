@@ -89,6 +89,7 @@ class Clock:
             self._alerts_after(result, end)
             self._account_changes(result)
             self._save(key, record)
+            self.table_notices()
             return result
 
     def catch_up(self) -> RunResult | None:
@@ -143,7 +144,19 @@ class Clock:
                 )
             elif not still:
                 self.notifier.resolve(f"sync:failed:{today}", "同步已恢复 · sync recovered")
+            self.table_notices()
             return result
+
+    def table_notices(self) -> list[str]:
+        """Tell the group about tables started, recreated or filling (each once); after each
+        run here, and every few minutes for runs started in chat or on the command line."""
+        from adsync.bot.table_notices import TableNotices
+
+        try:
+            return TableNotices(self.services, self.notifier, self.today).send()
+        except Exception:  # noqa: BLE001 - a notice must never break the job it follows
+            log.exception("table notices failed; the next sweep tries again")
+            return []
 
     def token_watchdog(self) -> None:
         """Every 30 minutes, for each authorization (one per Ocean Engine login) on its own:
@@ -374,6 +387,7 @@ class Clock:
                 self.notifier.alert(
                     f"settle:failed:{today}", "结算同步失败 · the settle re-sync failed", lines
                 )
+            self.table_notices()
             return result
 
     # -- report and alerts after the daily run ------------------------------------------------
@@ -560,6 +574,9 @@ def build_scheduler(clock: Clock, blocking: bool) -> Any:
     scheduler.add_job(clock.retries, IntervalTrigger(minutes=5, timezone=tz), id="retries")
     scheduler.add_job(
         clock.token_watchdog, IntervalTrigger(minutes=30, timezone=tz), id="token_watchdog"
+    )
+    scheduler.add_job(
+        clock.table_notices, IntervalTrigger(minutes=5, timezone=tz), id="table_notices"
     )
     scheduler.add_job(
         clock.settle, CronTrigger(hour=settle.hour, minute=settle.minute, timezone=tz), id="settle"

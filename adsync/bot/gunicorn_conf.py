@@ -12,8 +12,9 @@ import os
 from typing import Any
 
 bind = f"0.0.0.0:{os.environ.get('PORT') or '8000'}"
-# One process with threads: the chat lanes, the long connection and the scheduler live in it;
-# more processes are safe (leases and dedup live in the database) but buy nothing at this size.
+# One process with threads: it acknowledges (each event written to disk, then moved into the
+# database queue; the worker answers) and holds the long connection; more processes are safe
+# (the queue and leases live in the database) but buy nothing at this size.
 workers = 1
 threads = 8
 # Requests are read whole by the worker's main loop before a thread sees them, under a

@@ -30,11 +30,13 @@ COMMANDS = {
     ("summary",): "adsync.cli.data:summary",
     ("fields",): "adsync.cli.data:fields",
     ("records",): "adsync.cli.data:records",
+    ("tables",): "adsync.cli.data:tables",
     ("verify",): "adsync.cli.data:verify",
     ("history",): "adsync.cli.data:history",
     ("chat",): "adsync.cli.serve:chat",
     ("serve",): "adsync.cli.serve:serve",
     ("clock",): "adsync.cli.serve:clock",
+    ("worker",): "adsync.cli.serve:worker",
 }
 
 
@@ -131,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         "records", parents=[json_flag], help="the Bitable's rows of a day or a range"
     )
     records.add_argument("when", nargs="*", help=when_help)
+    sub.add_parser(
+        "tables", parents=[json_flag], help="the Bitable tables in use: periods, rows, room left"
+    )
     verify = sub.add_parser(
         "verify", parents=[json_flag], help="reconcile the Bitable against the local copy"
     )
@@ -140,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=15)
     sub.add_parser("chat", help="the bot's commands in this terminal")
     sub.add_parser("clock", help="the scheduler alone (the Procfile's clock process)")
+    worker = sub.add_parser(
+        "worker", help="run queued chat commands (the Procfile's worker process)"
+    )
+    worker.add_argument("--threads", type=int, default=8, help="commands run at once")
+    worker.add_argument("--clock", action="store_true", help="also run the scheduler")
+    worker.add_argument(
+        "--nice",
+        type=int,
+        default=5,
+        help="lower this process's CPU priority by N (default 5: on a shared machine the "
+        "webhook's 3-second acknowledgements go first; 0 to keep it)",
+    )
+    worker.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # serve's: exit with it
     serve = sub.add_parser("serve", help="the webhook server (and the scheduler)")
     serve.add_argument("--port", type=int, help="default: $PORT or 8000")
     serve.add_argument("--ws", action="store_true", help="take events over the long connection")

@@ -59,7 +59,7 @@ def run(handler: Callable[[Context], int | None], args: argparse.Namespace) -> i
         settings = Settings() if getattr(args, "own_configuration", False) else load_settings()
         from adsync.sync.logs import configure_logging
 
-        quiet = args.command not in ("serve", "clock", "sandbox")
+        quiet = args.command not in ("serve", "clock", "sandbox", "worker")
         configure_logging(
             settings, verbose=args.verbose, console_level=logging.WARNING if quiet else None
         )

@@ -1,5 +1,5 @@
 """Read commands over the local copy and the Bitable: accounts, summary, fields, records,
-verify, history."""
+tables, verify, history."""
 
 from __future__ import annotations
 
@@ -182,19 +182,41 @@ def summary(ctx: Context) -> int:
     return 0
 
 
-def fields(ctx: Context) -> int:
-    from adsync.sync.bitable import BitableSink
+TYPE_NAMES = {1: "text", 2: "number", 5: "date", 3: "single select", 7: "checkbox"}
 
-    sink = BitableSink(ctx.settings)
-    infos = sink.fields()
+
+def fields(ctx: Context) -> int:
+    """The fields of every table adsync writes (rolling tables), with their mapping."""
+    from adsync.sync.routing import TableSet
+
+    tables = TableSet(ctx.settings, ctx.services.store)
+    live = tables.live()
+    shown = [t for t in tables.registry.tables() if t.status != "deleted" and t.table_id in live]
+    ids = [t.table_id for t in shown] or [i for i in [tables.configured()] if i in live]
+    names = {t.table_id: t.name for t in shown}
+    docs = []
+    for table_id in ids:
+        infos = tables.sink(table_id).fields()
+        docs.append(
+            {
+                "table_id": table_id,
+                "name": names.get(table_id) or live.get(table_id, ""),
+                "fields": [i.__dict__ for i in infos],
+            }
+        )
     if ctx.json:
-        print_json({"fields": [i.__dict__ for i in infos]})
+        current = docs[-1]["fields"] if docs else []
+        print_json({"fields": current, "tables": docs})
         return 0
-    type_names = {1: "text", 2: "number", 5: "date", 3: "single select", 7: "checkbox"}
-    rows = [["field", "type", "adsync column"]]
-    for i in infos:
-        rows.append([i.name, type_names.get(i.type, str(i.type)), i.column or "—"])
-    table(rows, ctx.out)
+    if not docs:
+        ctx.say("no table yet: the first sync creates one with the 15 contract fields")
+    for doc in docs:
+        if len(docs) > 1:
+            ctx.say(f"{doc['name']} ({doc['table_id']})")
+        rows = [["field", "type", "adsync column"]]
+        for i in doc["fields"]:
+            rows.append([i["name"], TYPE_NAMES.get(i["type"], str(i["type"])), i["column"] or "—"])
+        table(rows, ctx.out)
     return 0
 
 
@@ -202,12 +224,24 @@ RECORDS_MAX_DAYS = 92  # a search of the Bitable per day range; a quarter at mos
 
 
 def records(ctx: Context) -> int:
-    from adsync.sync.bitable import BitableSink
+    """A day's or a range's rows, each date read from its own table (rolling tables)."""
+    from collections import defaultdict
+
+    from adsync.sync.routing import TableSet
 
     start, end = parse_when(when_text(ctx), _today(ctx), max_days=RECORDS_MAX_DAYS)
-    sink = BitableSink(ctx.settings)
-    sink.prepare(create_missing=False)
-    stored = sink.read(dates_between(start, end))
+    days = dates_between(start, end)
+    tables = TableSet(ctx.settings, ctx.services.store)
+    live = tables.live()
+    by_table: dict[str, list[Any]] = defaultdict(list)
+    for day, table_id in tables.where_dates(days).items():  # each date's home table
+        if table_id is not None and table_id in live:
+            by_table[table_id].append(day)
+    stored = []
+    for table_id, in_table in sorted(by_table.items()):
+        sink = tables.sink(table_id)
+        sink.prepare(create_missing=False)
+        stored += sink.read(sorted(in_table))
     label = str(start) if start == end else f"{start}..{end}"
     if ctx.json:
         print_json(
@@ -215,6 +249,7 @@ def records(ctx: Context) -> int:
                 "date": start.isoformat(),
                 "start": start.isoformat(),
                 "end": end.isoformat(),
+                "tables": sorted(by_table),
                 "records": [
                     {
                         "record_id": r.record_id,
@@ -241,7 +276,97 @@ def records(ctx: Context) -> int:
             ]
         )
     table(rows, ctx.out)
-    ctx.say(f"{len(stored)} records for {label}")
+    where = ", ".join(f"{live.get(t, '')} ({t})" for t in sorted(by_table))
+    ctx.say(f"{len(stored)} records for {label}" + (f" in {where}" if where else ""))
+    return 0
+
+
+def tables(ctx: Context) -> int:
+    """The Base's tables adsync writes: periods, dates, rows and room left."""
+    from adsync.sync.routing import TableSet
+    from adsync.sync.tables import MAX_TABLES, current_table, forecast, table_link
+
+    settings, store = ctx.settings, ctx.services.store
+    base = TableSet(settings, store)
+    live = base.live()
+    registered = base.registry.tables()
+    spans = base.registry.spans()
+    today = _today(ctx)
+    current = current_table(registered, settings.table_roll, today)
+    docs = []
+    for t in registered:
+        here = t.table_id in live
+        rows = base.sink(t.table_id).count() if here and t.status != "deleted" else None
+        first, last, count = spans.get(t.table_id, (None, None, 0))
+        docs.append(
+            {
+                "table_id": t.table_id,
+                "name": t.name,
+                "period": t.period or "—",
+                "part": t.part,
+                "origin": t.origin,
+                "status": t.status if here or t.status == "deleted" else "missing",
+                "current": current is not None and t.table_id == current.table_id,
+                "first_date": first,
+                "last_date": last,
+                "dates": count,
+                "rows": rows,
+                "room": None if rows is None else max(0, settings.table_max_rows - rows),
+                "replaced_by": t.replaced_by,
+                "link": table_link(settings, t.table_id),
+            }
+        )
+    outlook = forecast(store, settings, today)
+    doc = {
+        "roll": settings.table_roll,
+        "max_rows": settings.table_max_rows,
+        "base_tables": len(live),
+        "tables": docs,
+        "forecast": outlook.__dict__ if outlook else None,
+    }
+    if ctx.json:
+        print_json(doc)
+        return 0
+    status_words = {
+        "open": "open",
+        "closed": "full",
+        "deleted": "deleted",
+        "missing": "deleted in the Base: recreated by the next sync",
+    }
+    lines = [["table", "name", "period", "dates", "rows", "room left", "status"]]
+    for d in docs:
+        dates = f"{d['first_date']}..{d['last_date']} ({d['dates']})" if d["dates"] else "—"
+        status = status_words.get(d["status"], d["status"])
+        if d["current"]:
+            status += " · new days go here"
+        if d["replaced_by"]:
+            status += f" → {d['replaced_by']}"
+        lines.append(
+            [
+                d["table_id"],
+                d["name"],
+                d["period"],
+                dates,
+                "—" if d["rows"] is None else f"{d['rows']:,}",
+                "—" if d["room"] is None else f"{d['room']:,}",
+                status,
+            ]
+        )
+    table(lines, ctx.out)
+    roll = {"full": "when the current table is full"}.get(settings.table_roll, settings.table_roll)
+    ctx.say(
+        f"a new table starts {'every ' if settings.table_roll != 'full' else ''}{roll}; "
+        f"{settings.table_max_rows:,} rows a table; {len(live)} of {MAX_TABLES} tables and "
+        "dashboards in the Base"
+    )
+    if not docs:
+        ctx.say("no table used yet: the first sync registers or creates one")
+    if outlook is not None:
+        ctx.say(
+            f"{outlook.name} holds {outlook.rows:,} rows and gains ~{outlook.per_day:,.0f} a day: "
+            f"full in about {outlook.days_to_full:.0f} days ({outlook.full_on})"
+            + ("" if outlook.before_period_ends else ", after its period ends")
+        )
     return 0
 
 
@@ -257,6 +382,8 @@ def verify(ctx: Context) -> int:
         f"Verify {start}..{end}: {result.local_rows} rows in the local copy, "
         f"{result.table_rows} records in the Bitable"
     )
+    if len(result.tables) > 1:
+        ctx.say(f"  tables: {', '.join(result.tables)}")
     for label, keys in (
         ("missing from the Bitable", result.missing),
         ("duplicated in the Bitable", result.duplicated),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from adsync.cli.context import Context
 from adsync.cli.fmt import print_json
 from adsync.sync.config import Settings
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded, ConfigError
+from adsync.sync.tables import period_of, table_name
 
 
 def sandbox(ctx: Context) -> int:
@@ -88,7 +91,7 @@ def doctor_checks(ctx: Context) -> list[Check]:
         checks.append(_check("token", lambda: _token(ctx)))
         if checks[-1].ok:
             checks.append(_check("accounts", lambda: _accounts(ctx)))
-    checks.extend(_feishu_checks(ctx))
+    checks.extend(_feishu_checks(ctx, with_store=app.ok))
     checks.append(_admins(ctx))
     return checks
 
@@ -123,8 +126,9 @@ def _admins(ctx: Context) -> Check:
     )
 
 
-def _feishu_checks(ctx: Context) -> list[Check]:
-    """Feishu app, Bitable reachable and writable, fields, report chats, alert webhook."""
+def _feishu_checks(ctx: Context, with_store: bool = True) -> list[Check]:
+    """Feishu app, Bitable reachable and writable, fields, report chats, alert webhook.
+    ``with_store``: the database may be opened (the table registry is there)."""
     settings = ctx.settings
     app = _check(
         "Feishu app",
@@ -133,25 +137,55 @@ def _feishu_checks(ctx: Context) -> list[Check]:
             or f"app {settings.feishu_app_id} at {settings.feishu_domain}"
         ),
     )
-    table = _check(
-        "Bitable configured",
-        lambda: (
-            settings.require("FEISHU_BITABLE_APP_TOKEN", "FEISHU_BITABLE_TABLE_ID")
-            or f"table {settings.feishu_bitable_table_id}"
-        ),
-    )
+    table = _check("Bitable configured", lambda: _configured(settings))
     checks = [app, _check("Feishu event keys", lambda: _event_keys(settings))]
     if app.ok:
         checks.append(_check("Feishu bot", lambda: _bot_identity(settings)))
     checks.append(table)
-    if app.ok and table.ok:
-        from adsync.sync.bitable import BitableSink  # imports lark-oapi: only when configured
+    if app.ok and table.ok and not with_store:
+        checks.append(
+            _skipped("Bitable tables", "set the Ocean Engine app first (the registry is local)")
+        )
+        if settings.feishu_bitable_table_id:
+            from adsync.sync.bitable import BitableSink  # imports lark-oapi: only when set
 
-        sink = BitableSink(settings)
-        fields = _check("Bitable fields", lambda: _fields(sink))
-        checks.append(fields)
-        if fields.ok:
-            checks.append(_check("Bitable writable", lambda: _writable(sink)))
+            sink = BitableSink(settings)
+            fields = _check("Bitable fields", lambda: _fields(sink))
+            checks.append(fields)
+            if fields.ok:
+                checks.append(_check("Bitable writable", lambda: _writable(sink)))
+    elif app.ok and table.ok:
+        from adsync.sync.routing import TableSet  # imports lark-oapi: only when configured
+
+        base = TableSet(settings, ctx.services.store)
+        tables = _check("Bitable tables", lambda: _tables(base))
+        checks.append(tables)
+        try:
+            current = _current(base)
+        except AdsyncError as exc:  # the Base did not answer: said by the tables check
+            current = ""
+            if tables.ok:
+                checks.append(Check("Bitable fields", False, exc.message, exc.hint, 1))
+        if current == "":
+            pass
+        elif current is None:
+            name = table_name(
+                settings.table_name, period_of(_today(settings), settings.table_roll), 1
+            )
+            checks.append(
+                Check(
+                    "Bitable fields",
+                    True,
+                    f"no table for today's period yet: the first sync creates {name!r} "
+                    "with the 15 fields",
+                )
+            )
+        else:
+            sink = base.sink(current)
+            fields = _check("Bitable fields", lambda: _fields(sink))
+            checks.append(fields)
+            if fields.ok:
+                checks.append(_check("Bitable writable", lambda: _writable(sink)))
     chats = _check(
         "report chats",
         lambda: (
@@ -231,6 +265,81 @@ def _bot_identity(settings: Settings) -> str:
     return f"its open_id is {BotIdentity(caller).fetch()} (@-mentions of it are commands)"
 
 
+def _today(settings: Any) -> date:
+    return datetime.now(settings.tz).date()
+
+
+def _configured(settings: Any) -> str:
+    settings.require("FEISHU_BITABLE_APP_TOKEN")
+    roll, limit = settings.table_roll, settings.table_max_rows
+    if roll == "full":
+        settings.require("FEISHU_BITABLE_TABLE_ID")
+        return (
+            f"table {settings.feishu_bitable_table_id}; the next table starts when one is full "
+            f"({limit:,} rows)"
+        )
+    first = settings.feishu_bitable_table_id
+    return f"a table per {roll} named {settings.table_name!r} ({limit:,} rows each)" + (
+        f", the first one {first}" if first else ""
+    )
+
+
+def _tables(base: Any) -> str:
+    """Every table adsync registered is still in the Base; a table of the current period's
+    name that adsync would adopt has fields that map; the Base has room for more tables."""
+    from adsync.sync.tables import MAX_TABLES, OPEN
+
+    live = base.live()
+    registered = base.registry.tables()
+    gone = [t for t in registered if t.status != "deleted" and t.table_id not in live]
+    if gone:
+        spans = base.registry.spans()
+        names = "; ".join(f"{t.label} ({spans.get(t.table_id, (0, 0, 0))[2]} dates)" for t in gone)
+        raise AdsyncError(
+            f"deleted in the Base: {names}",
+            hint="the next sync recreates it and rewrites its dates from the local copy "
+            "(run `adsync sync` now, or let the daily run do it)",
+        )
+    settings = base.settings
+    period = period_of(_today(settings), settings.table_roll)
+    known = {t.table_id for t in registered}
+    if period != "full" and not any(t.period == period for t in registered):
+        name = table_name(settings.table_name, period, 1)
+        for table_id, listed in live.items():
+            if listed == name and table_id not in known:
+                try:
+                    base.sink(table_id).prepare(create_missing=False)
+                except ConfigError as exc:
+                    raise AdsyncError(
+                        f"table {name!r} ({table_id}) has the name adsync uses for {period}, "
+                        f"but its fields do not fit: {exc.message}",
+                        hint=exc.hint + "; or rename that table so adsync creates its own",
+                    ) from None
+    if len(live) >= MAX_TABLES - 5:
+        raise AdsyncError(
+            f"the Base has {len(live)} tables; it holds at most {MAX_TABLES} tables and "
+            "dashboards (1254100)",
+            hint="move old tables to another Base, or delete unused ones",
+        )
+    in_use = [t for t in registered if t.status != "deleted"]
+    open_ = sum(1 for t in in_use if t.status == OPEN)
+    return (
+        f"{len(in_use)} table(s) in use ({open_} open), {len(live)} of {MAX_TABLES} in the Base "
+        "(`adsync tables` lists them)"
+    )
+
+
+def _current(base: Any) -> str | None:
+    """The table new days go into now (the configured one before the first sync)."""
+    from adsync.sync.tables import current_table
+
+    today = _today(base.settings)
+    found = current_table(base.registry.tables(), base.settings.table_roll, today)
+    if found is not None and found.table_id in base.live():
+        return str(found.table_id)
+    return base.where_dates([today])[today]
+
+
 def _fields(sink: object) -> str:
     layout = sink.prepare(create_missing=False)  # type: ignore[attr-defined]
     text_typed = [c.field_name for c in layout.columns if c.text_typed]
@@ -253,8 +362,7 @@ def _writable(sink: object) -> str:
     )
 
     caller = sink.caller  # type: ignore[attr-defined]
-    settings = sink.settings  # type: ignore[attr-defined]
-    app_token, table_id = settings.feishu_bitable_app_token, settings.feishu_bitable_table_id
+    app_token, table_id = sink.app_token, sink.table_id  # type: ignore[attr-defined]
     records = caller.client.bitable.v1.app_table_record
     created = caller.call(
         "write probe",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from typing import TextIO
 
@@ -64,7 +65,6 @@ REQUIRED = (
     "FEISHU_APP_ID",
     "FEISHU_APP_SECRET",
     "FEISHU_BITABLE_APP_TOKEN",
-    "FEISHU_BITABLE_TABLE_ID",
 )
 SHOWN_LABELS = 5  # accounts named per cause; the rest are counted
 
@@ -74,6 +74,8 @@ def sync(ctx: Context) -> int:
     # Usage and configuration errors exit 2 here, before the database is opened (no ./data
     # for a missing configuration) and before the ledger records a run that could not start.
     ctx.settings.require(*REQUIRED)
+    if ctx.settings.table_roll == "full":  # a period roll finds or creates its tables by name
+        ctx.settings.require("FEISHU_BITABLE_TABLE_ID")
     check_reportable(start, report_today())
     account_ids = None
     if ctx.args.account:
@@ -97,11 +99,31 @@ def sync(ctx: Context) -> int:
         # run itself, whose result also reaches chat cards).
         with contextlib.suppress(AdsyncError):
             result.auth_url = ctx.services.tokens.authorization_url(requested_by="cli")
+    if result.table_events or (result.table_forecast and result.table_forecast.warn):
+        _tell_the_group(ctx)
     if ctx.json:
         print_json(result.to_json())
     else:
         render(ctx, result)
     return result.exit_code
+
+
+def _tell_the_group(ctx: Context) -> None:
+    """A table started, recreated or filling: the group hears it now (the clock's sweep
+    would within minutes; a run from the terminal need not wait for it)."""
+    from adsync.bot.alerts import Notifier
+    from adsync.bot.messenger import Messenger
+    from adsync.bot.table_notices import TableNotices
+
+    settings = ctx.settings
+    messenger = (
+        Messenger(settings) if settings.feishu_app_id and settings.feishu_app_secret else None
+    )
+    notifier = Notifier(settings, ctx.services.store, messenger)
+    try:
+        TableNotices(ctx.services, notifier, lambda: today(ctx)).send()
+    except Exception:  # noqa: BLE001 - the sync is done; the clock's sweep tells them later
+        logging.getLogger("adsync.cli").exception("could not tell the group about the tables")
 
 
 def render(ctx: Context, result: RunResult) -> None:
@@ -139,6 +161,16 @@ def render(ctx: Context, result: RunResult) -> None:
         say(f"  ✗ {cause.text if cause.count == 1 else cause.short} — {cause.count} {noun}: {who}")
         if cause.fix and not result.auth_url:
             say(f"    → {cause.fix}")
+    for e in result.table_events:
+        what = {"started": "started", "found": "found by name", "recreated": "recreated"}
+        extra = f", {e.rows:,} rows of {e.dates} dates rewritten" if e.kind == "recreated" else ""
+        say(f"  + table {e.name} ({e.table_id}) {what.get(e.kind, e.kind)}: {e.reason}{extra}")
+    outlook = result.table_forecast
+    if outlook is not None and outlook.warn:
+        say(
+            f"  ! {outlook.name} is full in about {outlook.days_to_full:.0f} days "
+            f"({outlook.rows:,} of {outlook.max_rows:,} rows); the next table starts by itself"
+        )
     for w in collapse(result.warnings):
         say(f"  ! {w}")
     if result.error:

@@ -11,7 +11,9 @@ size limits on the raw request body, the IM rate limits (``IM_LIMITS``), card JS
 Simulated (all under ``/open-apis``):
   POST  /auth/v3/tenant_access_token/internal
   GET   /bitable/v1/apps/:app_token                      (app meta, incl. time_zone)
-  GET   /bitable/v1/apps/:app_token/tables
+  GET   /bitable/v1/apps/:app_token/tables                  POST (create, with fields)
+  POST  /bitable/v1/apps/:app_token/tables/batch_create | batch_delete
+  DELETE /bitable/v1/apps/:app_token/tables/:table_id
   GET   /bitable/v1/apps/:app_token/tables/:table_id/fields       POST (create)
   PUT   /bitable/v1/apps/:app_token/tables/:table_id/fields/:field_id
   POST  /bitable/v1/apps/:app_token/tables/:table_id/records/search
@@ -29,7 +31,10 @@ Simulated (all under ``/open-apis``):
 Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
   GET  /messages?chat_id=            every IM message with parsed content and versions
   GET  /tables/<app_token>/<table_id> fields + all records in write format
-  POST /tables                       create/replace a table (layout + records)
+  DELETE /tables/<app_token>/<table_id>  a person deletes the table in the Base
+  GET  /tables/<app_token>           the Base's tables: {tables: [{table_id, name, records}]}
+  POST /tables                       create/replace a table (layout + records; "max_rows":
+                                     this table's own row limit, else the max_rows option)
   POST /chats                        {chat_id, name?, bot_member, chat_mode?: group|topic|p2p, dissolved?}
   POST /hooks                        {hook_id?, secret?} -> {hook_id, path, url}
   GET  /hooks/<hook_id>/messages
@@ -37,7 +42,8 @@ Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
   POST /revoke_tokens                every tenant token becomes invalid (99991663)
 
 Known approximations (codes the notes do not pin down): unknown field id on update 1254044,
-malformed filter/sort 1254018, invalid query parameter 99992402, card-update token errors
+malformed filter/sort 1254018, invalid query parameter 99992402, a batch_delete of tables naming
+an unknown table 1254041 (nothing deleted), card-update token errors
 200810, custom-bot malformed/oversized body 9499, patching a non-card message 230001, patching
 one message more than 5 times a second 230020, 11232/11233 as HTTP 400; card sub-codes the
 docs do not name are 200621 (``adsync.sandbox.cards`` says which).
@@ -156,6 +162,16 @@ MAX_FIELD_PAGE = 100
 MAX_FILTER_CHARS = 2000
 MAX_CONDITIONS = 50
 MAX_FIELDS = 300
+# Tables: "In each Base, the total number of tables and dashboards is capped at 100" (1254100
+# TableExceedLimit); names 1-100 characters, trimmed, unique in the Base (1254013), without
+# / \ ? * : [ ] (app-table create and patch pages,
+# https://open.larksuite.com/document/uAjLw4CM/ukTMukTMukTM/reference/bitable-v1/app-table/create
+# and .../app-table/patch); batch_delete takes at most 50 table ids.
+MAX_TABLES = 100
+MAX_TABLE_NAME = 100
+TABLE_NAME_FORBIDDEN = re.compile(r"[\[\]:\\/?*]")
+MAX_TABLE_BATCH = 50
+DEFAULT_TABLE_NAME = "数据表"
 IDEMPOTENCY_WINDOW_S = 24 * 3600
 TOKEN_REISSUE_BELOW_S = 30 * 60
 UUID_WINDOW_S = 3600
@@ -206,6 +222,8 @@ CODE_MESSAGES: dict[int, str] = {
     99991663: MSG_INVALID_TOKEN,
     1254290: "TooManyRequest",
     1254291: "Write conflict",
+    1254013: "TableNameDuplicated",
+    1254100: "TableExceedLimit",
     1254607: "Data not ready, please try again later",
     1254608: "Same API requests are submitted repeatedly",
     1255001: "InternalError",
@@ -309,7 +327,8 @@ class Options:
     table_fields: list[dict[str, Any]] | None = None  # None: one primary text field "文本"
     extra_tables: list[dict[str, Any]] = field(default_factory=list)
     doc_timezone: str = "Asia/Shanghai"
-    max_rows: int = 20000
+    max_rows: int = 20000  # records per table (1254103); plan-dependent, so configurable
+    max_tables: int = MAX_TABLES  # tables per Base (1254100)
     chats: list[dict[str, Any]] = field(default_factory=_default_chats)
     write_hold_ms: float = 20.0
     token_lifetime: int = 7200
@@ -333,8 +352,15 @@ class Options:
         if any(not isinstance(v, int) or isinstance(v, bool) or v < 0
                for v in opts.im_limits.values()):  # fmt: skip
             raise ValueError("im_limits are whole numbers >= 0 (0: no limit)")
-        if opts.max_rows < 1 or opts.token_lifetime < 1 or opts.write_hold_ms < 0:
-            raise ValueError("max_rows and token_lifetime must be >= 1, write_hold_ms >= 0")
+        if (
+            opts.max_rows < 1
+            or opts.max_tables < 1
+            or opts.token_lifetime < 1
+            or opts.write_hold_ms < 0
+        ):
+            raise ValueError(
+                "max_rows, max_tables and token_lifetime must be >= 1, write_hold_ms >= 0"
+            )
         return opts
 
 
@@ -380,6 +406,7 @@ class Table:
     fields: list[Field] = field(default_factory=list)
     records: dict[str, Record] = field(default_factory=dict)  # insertion (view) order
     busy: bool = False  # a write is in progress (writes are serial per table)
+    max_rows: int | None = None  # this table's own row limit (plans differ); None: the option
 
     def field_by_name(self, name: Any) -> Field | None:
         # Exact match, spaces included, like the platform.
@@ -675,6 +702,9 @@ class FeishuSandbox:
             self._tokens: dict[str, float] = {}  # tenant token -> absolute expiry
             self._current_token: str | None = None
             self._tables: dict[tuple[str, str], Table] = {}
+            # Bases by app_token: a Base outlives its tables (deleting the last table leaves
+            # the Base, whose table ids then answer 1254041, not 1254040).
+            self._apps: set[str] = set()
             self._idempotency: dict[tuple[str, str, str], IdempotencyEntry] = {}
             self._chats: dict[str, Chat] = {}
             self._messages: dict[str, Message] = {}
@@ -710,6 +740,8 @@ class FeishuSandbox:
                 "records_updated": self._counters["records_updated"],
                 "records_deleted": self._counters["records_deleted"],
                 "idempotent_replays": self._counters["idempotent_replays"],
+                "tables_created": self._counters["tables_created"],
+                "tables_deleted": self._counters["tables_deleted"],
                 "tokens_issued": self._counters["tokens_issued"],
                 "messages_sent": self._counters["messages_sent"],
                 "messages_patched": self._counters["messages_patched"],
@@ -761,6 +793,11 @@ class FeishuSandbox:
         if not field_specs:
             raise ControlError("a table needs at least one field (the first is primary)")
         table = Table(app_token, table_id, str(spec.get("name") or table_id))
+        limit = spec.get("max_rows")
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ControlError("max_rows must be a whole number of at least 1")
+            table.max_rows = limit
         for i, fspec in enumerate(field_specs):
             try:
                 self._add_field(table, fspec, primary=(i == 0))
@@ -778,6 +815,7 @@ class FeishuSandbox:
             rid = str(rspec.get("record_id") or self._unique_record_id(table))
             table.records[rid] = Record(rid, _drop_empty(stored), now, now)
         self._tables[(app_token, table_id)] = table
+        self._apps.add(app_token)
         return table
 
     def _add_field(self, table: Table, spec: Any, primary: bool = False) -> Field:
@@ -839,7 +877,7 @@ class FeishuSandbox:
         table = self._tables.get((app_token, table_id))
         if table is not None:
             return table
-        if not any(key[0] == app_token for key in self._tables):
+        if app_token not in self._apps:
             raise ApiError(1254040, "BaseTokenNotFound")
         raise ApiError(1254041, "TableIdNotFound")
 
@@ -873,6 +911,10 @@ class FeishuSandbox:
             ("POST", "/open-apis/auth/v3/tenant_access_token/internal", self._token, False),
             ("GET", bitable, self._get_app, True),
             ("GET", bitable + "/tables", self._list_tables, True),
+            ("POST", bitable + "/tables", self._create_table, True),
+            ("POST", bitable + "/tables/batch_create", self._batch_create_tables, True),
+            ("POST", bitable + "/tables/batch_delete", self._batch_delete_tables, True),
+            ("DELETE", table, self._delete_table, True),
             ("GET", table + "/fields", self._list_fields, True),
             ("POST", table + "/fields", self._create_field, True),
             ("PUT", table + "/fields/<field_id>", self._update_field, True),
@@ -1072,7 +1114,7 @@ class FeishuSandbox:
 
     def _get_app(self, app_token: str) -> dict[str, Any]:
         with self._lock:
-            if not any(key[0] == app_token for key in self._tables):
+            if app_token not in self._apps:
                 raise ApiError(1254040, "BaseTokenNotFound")
             return {
                 "app": {
@@ -1087,11 +1129,114 @@ class FeishuSandbox:
     def _list_tables(self, app_token: str) -> dict[str, Any]:
         page_size = self._query_int("page_size", 20, 100)
         with self._lock:
-            tables = [t for key, t in self._tables.items() if key[0] == app_token]
-            if not tables:
+            if app_token not in self._apps:
                 raise ApiError(1254040, "BaseTokenNotFound")
+            tables = self._tables_of(app_token)
             items = [{"table_id": t.table_id, "name": t.name, "revision": 1} for t in tables]
         return self._page(items, page_size, f"tables:{app_token}")
+
+    def _tables_of(self, app_token: str) -> list[Table]:
+        return [t for key, t in self._tables.items() if key[0] == app_token]
+
+    def _create_table(self, app_token: str) -> dict[str, Any]:
+        """POST .../tables: one table, with its initial fields (the first is the primary)."""
+        body = self._body(1254000)
+        spec = body.get("table", {})
+        if not isinstance(spec, dict):
+            raise bad_body("table must be an object")
+        fields = spec.get("fields")
+        view_name = spec.get("default_view_name")
+        if fields is not None and (not isinstance(fields, list) or not 1 <= len(fields) <= 300):
+            raise bad_body("fields must be a list of 1 to 300 fields")
+        if view_name is not None and (
+            not isinstance(view_name, str) or re.search(r"[\[\]]", view_name)
+        ):
+            raise ApiError(1254022, "InvalidViewName")
+        with self._lock:
+            table = self._new_table(app_token, spec.get("name"), fields)
+            out: dict[str, Any] = {"table_id": table.table_id}
+            if fields is not None or view_name is not None:
+                # Only then does the platform name a default view and return its id.
+                out["default_view_id"] = self._new_id("vew")
+            if fields is not None:
+                out["field_id_list"] = [f.field_id for f in table.fields]
+            return out
+
+    def _batch_create_tables(self, app_token: str) -> dict[str, Any]:
+        """POST .../tables/batch_create: tables by name only; all or nothing."""
+        body = self._body(1254000)
+        specs = body.get("tables")
+        if not isinstance(specs, list) or not specs:
+            raise bad_body("tables must be a non-empty list")
+        if not all(isinstance(t, dict) for t in specs):
+            raise bad_body("each table must be an object")
+        with self._lock:
+            created: list[Table] = []
+            try:
+                for spec in specs:
+                    created.append(self._new_table(app_token, spec.get("name"), None))
+            except ApiError:
+                for table in created:
+                    self._tables.pop((app_token, table.table_id), None)
+                raise
+            return {"table_ids": [t.table_id for t in created]}
+
+    def _new_table(self, app_token: str, raw_name: Any, fields: list[Any] | None) -> Table:
+        """Validate and add a table (caller holds the lock); nothing is kept on an error."""
+        if app_token not in self._apps:
+            raise ApiError(1254040, "BaseTokenNotFound")
+        existing = self._tables_of(app_token)
+        if raw_name is None:
+            taken = {t.name for t in existing}
+            number = 1
+            while f"{DEFAULT_TABLE_NAME}{number}" in taken:
+                number += 1
+            raw_name = f"{DEFAULT_TABLE_NAME}{number}"
+        if not isinstance(raw_name, str):
+            raise bad_body("name must be a string")
+        name = raw_name.strip()
+        if not 1 <= len(name) <= MAX_TABLE_NAME or TABLE_NAME_FORBIDDEN.search(name):
+            raise bad_body(f"invalid table name {raw_name!r}: 1-100 characters, no / \\ ? * : [ ]")
+        if any(t.name == name for t in existing):
+            raise ApiError(1254013, "TableNameDuplicated")
+        if len(existing) >= self._opts.max_tables:
+            raise ApiError(1254100, f"TableExceedLimit, limited to {self._opts.max_tables}")
+        table_id = self._new_id("tbl", 12)
+        while (app_token, table_id) in self._tables:
+            table_id = self._new_id("tbl", 12)
+        table = Table(app_token, table_id, name)
+        for i, spec in enumerate(fields or [{"field_name": "文本", "type": TEXT}]):
+            self._add_field(table, spec, primary=(i == 0))  # raises before the table is kept
+        self._tables[(app_token, table_id)] = table
+        self._counters["tables_created"] += 1
+        return table
+
+    def _delete_table(self, app_token: str, table_id: str) -> dict[str, Any]:
+        with self._lock:
+            self._table(app_token, table_id)
+            self._drop_table(app_token, table_id)
+        return {}
+
+    def _batch_delete_tables(self, app_token: str) -> dict[str, Any]:
+        body = self._body(1254000)
+        ids = body.get("table_ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise bad_body("table_ids must be a non-empty list of strings")
+        if len(ids) > MAX_TABLE_BATCH:
+            raise bad_body(f"at most {MAX_TABLE_BATCH} table_ids per request")
+        with self._lock:
+            for table_id in ids:
+                self._table(app_token, table_id)  # all must exist: nothing deleted otherwise
+            for table_id in ids:
+                self._drop_table(app_token, table_id)
+        return {}
+
+    def _drop_table(self, app_token: str, table_id: str) -> None:
+        """Remove a table and everything keyed by it (caller holds the lock)."""
+        self._tables.pop((app_token, table_id), None)
+        for key in [k for k in self._idempotency if k[:2] == (app_token, table_id)]:
+            del self._idempotency[key]
+        self._counters["tables_deleted"] += 1
 
     def _list_fields(self, app_token: str, table_id: str) -> dict[str, Any]:
         page_size = self._query_int("page_size", 20, MAX_FIELD_PAGE)
@@ -1236,10 +1381,9 @@ class FeishuSandbox:
 
         def apply(table: Table) -> dict[str, Any]:
             converted = [self._convert_fields(table, r["fields"]) for r in records]
-            if len(table.records) + len(converted) > self._opts.max_rows:
-                raise ApiError(
-                    1254103, f"RecordExceedLimit: a table holds at most {self._opts.max_rows}"
-                )
+            limit = table.max_rows or self._opts.max_rows
+            if len(table.records) + len(converted) > limit:
+                raise ApiError(1254103, f"RecordExceedLimit: a table holds at most {limit}")
             now, out = self._now_ms(), []
             for values in converted:
                 rid = self._unique_record_id(table)
@@ -2022,6 +2166,8 @@ class FeishuSandbox:
         routes: list[tuple[str, str, Callable[..., Any]]] = [
             ("GET", base + "/messages", self._ctl_messages),
             ("GET", base + "/tables/<app_token>/<table_id>", self._ctl_table),
+            ("DELETE", base + "/tables/<app_token>/<table_id>", self._ctl_delete_table),
+            ("GET", base + "/tables/<app_token>", self._ctl_tables),
             ("POST", base + "/tables", self._ctl_put_table),
             ("POST", base + "/chats", self._ctl_chat),
             ("POST", base + "/hooks", self._ctl_hook),
@@ -2091,6 +2237,22 @@ class FeishuSandbox:
             if table is None:
                 return Reply({"ok": False, "error": "no such table"}, 404)
             return self._table_snapshot(table)
+
+    def _ctl_delete_table(self, app_token: str, table_id: str) -> dict[str, Any] | Reply:
+        """A person deletes the table in the Base (what the API then answers with 1254041)."""
+        with self._lock:
+            if (app_token, table_id) not in self._tables:
+                return Reply({"ok": False, "error": "no such table"}, 404)
+            self._drop_table(app_token, table_id)
+        return {"ok": True}
+
+    def _ctl_tables(self, app_token: str) -> dict[str, Any]:
+        with self._lock:
+            tables = [
+                {"table_id": t.table_id, "name": t.name, "records": len(t.records)}
+                for t in self._tables_of(app_token)
+            ]
+        return {"tables": tables}
 
     def _table_snapshot(self, table: Table) -> dict[str, Any]:
         records = []

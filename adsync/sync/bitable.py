@@ -191,17 +191,28 @@ class BitableSink:
         caller: FeishuCaller | None = None,
         *,
         write_gap: float | None = None,
-        max_rows: int = MAX_ROWS,
+        max_rows: int | None = None,
+        table_id: str | None = None,
+        capacity_warnings: bool = True,
     ) -> None:
+        """``table_id``: any table of the Base (rolling tables); default the configured one.
+        ``capacity_warnings``: off where a full table rolls over by itself (adsync.sync.tables
+        forecasts the fill instead)."""
         self.settings = settings
-        self.app_token, self.table_id = require_bitable(settings)
+        if table_id is None:
+            self.app_token, self.table_id = require_bitable(settings)
+        else:
+            settings.require("FEISHU_BITABLE_APP_TOKEN")
+            self.app_token, self.table_id = str(settings.feishu_bitable_app_token), table_id
         self.caller = caller or FeishuCaller(
             make_client(settings), base_delay=settings.retry_base_delay
         )
         self.write_gap = settings.bitable_write_gap if write_gap is None else write_gap
-        self.max_rows = max_rows
+        self.max_rows = settings.table_max_rows if max_rows is None else max_rows
+        self.capacity_warnings = capacity_warnings
         self.tz: ZoneInfo = settings.tz
         self.layout: Layout | None = None
+        self._listed: list[Any] | None = None
         self._api = self.caller.client.bitable.v1
         self._last_write: float | None = None
         # Rows whose write timed out (or got a gateway error) but were there when read back.
@@ -213,7 +224,8 @@ class BitableSink:
 
     def prepare(self, create_missing: bool = True) -> Layout:
         """Resolve every contract column to a field, creating missing ones; cache the layout."""
-        existing = {f.field_name: f for f in self._list_fields()}
+        self._listed = self._list_fields()
+        existing = {f.field_name: f for f in self._listed}
         wanted = self._wanted_names()
         self._check_mapping(existing)
         columns: list[LayoutColumn] = []
@@ -226,6 +238,7 @@ class BitableSink:
                     missing.append(col.key)
                     continue
                 found, created = self._create_field(col, name), True
+                self._listed.append(found)
             actual = int(found.type or 0)
             self._check_type(col, name, actual)
             text_typed = col.type != TEXT and actual in TEXT_LIKE
@@ -244,6 +257,13 @@ class BitableSink:
             FieldInfo(f.field_name, int(f.type or 0), f.field_id or "", serves.get(f.field_name))
             for f in self._list_fields()
         ]
+
+    def field_specs(self) -> list[Any]:
+        """The table's fields as the platform lists them (name, type, property, primary): what
+        a table started after this one is created with (as ``prepare`` last listed them)."""
+        if self._listed is None:
+            self._listed = self._list_fields()
+        return self._listed
 
     def _wanted_names(self) -> dict[str, str]:
         mapped = dict(self.settings.bitable_fields)
@@ -476,9 +496,10 @@ class BitableSink:
         run_tag: str,
         synced_at: datetime,
         account_names: Mapping[str, str] | None = None,
+        fresh: bool = False,
     ) -> UpsertStream:
         """An upsert of ``dates`` whose rows are given in parts (see ``UpsertStream``)."""
-        return UpsertStream(self, dates, run_tag, synced_at, account_names)
+        return UpsertStream(self, dates, run_tag, synced_at, account_names, fresh=fresh)
 
     def apply(self, plan: Plan, run_tag: str, synced_at: datetime) -> UpsertResult:
         """Deletes, then updates, then creates; serial, chunked, spaced by ``write_gap``."""
@@ -532,13 +553,18 @@ class BitableSink:
 
     def _capacity_warnings(self, total: int, deletes: int, creates: int) -> list[str]:
         after = total - deletes + creates
-        if after >= WARN_AT * self.max_rows:
+        if self.capacity_warnings and after >= WARN_AT * self.max_rows:
             share = 100 * after / self.max_rows
             return [
                 f"{self.where} holds {after:,} of at most {self.max_rows:,} rows ({share:.0f}%): "
                 "start a new table (FEISHU_BITABLE_TABLE_ID) or archive old rows soon"
             ]
         return []
+
+    def delete_records(self, record_ids: Sequence[str], scope: Sequence[date]) -> int:
+        """Delete these records (of ``scope``'s dates), tolerating ones already gone."""
+        self._layout()
+        return self._delete_all(record_ids, scope)
 
     def _delete_all(self, record_ids: Sequence[str], scope: Sequence[date]) -> int:
         deleted = 0
@@ -820,6 +846,10 @@ class UpsertStream:
     planned so far before any of a part is written: the part that would overflow the table
     raises CapacityError and nothing of it, nor anything still pending, is written (``upsert``
     gives one part: nothing at all). A key that comes again in a later part is ignored.
+
+    ``fresh``: the table was created a moment ago by this writer (under the Base's writer
+    lease): it holds nothing, so it is neither counted nor read. ``read_more`` adds dates to
+    an open stream (rolling tables decide some dates' table only once their rows are in).
     """
 
     def __init__(
@@ -829,18 +859,20 @@ class UpsertStream:
         run_tag: str,
         synced_at: datetime,
         account_names: Mapping[str, str] | None = None,
+        fresh: bool = False,
     ) -> None:
         self.sink, self.run_tag, self.synced_at = sink, run_tag, synced_at
+        self.fresh = fresh
+        self._names = dict(account_names or {})
         self._started, self._calls = time.monotonic(), sink.caller.calls
         self._confirmed = sink.confirmed_after_timeout
         sink._layout()
-        self.dates = frozenset(dates)
+        self.dates: frozenset[date] = frozenset()
         # Counted before the read: records another writer adds after this point show in the
         # count at the end, which is how ``finish`` tells whether to look for duplicates.
-        self.total_before = sink.count()
+        self.total_before = 0 if fresh else sink.count()
         self._stored: dict[str, list[StoredRecord]] = {}
-        for record in sink.read(sorted(self.dates), account_names):
-            self._stored.setdefault(record.key, []).append(record)
+        self.read_more(dates)
         self.result = UpsertResult()
         self._seen: set[str] = set()
         self._deletes: list[str] = []
@@ -850,6 +882,32 @@ class UpsertStream:
         self._scope: set[date] = set()
         self._planned_deletes = self._planned_creates = 0
         self._chunk = 0  # write chunks sent: labels their client_tokens
+
+    def read_more(self, dates: Sequence[date]) -> None:
+        """Take ``dates`` into this upsert: their stored records are read (one search)."""
+        new = sorted(set(dates) - self.dates)
+        if not new:
+            return
+        # A table that counted 0 before any read holds nothing to read (records someone else
+        # adds after the count show in the count at the end, as for any read).
+        if not self.fresh and self.total_before > 0:
+            for record in self.sink.read(new, self._names):
+                self._stored.setdefault(record.key, []).append(record)
+        self.dates = self.dates | frozenset(new)
+
+    @property
+    def planned_rows(self) -> int:
+        """The table's rows once everything planned so far is written."""
+        return self.total_before - self._planned_deletes + self._planned_creates
+
+    def stored_dates(self) -> set[date]:
+        """Dates of the identifiable records this upsert read."""
+        return {
+            r.values["date"]
+            for found in self._stored.values()
+            for r in found
+            if r.values.get("date")
+        }
 
     def add(self, rows: Sequence[ReportRow]) -> None:
         outside = sorted({r.stat_date for r in rows} - self.dates)
@@ -885,7 +943,7 @@ class UpsertStream:
             result.warnings += sink._capacity_warnings(
                 self.total_before, self._planned_deletes, self._planned_creates
             )
-        if self._created:
+        if self._created and not self.fresh:
             # Nobody else added a record since the count before the read: none of ours can
             # have a twin, and reading every created date again (a search page per 500 rows)
             # would find nothing. Any difference, whatever its cause, means look.

@@ -223,6 +223,30 @@ def _field_map(raw: str) -> tuple[tuple[str, str], ...]:
     return parse_field_map(raw)
 
 
+TABLE_ROLLS = ("month", "quarter", "year", "full")
+
+
+def _table_roll(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in TABLE_ROLLS:
+        raise ValueError("expected month, quarter, year or full")
+    return value
+
+
+def _table_name(raw: str) -> str:
+    # Feishu table names: 1-100 characters, trimmed, no / \ ? * : [ ] (app-table create/patch).
+    # "{period}" is the only placeholder: every rolled table needs a name of its own.
+    rest = raw.replace("{period}", "")
+    if raw.count("{period}") != 1 or "{" in rest or "}" in rest:
+        raise ValueError("expected a name with {period} once, like 本地推日报 {period}")
+    bad = sorted(set(re.findall(r"[\[\]:\\/?*]", raw)))
+    if bad:
+        raise ValueError(f"a Feishu table name cannot contain {' '.join(bad)}")
+    if len(raw.replace("{period}", "2026-Q1 #99").strip()) > 100:
+        raise ValueError("a Feishu table name has at most 100 characters")
+    return raw.strip()
+
+
 # The database drivers adsync installs: SQLite (the standard library) and psycopg 3.
 DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
 _DATABASE_FORMS = "sqlite:///path/to/adsync.db or postgresql://user:password@host:5432/db"
@@ -341,6 +365,23 @@ class Settings:
         _non_negative_float,
         0.3,
         "seconds between consecutive Bitable writes (Feishu advises spacing them)",
+    )
+    table_roll: str = var(
+        "ADSYNC_TABLE_ROLL",
+        _table_roll,
+        "full",
+        "month, quarter, year or full: when a new table starts",
+    )
+    table_name: str = var(
+        "ADSYNC_TABLE_NAME", _table_name, "本地推日报 {period}", "name template of rolled tables"
+    )
+    table_max_rows: int = var(
+        "ADSYNC_TABLE_MAX_ROWS", _positive_int, 20000, "the plan's rows per table"
+    )
+    bitable_url: str | None = var(
+        "ADSYNC_BITABLE_URL",
+        _url,
+        doc="the Base's address as the browser shows it (links in messages)",
     )
     callback_max_age: int = var(
         "ADSYNC_CALLBACK_MAX_AGE",

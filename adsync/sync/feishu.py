@@ -55,6 +55,8 @@ MEANINGS = {
     1254045: "a field name does not exist in the table",
     1254040: "the Bitable app_token does not exist",
     1254041: "the table does not exist",
+    1254013: "a table of that name already exists in the Base",
+    1254100: "the Base holds its maximum of 100 tables and dashboards",
     1254302: "no permission on this Base (add the app as a collaborator)",
     99991663: "tenant access token invalid",
     99991672: "the app lacks a permission scope",
@@ -106,6 +108,8 @@ def _hint(code: int) -> str:
         return "check FEISHU_APP_ID and FEISHU_APP_SECRET"
     if code == 230002:
         return "add the bot to the chat, or fix FEISHU_REPORT_CHAT_IDS"
+    if code == 1254100:
+        return "move old tables to another Base (or delete unused ones and dashboards)"
     if code == 1254103:
         return "start a new table (FEISHU_BITABLE_TABLE_ID) or archive old rows"
     return "retry later; if it persists, run `adsync doctor`"

@@ -55,9 +55,18 @@ from adsync.sync.store import (
     runs,
     utcnow,
 )
+from adsync.sync.tables import (
+    Forecast,
+    Registry,
+    TableEvent,
+    day_lease,
+    forecast,
+    write_lease,
+)
 
 if TYPE_CHECKING:
-    from adsync.sync.bitable import BitableSink, UpsertResult, UpsertStream
+    from adsync.sync.bitable import UpsertResult
+    from adsync.sync.routing import RoutedResult, RoutedUpsert, TableSet
 
 log = logging.getLogger("adsync.runner")
 
@@ -119,6 +128,10 @@ class RunResult:
     auth_url: str = ""  # set by the CLI, which may show a link; never by the run itself
     needs_authorization: bool = False
     dead_chains: list[ChainFailure] = field(default_factory=list)
+    # Rolling tables: tables started, found or recreated by this run, and when the table new
+    # days go into is expected to fill (facts; the bot side tells the group).
+    table_events: list[TableEvent] = field(default_factory=list)
+    table_forecast: Forecast | None = None
 
     @property
     def failed(self) -> list[AccountResult]:
@@ -159,13 +172,11 @@ class Runner:
     def __init__(
         self,
         services: Services,
-        sink_factory: Callable[[], BitableSink] | None = None,
         progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.services = services
         self.settings = services.settings
         self.store = services.store
-        self._sink_factory = sink_factory
         self._progress = progress or (lambda _p: None)
         self._routes: dict[str, discovery.Route] = {}
         self._refused: dict[str, AuthorizationNeeded] = {}  # chain -> why it gave no token
@@ -174,12 +185,10 @@ class Runner:
         self._seen: set[type[BaseException]] = set()
         self._seen_lock = threading.Lock()
 
-    def _sink(self) -> BitableSink:
-        if self._sink_factory is not None:
-            return self._sink_factory()
-        from adsync.sync.bitable import BitableSink  # imports lark-oapi: only when writing
+    def _tables(self) -> TableSet:
+        from adsync.sync.routing import TableSet  # imports lark-oapi: only when writing
 
-        return BitableSink(self.settings)
+        return TableSet(self.settings, self.store)
 
     def run(
         self,
@@ -206,14 +215,15 @@ class Runner:
         # The ledger first: a run that cannot even start (no accounts) is history too.
         result.run_id = self._open_ledger(result, account_filter, requested_by)
         try:
+            self._remember_legacy()
             scope = self._scope(account_ids, result)
         except AdsyncError as exc:
             self._fail(result, exc, started)
             self._close_ledger(result)
             return result
         holder = f"{actor()}:run{result.run_id}:{threading.get_ident()}"
-        table = f"{self.settings.feishu_bitable_app_token}:{self.settings.feishu_bitable_table_id}"
-        day_leases = [f"sync:{table}:{d.isoformat()}" for d in dates_between(start, end)]
+        # Per Base, whichever table holds the date (rolling tables: adsync.sync.tables).
+        day_leases = [day_lease(self.settings, d) for d in dates_between(start, end)]
         try:
             # The run's own lease, held from here to the end (waiting for the dates included):
             # how another host's recovery tells this run from a dead one (recovery.py).
@@ -221,7 +231,7 @@ class Runner:
                 holding(self.store, [run_lease(result.run_id)], holder, ttl=RUN_LEASE_TTL),
                 holding(self.store, day_leases, holder, wait=wait),
             ):
-                self._run(result, scope, holder, table)
+                self._run(result, scope, holder)
         except Busy as exc:
             result.status = "busy"
             result.error, result.hint = exc.message, exc.hint
@@ -267,6 +277,14 @@ class Runner:
 
     # -- the steps ----------------------------------------------------------------------------
 
+    def _remember_legacy(self) -> None:
+        """The first run since upgrading to rolling tables: the dates synced before are in
+        the configured table. Recorded before this run saves rows of its own."""
+        settings = self.settings
+        if settings.feishu_bitable_app_token and settings.feishu_bitable_table_id:
+            registry = Registry(self.store, settings.feishu_bitable_app_token)
+            registry.remember_legacy(settings.feishu_bitable_table_id)
+
     def _scope(self, account_ids: Sequence[str] | None, result: RunResult) -> list[Account]:
         # Every run refreshes the discovered list first (ADSYNC_ACCOUNTS empty): a new account
         # of an organisation is synced the day it appears; one that is gone is said once here
@@ -291,14 +309,14 @@ class Runner:
             )
         return chosen
 
-    def _run(self, result: RunResult, scope: list[Account], holder: str, table: str) -> None:
+    def _run(self, result: RunResult, scope: list[Account], holder: str) -> None:
         chains = self.services.tokens.chains()
         self._refused, self._refused_accounts = {}, {}
         self._routes = discovery.routes(
             chains, self.store, self.settings.oceanengine_app_id or "", [a.id for a in scope]
         )
         names = {a.name: a.id for a in scope if a.name}
-        writer = _Writer(self, result, holder, table, names)
+        writer = _Writer(self, result, holder, names, len(scope))
         try:
             rows, problem = self._fetch(result, scope, writer.add)
             ok_ids = {a.account_id for a in result.accounts if a.status != FAILED}
@@ -570,22 +588,22 @@ class Runner:
 
 class _Writer:
     """The Bitable side of a run, on a thread of its own. Started by the first account's rows
-    (a run whose every account failed never touches the table); it takes the table's writer
-    lease, prepares the layout and reads the dates while the fetch goes on, then upserts each
-    account's rows as they are handed over."""
+    (a run whose every account failed never touches the Base); it takes the Base's writer
+    lease, looks at the Base's tables and reads the dates while the fetch goes on, then hands
+    each account's rows to the routed upsert (each date into its table, see
+    adsync.sync.routing)."""
 
     def __init__(
-        self, runner: Runner, result: RunResult, holder: str, table: str, names: dict[str, str]
+        self, runner: Runner, result: RunResult, holder: str, names: dict[str, str], accounts: int
     ) -> None:
         self._runner, self._result = runner, result
-        self._holder, self._table, self._names = holder, table, names
+        self._holder, self._names, self._accounts = holder, names, accounts
         self._queue: queue.Queue[list[ReportRow] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._abandon = threading.Event()
         self._error: BaseException | None = None
-        self._upsert: UpsertResult | None = None
-        self._stream: UpsertStream | None = None
-        self._sink: BitableSink | None = None
+        self._upsert: RoutedResult | None = None
+        self._routed: RoutedUpsert | None = None
         self._calls_before = 0
 
     @property
@@ -606,15 +624,23 @@ class _Writer:
         self._queue.put(None)
         self._thread.join()
         self._count_calls()
+        if self._routed is not None:
+            self._result.table_events = list(self._routed.ts.events)
         if self._error is not None:
             # What was written before the failure was written: say so, never "0 created".
-            if self._stream is not None:
-                self._take(self._stream.result)
+            if self._routed is not None:
+                self._take(self._routed.written())
             raise self._error
-        upsert = self._upsert
-        assert upsert is not None
-        self._take(upsert)
-        self._result.warnings.extend(upsert.warnings)
+        routed = self._upsert
+        assert routed is not None
+        self._take(routed.upsert)
+        result = self._result
+        result.warnings.extend(routed.upsert.warnings)
+        result.table_events = routed.events
+        settings = self._runner.settings
+        result.table_forecast = forecast(
+            self._runner.store, settings, utcnow().astimezone(settings.tz).date()
+        )
 
     def _take(self, upsert: UpsertResult) -> None:
         result = self._result
@@ -632,29 +658,35 @@ class _Writer:
         self._count_calls()
 
     def _count_calls(self) -> None:
-        if self._sink is not None:
-            self._result.feishu_calls = self._sink.caller.calls - self._calls_before
+        if self._routed is not None:
+            self._result.feishu_calls = self._routed.ts.caller.calls - self._calls_before
 
     def _work(self) -> None:
         runner, result = self._runner, self._result
         try:
-            # One writer per table: the platform refuses overlapping writes (1254291).
-            with holding(runner.store, [f"write:{self._table}"], self._holder, wait=600):
-                sink = self._sink = runner._sink()
-                self._calls_before = sink.caller.calls
-                sink.prepare()
-                stream = self._stream = sink.stream(
+            # One writer per Base: the registry and new tables have one author at a time, and
+            # the platform refuses overlapping writes to a table (1254291).
+            lease = write_lease(runner.settings)
+            with holding(runner.store, [lease], self._holder, wait=600):
+                from adsync.sync.routing import RoutedUpsert
+
+                tables = runner._tables()
+                self._calls_before = tables.caller.calls
+                routed = self._routed = RoutedUpsert(
+                    tables,
                     dates_between(result.start, result.end),
                     run_tag=f"run{result.run_id}",
                     synced_at=utcnow(),
                     account_names=self._names,
+                    accounts_total=self._accounts,
                 )
+                routed.open()
                 while (rows := self._queue.get()) is not None:
                     if self._abandon.is_set():
                         return
-                    stream.add(rows)
+                    routed.add(rows)
                 if not self._abandon.is_set():
-                    self._upsert = stream.finish()
+                    self._upsert = routed.finish()
         except BaseException as exc:  # noqa: BLE001 - raised again by finish(), in the run
             self._error = exc
 

@@ -344,6 +344,42 @@ dedup = Table(
     Index("ix_dedup_expires", "expires_at"),
 )
 
+# The durable command queue (adsync.sync.queue): every acknowledged chat event until it is
+# answered, and for two days after (its event and message ids are unique: a re-delivery, which
+# Feishu sends for up to 7.1 h, is not stored twice). ``lane`` + ``seq`` order a chat's
+# commands; ``holder`` + ``lease_until`` say who runs one; ``answer`` is stored before it is
+# posted, so a crash after posting repeats the post (same uuid) rather than the work.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("lane", String(120), nullable=False),  # the chat
+    Column("seq", BigInteger, nullable=False),  # ms: when it was said (order within the lane)
+    Column("kind", String(24), nullable=False),  # message | card_action | bot_added
+    Column("weight", String(8), nullable=False),  # quick | long
+    Column("event_id", String(100)),  # NULL when the event has none (never two NULLs clash)
+    Column("message_id", String(100)),
+    Column("payload", Text, nullable=False),  # JSON: what the handler needs
+    Column("state", String(16), nullable=False),  # queued|running|joined|answered|done|failed
+    Column("released", Boolean, nullable=False, default=False),  # quick commands may pass it
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("holder", String(160)),
+    Column("lease_until", UTCDateTime),
+    Column("not_before", UTCDateTime, nullable=False),
+    Column("topic", String(200)),  # what a running job does, for others to join (sync:…)
+    Column("leader_id", Integer),  # joined: the job whose answer this one shows
+    Column("working_id", String(100)),  # the "working on it" message the answer replaces
+    Column("answer", Text),  # JSON: the answer, stored before it is posted
+    Column("error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Index("ix_jobs_state", "state", "not_before"),
+    Index("ix_jobs_lane", "lane", "seq"),
+    Index("ux_jobs_event", "event_id", unique=True),
+    Index("ux_jobs_message", "message_id", unique=True),
+)
+
 # Named leases: one holder at a time across processes; a dead holder's lease runs out.
 leases = Table(
     "leases",
@@ -382,6 +418,44 @@ alerts = Table(
     Column("last_sent", UTCDateTime),
     Column("cleared_at", UTCDateTime),
     Column("detail", Text),
+)
+
+# -- rolling tables (adsync.sync.tables) -----------------------------------------------------
+# The Bitable tables adsync writes, per Base: the configured first table, tables it started
+# (a new period, or the previous one full), tables it found by name, and what became of them.
+bitable_tables = Table(
+    "bitable_tables",
+    metadata,
+    Column("app_token", String(64), primary_key=True),
+    Column("table_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False, default=""),
+    # "2026-02", "2026-Q1", "2026" (period rolls), "full" (rolled when full), None: the
+    # configured table before it serves a period
+    Column("period", String(16)),
+    Column("part", Integer, nullable=False, default=1),  # 1, 2, ... within the period
+    Column("origin", String(16), nullable=False),  # configured | created | found
+    Column("status", String(16), nullable=False),  # open | closed (full) | deleted
+    Column("rows", Integer),  # as last counted by a writer
+    Column("counted_at", UTCDateTime),
+    Column("registered_at", UTCDateTime, nullable=False),
+    Column("replaces", String(64)),  # the table id this one was recreated for
+    Column("replaced_by", String(64)),
+    Column("announced_at", UTCDateTime),  # the group was told it was started
+    Column("fill_warned_at", UTCDateTime),  # the group was told it fills within a week
+)
+
+# Every date has one home: the table that holds its rows. ``moving_from``: a move to this
+# table was begun and the old table may still hold the date's records (finished by the next
+# writer that meets it).
+table_dates = Table(
+    "table_dates",
+    metadata,
+    Column("app_token", String(64), primary_key=True),
+    Column("stat_date", Date, primary_key=True),
+    Column("table_id", String(64), nullable=False),
+    Column("moving_from", String(64)),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_table_dates_table", "app_token", "table_id"),
 )
 
 
@@ -466,12 +540,30 @@ def _v2(conn: Connection) -> None:
 MIGRATIONS.append((2, _v2))
 
 
+def _v3(conn: Connection) -> None:
+    # The durable command queue. A database that recorded step 1 before ``jobs`` existed gets
+    # it here; on a fresh one step 1 already made it (checkfirst).
+    jobs.create(conn, checkfirst=True)
+
+
+MIGRATIONS.append((3, _v3))
+
+
 def _v4(conn: Connection) -> None:
     """Discovery by account type: the accounts table learns where each account came from."""
     add_missing_columns(conn, accounts)
 
 
 MIGRATIONS.append((4, _v4))
+
+
+def _v5(conn: Connection) -> None:
+    # The rolling-table registry: new tables on databases whose step 1 ran before they existed.
+    bitable_tables.create(conn, checkfirst=True)
+    table_dates.create(conn, checkfirst=True)
+
+
+MIGRATIONS.append((5, _v5))
 
 
 def _v9(conn: Connection) -> None:
@@ -1174,10 +1266,13 @@ __all__ = [
     "run_accounts",
     "report_rows",
     "dedup",
+    "jobs",
     "leases",
     "oauth_states",
     "notifications",
     "alerts",
+    "bitable_tables",
+    "table_dates",
     "token_refreshes",
     "pending_grants",
     "chain_accounts",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,9 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.sandbox_process import SandboxProcess  # noqa: E402
+from sandbox_process import SandboxProcess  # bench/, beside this script
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 APP_ID, SECRET = "1700000000000001", "sandbox-oe-secret"

@@ -563,3 +563,52 @@ def test_the_procfiles_web_and_worker_processes_answer_and_stop_cleanly(
         if worker is not None and worker.proc.poll() is None:
             worker.kill9()
         web.stop()
+
+
+def test_commands_nobody_takes_make_healthz_and_doctor_say_stalled_until_a_worker_runs(
+    bot_env: dict[str, str], authorized: Any, sandbox: Sandbox, tmp_path: Path, cli: Any
+) -> None:
+    """Only the Procfile's `web` deployed (or its worker crashed): every message is
+    acknowledged and none is answered, and nothing said so. /healthz and doctor name it."""
+    from sqlalchemy import update
+
+    from adsync.bot.app import create_app
+    from adsync.bot.dispatch import Dispatcher
+    from adsync.sync.config import load_settings
+    from adsync.sync.store import jobs
+
+    srv = BotServer(create_app(load_settings(bot_env, cwd=tmp_path)), worker=False)
+    dispatcher = None
+    try:
+        event = say(sandbox, "token status")
+        asked = event["event"]["message"]["message_id"]
+        assert srv.post_event(event).status_code == 200
+        queue = srv.bot.queue
+        wait_until(lambda: queue.backlog().waiting == 1, 10, "the event in the queue")
+        health = requests.get(srv.url + "/healthz", timeout=5)
+        assert health.status_code == 200 and health.json()["commands"] == "ok"  # just arrived
+        # Three minutes on, still nobody has taken it.
+        with srv.bot.store.begin() as conn:
+            conn.execute(update(jobs).values(not_before=utcnow() - timedelta(minutes=3)))
+        health = requests.get(srv.url + "/healthz", timeout=5)
+        assert health.status_code == 503
+        assert health.json()["commands"] == "stalled" and health.json()["database"] == "ok"
+        doctor = cli(["doctor"], bot_env)
+        assert "✗ chat commands" in doctor.stdout, doctor.stdout
+        assert "1 acknowledged chat command(s) waiting, the oldest for 3 min" in doctor.stdout
+        assert "adsync worker" in doctor.stdout
+        assert doctor.returncode != 0
+        assert not replies_to(sandbox, asked)
+
+        dispatcher = Dispatcher(srv.bot)  # a worker starts: the command is answered at last
+        dispatcher.start()
+        wait_until(lambda: replies_to(sandbox, asked), 10, "the answer once a worker runs")
+        health = requests.get(srv.url + "/healthz", timeout=5)
+        assert health.status_code == 200 and health.json()["commands"] == "ok"
+        assert "✓ chat commands" in cli(["doctor"], bot_env).stdout
+    finally:
+        if dispatcher is not None:
+            dispatcher.wait_idle(30)
+            dispatcher.stop()
+        srv.stop()
+        srv.bot.actions.services.close()

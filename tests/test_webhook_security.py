@@ -369,7 +369,12 @@ def test_healthz_names_the_failed_check_and_not_where_the_database_is(
     server: BotServer, db_url: str, tmp_path: Path
 ) -> None:
     healthy = requests.get(server.url + "/healthz", timeout=5)
-    assert healthy.json() == {"ok": True, "database": "ok", "configuration": "ok"}
+    assert healthy.json() == {
+        "ok": True,
+        "database": "ok",
+        "commands": "ok",
+        "configuration": "ok",
+    }
     if db_url.startswith("sqlite"):
         path = Path(db_url.removeprefix("sqlite:///"))
         server.bot.store.dispose()

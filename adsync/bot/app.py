@@ -220,6 +220,8 @@ def create_app(
         except AdsyncError as exc:
             log.error("health check: the database failed: %s", exc.message)
             checks["database"] = "failed"
+        else:
+            checks["commands"] = _commands_health(bot)
         missing = [
             name
             for name, value in (
@@ -244,6 +246,26 @@ def create_app(
         return _decide_authorization(bot, settings)
 
     return app
+
+
+def _commands_health(bot: Bot) -> str:
+    """``stalled`` when chat commands wait and nothing takes them (only ``web`` deployed, or
+    the worker died): the acknowledgements go on, so without this nobody would notice."""
+    assert bot.queue is not None
+    try:
+        backlog = bot.queue.backlog()
+    except AdsyncError as exc:
+        log.error("health check: the command queue could not be read: %s", exc.message)
+        return "failed"
+    if not backlog.stalled():
+        return "ok"
+    log.error(
+        "health check: %d chat command(s) waiting, the oldest for %d min: no worker is taking "
+        "them; start `adsync worker` (the Procfile's worker) or run `adsync serve`",
+        backlog.waiting,
+        backlog.age().total_seconds() // 60,
+    )
+    return "stalled"
 
 
 def _events_endpoint(

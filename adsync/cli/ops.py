@@ -87,6 +87,7 @@ def doctor_checks(ctx: Context) -> list[Check]:
         checks.append(_check("database", lambda: ctx.services.store.check()))
         if not checks[-1].ok:
             return checks
+        checks.append(_check("chat commands", lambda: _commands(ctx)))
         checks.append(_check("Ocean Engine reachable", lambda: _reachable(ctx)))
         checks.append(_check("token", lambda: _token(ctx)))
         if checks[-1].ok:
@@ -110,6 +111,24 @@ def _database_untouched(settings: Settings) -> str:
         return store.check()
     finally:
         store.dispose()
+
+
+def _commands(ctx: Context) -> str:
+    """Are chat commands being answered? Acknowledged ones wait in the queue for a worker."""
+    from adsync.sync.queue import JobQueue
+
+    backlog = JobQueue(ctx.services.store).backlog()
+    age = int(backlog.age().total_seconds())
+    if backlog.stalled():
+        raise AdsyncError(
+            f"{backlog.waiting} acknowledged chat command(s) waiting, the oldest for "
+            f"{age // 60} min: no worker is taking them",
+            hint="start `adsync worker` (the Procfile's worker process) beside the web "
+            "process, or run `adsync serve`, which starts its own; nothing is lost meanwhile",
+        )
+    if backlog.waiting:
+        return f"{backlog.waiting} waiting (the oldest {age} s): a worker is taking them"
+    return "none waiting"
 
 
 def _admins(ctx: Context) -> Check:

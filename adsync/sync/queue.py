@@ -35,7 +35,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -74,6 +74,9 @@ MAX_ATTEMPTS = 4  # runs of one job (a crash of its process counts) before it is
 MAX_DELIVERIES = 10  # tries to post a stored answer (Feishu down) before it is given up
 BACKOFF_S = (2, 10, 30, 60, 120, 300)  # before the next try, by attempts so far
 KEEP_FINISHED = timedelta(days=2)  # also how long deliveries are recognised: > Feishu's 7.1 h
+# A job due this long and still not taken means no worker is taking jobs (only `web` deployed,
+# the worker crashed): a quick command is taken in well under a second by a live one.
+STALLED_AFTER = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,22 @@ class NewJob:
     payload: dict[str, Any]
     event_id: str = ""
     message_id: str = ""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Jobs due and not taken: what says whether anything is answering the chat."""
+
+    waiting: int
+    oldest_due: datetime | None
+
+    def age(self, now: datetime | None = None) -> timedelta:
+        if self.oldest_due is None:
+            return timedelta(0)
+        return max((now or utcnow()) - self.oldest_due, timedelta(0))
+
+    def stalled(self, now: datetime | None = None) -> bool:
+        return self.waiting > 0 and self.age(now) >= STALLED_AFTER
 
 
 @dataclass
@@ -552,6 +571,20 @@ class JobQueue:
         rows = self._read(select(func.count()).select_from(jobs).where(jobs.c.state.in_(OPEN)))
         return int(rows[0][0] or 0)
 
+    def backlog(self) -> Backlog:
+        """Queued jobs that are due (not waiting out a backoff), and the oldest one's due time."""
+        rows = self._read(
+            select(func.count(), func.min(jobs.c.not_before)).where(
+                jobs.c.state == QUEUED, jobs.c.not_before <= utcnow()
+            )
+        )
+        waiting, oldest = rows[0]
+        if isinstance(oldest, str):  # SQLite returns the aggregate as text, not a datetime
+            oldest = datetime.fromisoformat(oldest)
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        return Backlog(int(waiting or 0), oldest)
+
     def purge(self, keep: timedelta = KEEP_FINISHED) -> int:
         return self._write(
             delete(jobs).where(
@@ -562,6 +595,7 @@ class JobQueue:
 
 __all__ = [
     "ANSWERED",
+    "Backlog",
     "DONE",
     "FAILED",
     "JOINED",

@@ -19,6 +19,8 @@ Simulated (all under ``/open-apis``):
   POST  /bitable/v1/apps/:app_token/tables/:table_id/records/search
   POST  .../records/batch_create | batch_update | batch_delete
   GET   .../records  and  .../records/:record_id
+  GET   /bitable/v1/apps/:app_token/tables/:table_id/views        POST (create)
+  GET   .../views/:view_id   PATCH (name, filter_info, hidden_fields)   DELETE
   POST  /im/v1/messages?receive_id_type=...
   GET   /im/v1/chats/:chat_id/members/is_in_chat         (is the bot in this chat?)
   POST  /im/v1/messages/:message_id/reply
@@ -35,6 +37,11 @@ Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
   GET  /tables/<app_token>           the Base's tables: {tables: [{table_id, name, records}]}
   POST /tables                       create/replace a table (layout + records; "max_rows":
                                      this table's own row limit, else the max_rows option)
+  GET  /views/<app_token>/<table_id>  every view of a table, with its filter
+  POST /views/<app_token>/<table_id>  a person makes a view {view_name, view_type?,
+                                     filter?: {field_name: value}} (a single "is" each)
+  PATCH /views/<app_token>/<table_id>/<view_id>   a person renames it {view_name}
+  DELETE /views/<app_token>/<table_id>/<view_id>  a person deletes it
   POST /chats                        {chat_id, name?, bot_member, chat_mode?: group|topic|p2p, dissolved?}
   POST /hooks                        {hook_id?, secret?} -> {hook_id, path, url}
   GET  /hooks/<hook_id>/messages
@@ -72,6 +79,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask, Response, request
 
+from adsync.sandbox.bitable_views import (
+    DEFAULT_VIEW_NAME,
+    MAX_VIEW_PAGE,
+    MAX_VIEWS,
+    View,
+    ViewProblem,
+    check_filter_info,
+    check_hidden_fields,
+    check_view_name,
+    check_view_type,
+)
 from adsync.sandbox.cards import validate_card
 from adsync.sandbox.faults import Fault, FaultInjector
 from adsync.sandbox.ratelimit import Window, reset_header
@@ -329,6 +347,7 @@ class Options:
     doc_timezone: str = "Asia/Shanghai"
     max_rows: int = 20000  # records per table (1254103); plan-dependent, so configurable
     max_tables: int = MAX_TABLES  # tables per Base (1254100)
+    max_views: int = MAX_VIEWS  # views per table (1254101)
     chats: list[dict[str, Any]] = field(default_factory=_default_chats)
     write_hold_ms: float = 20.0
     token_lifetime: int = 7200
@@ -355,11 +374,13 @@ class Options:
         if (
             opts.max_rows < 1
             or opts.max_tables < 1
+            or opts.max_views < 1
             or opts.token_lifetime < 1
             or opts.write_hold_ms < 0
         ):
             raise ValueError(
-                "max_rows, max_tables and token_lifetime must be >= 1, write_hold_ms >= 0"
+                "max_rows, max_tables, max_views and token_lifetime must be >= 1, "
+                "write_hold_ms >= 0"
             )
         return opts
 
@@ -405,6 +426,7 @@ class Table:
     name: str
     fields: list[Field] = field(default_factory=list)
     records: dict[str, Record] = field(default_factory=dict)  # insertion (view) order
+    views: dict[str, View] = field(default_factory=dict)  # view_id -> view, in bar order
     busy: bool = False  # a write is in progress (writes are serial per table)
     max_rows: int | None = None  # this table's own row limit (plans differ); None: the option
 
@@ -742,6 +764,7 @@ class FeishuSandbox:
                 "idempotent_replays": self._counters["idempotent_replays"],
                 "tables_created": self._counters["tables_created"],
                 "tables_deleted": self._counters["tables_deleted"],
+                "views_created": self._counters["views_created"],
                 "tokens_issued": self._counters["tokens_issued"],
                 "messages_sent": self._counters["messages_sent"],
                 "messages_patched": self._counters["messages_patched"],
@@ -814,6 +837,7 @@ class FeishuSandbox:
             now = self._now_ms()
             rid = str(rspec.get("record_id") or self._unique_record_id(table))
             table.records[rid] = Record(rid, _drop_empty(stored), now, now)
+        self._add_default_view(table, DEFAULT_VIEW_NAME)
         self._tables[(app_token, table_id)] = table
         self._apps.add(app_token)
         return table
@@ -924,6 +948,11 @@ class FeishuSandbox:
             ("POST", table + "/records/batch_delete", self._batch_delete, True),
             ("GET", table + "/records", self._list_records, True),
             ("GET", table + "/records/<record_id>", self._get_record, True),
+            ("GET", table + "/views", self._list_views, True),
+            ("POST", table + "/views", self._create_view, True),
+            ("GET", table + "/views/<view_id>", self._get_view, True),
+            ("PATCH", table + "/views/<view_id>", self._patch_view, True),
+            ("DELETE", table + "/views/<view_id>", self._delete_view, True),
             ("POST", "/open-apis/im/v1/messages", self._create_message, True),
             ("POST", "/open-apis/im/v1/messages/<message_id>/reply", self._reply_message, True),
             ("PATCH", "/open-apis/im/v1/messages/<message_id>", self._patch_message, True),
@@ -1153,11 +1182,11 @@ class FeishuSandbox:
         ):
             raise ApiError(1254022, "InvalidViewName")
         with self._lock:
-            table = self._new_table(app_token, spec.get("name"), fields)
+            table = self._new_table(app_token, spec.get("name"), fields, view_name)
             out: dict[str, Any] = {"table_id": table.table_id}
             if fields is not None or view_name is not None:
                 # Only then does the platform name a default view and return its id.
-                out["default_view_id"] = self._new_id("vew")
+                out["default_view_id"] = next(iter(table.views))
             if fields is not None:
                 out["field_id_list"] = [f.field_id for f in table.fields]
             return out
@@ -1181,7 +1210,13 @@ class FeishuSandbox:
                 raise
             return {"table_ids": [t.table_id for t in created]}
 
-    def _new_table(self, app_token: str, raw_name: Any, fields: list[Any] | None) -> Table:
+    def _new_table(
+        self,
+        app_token: str,
+        raw_name: Any,
+        fields: list[Any] | None,
+        view_name: str | None = None,
+    ) -> Table:
         """Validate and add a table (caller holds the lock); nothing is kept on an error."""
         if app_token not in self._apps:
             raise ApiError(1254040, "BaseTokenNotFound")
@@ -1207,9 +1242,21 @@ class FeishuSandbox:
         table = Table(app_token, table_id, name)
         for i, spec in enumerate(fields or [{"field_name": "文本", "type": TEXT}]):
             self._add_field(table, spec, primary=(i == 0))  # raises before the table is kept
+        self._add_default_view(table, view_name or DEFAULT_VIEW_NAME)
         self._tables[(app_token, table_id)] = table
         self._counters["tables_created"] += 1
         return table
+
+    def _add_default_view(self, table: Table, name: str) -> None:
+        """Every table opens with one grid view (the table's default)."""
+        view = View(self._unique_view_id(table), name)
+        table.views[view.view_id] = view
+
+    def _unique_view_id(self, table: Table) -> str:
+        while True:
+            view_id = self._new_id("vew")
+            if view_id not in table.views:
+                return view_id
 
     def _delete_table(self, app_token: str, table_id: str) -> dict[str, Any]:
         with self._lock:
@@ -1292,6 +1339,104 @@ class FeishuSandbox:
                         record.values[fld.field_id] = value
         fld.field_name, fld.type, fld.property, fld.ui_type = name, ftype, prop, ui_type
         return fld
+
+    # ========================================================================================
+    # Bitable: views (adsync.sandbox.bitable_views has the rules)
+    # ========================================================================================
+
+    def _list_views(self, app_token: str, table_id: str) -> dict[str, Any]:
+        page_size = self._query_int("page_size", 20, MAX_VIEW_PAGE)
+        self._check_user_id_type()
+        with self._lock:
+            table = self._table(app_token, table_id)
+            items = [v.listed() for v in table.views.values()]
+        return self._page(items, page_size, f"views:{app_token}:{table_id}")
+
+    def _get_view(self, app_token: str, table_id: str, view_id: str) -> dict[str, Any]:
+        with self._lock:
+            return {"view": self._view_of(self._table(app_token, table_id), view_id).full()}
+
+    def _create_view(self, app_token: str, table_id: str) -> dict[str, Any]:
+        body = self._body(1254000)
+
+        def apply(table: Table) -> dict[str, Any]:
+            return {"view": self._add_view(table, body.get("view_name"), body.get("view_type"))}
+
+        # Creating, changing or deleting a view is a write to the table (1254291 page).
+        return self._serial_write(app_token, table_id, apply)
+
+    def _add_view(self, table: Table, name: Any, view_type: Any) -> dict[str, Any]:
+        try:
+            taken = {v.view_name for v in table.views.values()}
+            view = View(
+                self._unique_view_id(table),
+                check_view_name(name, taken),
+                check_view_type(view_type),
+            )
+        except ViewProblem as exc:
+            raise ApiError(exc.code, exc.msg) from None
+        if len(table.views) >= self._opts.max_views:
+            raise ApiError(1254101, f"ViewExceedLimit, limited to {self._opts.max_views}")
+        table.views[view.view_id] = view
+        self._counters["views_created"] += 1
+        return view.listed()
+
+    def _patch_view(self, app_token: str, table_id: str, view_id: str) -> dict[str, Any]:
+        self._check_user_id_type()
+        body = self._body(1254000)
+
+        def apply(table: Table) -> dict[str, Any]:
+            view = self._view_of(table, view_id)
+            try:
+                name = body.get("view_name")
+                if name is not None:
+                    taken = {v.view_name for v in table.views.values() if v is not view}
+                    name = check_view_name(name, taken)
+                prop = body.get("property")
+                if prop is not None and not isinstance(prop, dict):
+                    raise ViewProblem(1254001, "WrongRequestBody: property must be an object")
+                prop = prop or {}
+                flt = view.filter_info
+                if "filter_info" in prop:
+                    flt = check_filter_info(
+                        prop["filter_info"],
+                        {f.field_id: f.type for f in table.fields},
+                        DATE_TYPES,
+                        OPERATORS,
+                        DATE_OPERATORS,
+                        self._new_id,
+                    )
+                hidden = view.hidden_fields
+                if prop.get("hidden_fields") is not None:
+                    hidden = check_hidden_fields(
+                        prop["hidden_fields"], {f.field_id for f in table.fields}
+                    )
+            except ViewProblem as exc:
+                raise ApiError(exc.code, exc.msg) from None
+            # Everything checked: now change it (a refused patch changes nothing).
+            if name is not None:
+                view.view_name = name
+            view.filter_info, view.hidden_fields = flt, hidden
+            return {"view": view.full()}
+
+        return self._serial_write(app_token, table_id, apply)
+
+    def _delete_view(self, app_token: str, table_id: str, view_id: str) -> dict[str, Any]:
+        def apply(table: Table) -> dict[str, Any]:
+            self._view_of(table, view_id)
+            if len(table.views) == 1:
+                raise ApiError(1254008, "EmptyView: a table keeps at least one view")
+            del table.views[view_id]
+            return {"view_id": view_id, "deleted": True}
+
+        return self._serial_write(app_token, table_id, apply)
+
+    @staticmethod
+    def _view_of(table: Table, view_id: str) -> View:
+        view = table.views.get(view_id)
+        if view is None:
+            raise ApiError(1254042, "ViewIdNotFound")
+        return view
 
     # ========================================================================================
     # Bitable: writes (serial per table, idempotent by client_token)
@@ -2169,6 +2314,10 @@ class FeishuSandbox:
             ("DELETE", base + "/tables/<app_token>/<table_id>", self._ctl_delete_table),
             ("GET", base + "/tables/<app_token>", self._ctl_tables),
             ("POST", base + "/tables", self._ctl_put_table),
+            ("GET", base + "/views/<app_token>/<table_id>", self._ctl_views),
+            ("POST", base + "/views/<app_token>/<table_id>", self._ctl_add_view),
+            ("PATCH", base + "/views/<app_token>/<table_id>/<view_id>", self._ctl_rename_view),
+            ("DELETE", base + "/views/<app_token>/<table_id>/<view_id>", self._ctl_delete_view),
             ("POST", base + "/chats", self._ctl_chat),
             ("POST", base + "/hooks", self._ctl_hook),
             ("GET", base + "/hooks/<hook_id>/messages", self._ctl_hook_messages),
@@ -2270,6 +2419,74 @@ class FeishuSandbox:
             "fields": [f.as_api() for f in table.fields],
             "records": records,
         }
+
+    def _ctl_table_or_error(self, app_token: str, table_id: str) -> Table:
+        table = self._tables.get((app_token, table_id))
+        if table is None:
+            raise ControlError("no such table")
+        return table
+
+    def _ctl_views(self, app_token: str, table_id: str) -> dict[str, Any]:
+        with self._lock:
+            table = self._ctl_table_or_error(app_token, table_id)
+            return {"views": [v.full() for v in table.views.values()]}
+
+    def _ctl_add_view(self, app_token: str, table_id: str) -> dict[str, Any]:
+        """A person makes a view in the Base: {view_name, view_type?, filter?: {field name:
+        value}} (each an ``is`` condition, joined by and)."""
+        spec = self._control_body()
+        with self._lock:
+            table = self._ctl_table_or_error(app_token, table_id)
+            try:
+                listed = self._add_view(table, spec.get("view_name"), spec.get("view_type"))
+            except ApiError as exc:
+                raise ControlError(f"{exc.code} {exc.msg}") from None
+            view = table.views[listed["view_id"]]
+            wanted = spec.get("filter") or {}
+            if not isinstance(wanted, dict):
+                raise ControlError("filter must be {field name: value}")
+            conditions = []
+            for name, value in wanted.items():
+                fld = table.field_by_name(name)
+                if fld is None:
+                    raise ControlError(f"no field {name!r}")
+                conditions.append(
+                    {
+                        "condition_id": self._new_id("con"),
+                        "field_id": fld.field_id,
+                        "field_type": fld.type,
+                        "operator": "is",
+                        "value": json.dumps([str(value)], ensure_ascii=False),
+                    }
+                )
+            if conditions:
+                view.filter_info = {
+                    "conjunction": "and",
+                    "conditions": conditions,
+                    "condition_omitted": False,
+                }
+            return {"ok": True, "view": view.full()}
+
+    def _ctl_rename_view(self, app_token: str, table_id: str, view_id: str) -> dict[str, Any]:
+        spec = self._control_body()
+        with self._lock:
+            table = self._ctl_table_or_error(app_token, table_id)
+            view = table.views.get(view_id)
+            if view is None:
+                raise ControlError("no such view")
+            taken = {v.view_name for v in table.views.values() if v is not view}
+            try:
+                view.view_name = check_view_name(spec.get("view_name"), taken)
+            except ViewProblem as exc:
+                raise ControlError(f"{exc.code} {exc.msg}") from None
+            return {"ok": True, "view": view.full()}
+
+    def _ctl_delete_view(self, app_token: str, table_id: str, view_id: str) -> dict[str, Any]:
+        with self._lock:
+            table = self._ctl_table_or_error(app_token, table_id)
+            if table.views.pop(view_id, None) is None:
+                raise ControlError("no such view")
+            return {"ok": True}
 
     def _ctl_put_table(self) -> dict[str, Any]:
         spec = self._control_body()

@@ -43,7 +43,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -1572,6 +1572,18 @@ class OceanEngineSandbox:
                     manager.children.append(account.account_id)
                 elif user in s.grants:
                     s.grants[user].account_ids.append(account.account_id)
+            renames = body.get("rename", {})
+            if not isinstance(renames, dict):
+                raise ControlError("rename must be {account id: new name}")
+            for raw, name in renames.items():
+                account = s.account(_control_id(raw))
+                if account is None or not isinstance(name, str) or not name.strip():
+                    raise ControlError(f"rename: {raw} is not a 本地推 account, or no new name")
+                # The account's name changes at the platform (every listing says the new one).
+                s.accounts = [
+                    replace(a, name=name) if a.account_id == account.account_id else a
+                    for a in s.accounts
+                ]
             if "detach" in body:
                 source = s.managers.get(_control_id(body.get("from")))
                 if source is None:

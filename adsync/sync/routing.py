@@ -415,10 +415,19 @@ class TableSet:
         return table_id
 
     def after_create(self, table_id: str, source: str | None) -> None:
-        """HOOK for per-account views (issue 11, not built yet): a table adsync starts gets
-        the views of ``source``, the table it follows (None: the first table of a Base), so
-        people find "their" account in the new table as in the old. Runs under the writer
-        lease, once per table created (started, or recreated after a deletion)."""
+        """Per-account views: a table adsync starts gets the views of ``source``, the table it
+        follows (None: the first table of a Base), so people find "their" account in the new
+        table as in the old. Runs under the writer lease, once per table created (started, or
+        recreated after a deletion): the views are recorded as wanted here and made when the
+        run's writes are done (``adsync.sync.views``), so the rows are not kept waiting."""
+        from adsync.sync.viewplan import Ledger
+
+        try:
+            Ledger(self.store, self.app).follow(table_id, source)
+        except Exception:  # noqa: BLE001 - views never fail a sync; the next sync or `adsync views` makes them
+            log.warning(
+                "%s: could not note the views %s is to get", self.where, table_id, exc_info=True
+            )
 
     def _reference_fields(self) -> tuple[str | None, list[dict[str, Any]]]:
         """The fields a new table is created with: those of the latest live table adsync

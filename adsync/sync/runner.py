@@ -132,6 +132,9 @@ class RunResult:
     # days go into is expected to fill (facts; the bot side tells the group).
     table_events: list[TableEvent] = field(default_factory=list)
     table_forecast: Forecast | None = None
+    # Per-account views made or renamed after the writes (adsync.sync.views), one line each;
+    # views that could not be made are warnings.
+    view_changes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[AccountResult]:
@@ -184,6 +187,7 @@ class Runner:
         self._refused_lock = threading.Lock()
         self._seen: set[type[BaseException]] = set()
         self._seen_lock = threading.Lock()
+        self._in_scope: dict[str, str] = {}  # every account in scope (views), not only the run's
 
     def _tables(self) -> TableSet:
         from adsync.sync.routing import TableSet  # imports lark-oapi: only when writing
@@ -296,6 +300,7 @@ class Runner:
         result.warnings.extend(refreshed.lines)
         granted = self.services.tokens.granted_account_ids()
         scope = resolve_accounts(self.settings, self.store, granted)
+        self._in_scope = {a.id: a.name for a in scope}
         if not account_ids:
             return scope
         chosen = [a for a in scope if a.id in set(account_ids)]
@@ -605,6 +610,7 @@ class _Writer:
         self._upsert: RoutedResult | None = None
         self._routed: RoutedUpsert | None = None
         self._calls_before = 0
+        self._view_warnings: list[str] = []
 
     @property
     def started(self) -> bool:
@@ -636,6 +642,7 @@ class _Writer:
         self._take(routed.upsert)
         result = self._result
         result.warnings.extend(routed.upsert.warnings)
+        result.warnings.extend(self._view_warnings)
         result.table_events = routed.events
         settings = self._runner.settings
         result.table_forecast = forecast(
@@ -687,8 +694,32 @@ class _Writer:
                     routed.add(rows)
                 if not self._abandon.is_set():
                     self._upsert = routed.finish()
+                    self._views(tables)  # still the Base's one writer: each view made once
         except BaseException as exc:  # noqa: BLE001 - raised again by finish(), in the run
             self._error = exc
+
+    def _views(self, tables: TableSet) -> None:
+        """Per-account views after the writes: nothing asked of the platform unless a view is
+        missing or its account was renamed. Never fails the run: a problem is a warning."""
+        from adsync.sync.views import ViewKeeper
+
+        runner, result = self._runner, self._result
+        today = utcnow().astimezone(runner.settings.tz).date()
+        try:
+            done = ViewKeeper(tables).after_sync(runner._in_scope, today)
+        except Exception as exc:  # noqa: BLE001 - the rows are written; views can wait
+            log.warning("run %s: per-account views not updated", result.run_id, exc_info=True)
+            why = exc.public_message if isinstance(exc, AdsyncError) else "an unexpected error"
+            self._view_warnings = [
+                f"per-account views not updated: {why} → run `adsync views` to try again"
+            ]
+            return
+        self._view_warnings = done.warnings
+        result.view_changes = [
+            f"view {v.view_name} ({v.account_id}) {v.state.replace('-', ' ')} in "
+            f"{v.table_name or v.table_id}" + (f": {v.note}" if v.note else "")
+            for v in done.changes
+        ]
 
 
 def recent_runs(services: Services, limit: int = 10) -> list[dict[str, Any]]:

@@ -458,6 +458,24 @@ table_dates = Table(
     Index("ix_table_dates_table", "app_token", "table_id"),
 )
 
+# Per-account views (adsync.sync.views): the view of each account in each table, as adsync
+# last made or found it. ``state``: pending (wanted, not made yet: a table adsync started gets
+# the views of the table it follows) | creating (created, its filter maybe not yet set: a crash
+# in between is finished by the next writer) | ok | failed (``note`` says why). Step 12.
+bitable_views = Table(
+    "bitable_views",
+    metadata,
+    Column("app_token", String(64), primary_key=True),
+    Column("table_id", String(64), primary_key=True),
+    Column("account_id", String(32), primary_key=True),
+    Column("view_id", String(64)),
+    Column("view_name", Text),  # the name adsync gave it (or found it under)
+    Column("account_name", Text),  # the account name that name was made from
+    Column("state", String(16), nullable=False),
+    Column("note", Text),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -638,6 +656,14 @@ def _key_by_chain(conn: Connection, table: Table) -> None:
 
 
 MIGRATIONS.append((10, _v10))
+
+
+def _v12(conn: Connection) -> None:
+    # Per-account views: a new table on databases whose step 1 ran before it existed.
+    bitable_views.create(conn, checkfirst=True)
+
+
+MIGRATIONS.append((12, _v12))
 
 
 def schema_target() -> int:

@@ -1,0 +1,134 @@
+"""Per-account views against the sandbox (its view APIs, over HTTP), real runs end to end, on
+both storage backends.
+
+The contract: each account's view is found by its filter (``账户ID`` is <id>), made once
+across repeated syncs, racing processes and renames; a person's own views are never touched;
+a view deleted by hand is made again by ``adsync views``; a table adsync starts gets the views
+of the table it follows; the platform's limits are met with a warning, never a failed sync.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import lark_oapi as lark
+import pytest
+import requests
+from lark_oapi.api.bitable.v1 import (
+    CreateAppTableViewRequest,
+    ListAppTableViewRequest,
+    PatchAppTableViewRequest,
+    PatchAppTableViewRequestBody,
+    ReqView,
+)
+
+from adsync.sync.config import load_settings
+from adsync.sync.runner import Runner
+from adsync.sync.services import Services, open_services
+
+from .conftest import FEISHU_APP_ID, FEISHU_SECRET, Sandbox, report, run_cli
+
+APP, TABLE = "bascnSandboxApp0001", "tblSandboxDaily01"
+SH = ZoneInfo("Asia/Shanghai")
+
+
+def yesterday() -> date:
+    return datetime.now(SH).date() - timedelta(days=1)
+
+
+def views_of(sandbox: Sandbox, table: str = TABLE) -> list[dict[str, Any]]:
+    return sandbox.get(f"/_sandbox/feishu/views/{APP}/{table}")["views"]
+
+
+def account_views(sandbox: Sandbox, table: str = TABLE) -> dict[str, list[str]]:
+    """account id -> names of the views whose filter is exactly ``账户ID`` is <that id>."""
+    fields = sandbox.get(f"/_sandbox/feishu/tables/{APP}/{table}")["fields"]
+    account_field = next(f["field_id"] for f in fields if f["field_name"] == "账户ID")
+    out: dict[str, list[str]] = {}
+    for view in views_of(sandbox, table):
+        flt = (view["property"] or {}).get("filter_info") or {}
+        conditions = flt.get("conditions") or []
+        if len(conditions) == 1 and conditions[0]["field_id"] == account_field:
+            [account] = json.loads(conditions[0]["value"])
+            out.setdefault(account, []).append(view["view_name"])
+    return out
+
+
+def granted(sandbox: Sandbox) -> dict[str, str]:
+    """account id -> name, for the accounts the sandbox grants."""
+    doc = sandbox.get(
+        "/_sandbox/oceanengine/truth",
+        start_date=yesterday().isoformat(),
+        end_date=yesterday().isoformat(),
+    )
+    ids = {str(i) for i in sandbox.get("/_sandbox/oceanengine/grant")["account_ids"]}
+    return {
+        str(a["local_account_id"]): a["account_name"]
+        for a in doc["accounts"]
+        if str(a["local_account_id"]) in ids
+    }
+
+
+def sync(services: Services, day: date | None = None) -> Any:
+    day = day or yesterday()
+    result = Runner(services).run(day, day)
+    assert result.status == "ok", (result.error, result.warnings)
+    return result
+
+
+def view_writes(sandbox: Sandbox) -> int:
+    calls = sandbox.stats("feishu")["calls"]
+    return sum(n for route, n in calls.items() if "/views" in route and not route.startswith("GET"))
+
+
+def control(method: str, sandbox: Sandbox, path: str, body: dict[str, Any] | None = None) -> Any:
+    response = requests.request(
+        method, f"{sandbox.url}/_sandbox/feishu/{path}", json=body or {}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# -- made once ----------------------------------------------------------------------------------
+
+
+def test_views_are_made_once_across_repeated_syncs_and_a_rename(
+    authorized: Services, sandbox: Sandbox
+) -> None:
+    accounts = granted(sandbox)
+    first = sync(authorized)
+    made = account_views(sandbox)
+    assert made == {a: [name] for a, name in accounts.items()}
+    assert len(first.view_changes) == len(accounts)
+    assert all(" created in " in line for line in first.view_changes)
+    # Again and again: nothing asked of the platform's views, nothing made twice.
+    before = sandbox.stats("feishu")["calls"]
+    for _ in range(2):
+        again = sync(authorized)
+        assert again.view_changes == [] and not any("view" in w for w in again.warnings)
+    after = sandbox.stats("feishu")["calls"]
+    assert {r: n for r, n in after.items() if "/views" in r} == {
+        r: n for r, n in before.items() if "/views" in r
+    }
+    assert account_views(sandbox) == made
+
+    # The account is renamed at Ocean Engine: its view is renamed, not made again.
+    renamed_id = sorted(accounts)[0]
+    sandbox.post("/_sandbox/oceanengine/accounts", {"rename": {renamed_id: "菲象_郑州新店_99"}})
+    renamed = sync(authorized)
+    assert [line.split(" in ")[0] for line in renamed.view_changes] == [
+        f"view 菲象_郑州新店_99 ({renamed_id}) renamed"
+    ]
+    now = account_views(sandbox)
+    assert now[renamed_id] == ["菲象_郑州新店_99"]
+    assert {a: v for a, v in now.items() if a != renamed_id} == {
+        a: v for a, v in made.items() if a != renamed_id
+    }
+    assert sync(authorized).view_changes == []
+    # One view per account, plus the table's own default view: nothing else.
+    assert len(views_of(sandbox)) == len(accounts) + 1

@@ -132,3 +132,51 @@ def test_views_are_made_once_across_repeated_syncs_and_a_rename(
     assert sync(authorized).view_changes == []
     # One view per account, plus the table's own default view: nothing else.
     assert len(views_of(sandbox)) == len(accounts) + 1
+
+
+# -- people's views -----------------------------------------------------------------------------
+
+
+def test_a_persons_view_of_the_same_name_is_left_alone_and_adsyncs_is_named_apart(
+    authorized: Services, sandbox: Sandbox, env: dict[str, str], cli: Any
+) -> None:
+    accounts = granted(sandbox)
+    target = sorted(accounts)[1]
+    name = accounts[target]
+    # Before adsync's first sync, someone made a view of that account's name (a filter of
+    # their own, or none).
+    theirs = control("POST", sandbox, f"views/{APP}/{TABLE}", {"view_name": name})["view"]
+    first = sync(authorized)
+    assert any(f"view {name} ({target}) ({target}) name clash" in c for c in first.view_changes)
+    # A person's view filtered exactly like adsync's, under a name of their own: it is that
+    # account's view (found by its filter), kept with their name.
+    other = sorted(accounts)[2]
+    adsyncs = next(v for v in views_of(sandbox) if v["view_name"] == accounts[other])
+    control("PATCH", sandbox, f"views/{APP}/{TABLE}/{adsyncs['view_id']}", {"view_name": "我的门店"})
+
+    result = run_views(cli, env)
+    states = {v["account_id"]: v for v in result["views"]}
+    assert states[target]["state"] == "ok"  # made by the sync already, under another name
+    assert states[target]["view_name"] == f"{name} ({target})"
+    assert "is taken by another view" in states[target]["note"]
+    assert states[other]["state"] == "ok" and states[other]["view_name"] == "我的门店"
+    assert states[other]["note"] == "renamed in the Base: kept"
+    after = {v["view_id"]: v for v in views_of(sandbox)}
+    assert after[theirs["view_id"]] == theirs  # untouched: name, filter, everything
+    assert account_views(sandbox)[target] == [f"{name} ({target})"]
+    assert account_views(sandbox)[other] == ["我的门店"]
+
+    # The person's renamed view stays theirs even when the account is renamed at the platform.
+    sandbox.post("/_sandbox/oceanengine/accounts", {"rename": {other: "菲象_改名_01"}})
+    renamed = sync(authorized)
+    assert renamed.view_changes == []
+    assert account_views(sandbox)[other] == ["我的门店"]
+    assert len(views_of(sandbox)) == len(accounts) + 2  # default + theirs + one per account
+
+
+def run_views(cli: Any, env: dict[str, str]) -> dict[str, Any]:
+    """``adsync views --json`` through the real command line (in this process)."""
+    done = cli(["views", "--json"], env)
+    doc = json.loads(done.stdout)
+    assert doc["exit_code"] == done.returncode, done.stderr
+    return doc

@@ -31,6 +31,7 @@ COMMANDS = {
     ("fields",): "adsync.cli.data:fields",
     ("records",): "adsync.cli.data:records",
     ("tables",): "adsync.cli.data:tables",
+    ("views",): "adsync.cli.views:views",
     ("verify",): "adsync.cli.data:verify",
     ("history",): "adsync.cli.data:history",
     ("chat",): "adsync.cli.serve:chat",
@@ -135,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     records.add_argument("when", nargs="*", help=when_help)
     sub.add_parser(
         "tables", parents=[json_flag], help="the Bitable tables in use: periods, rows, room left"
+    )
+    sub.add_parser(
+        "views",
+        parents=[json_flag],
+        help="the per-account Bitable views (filtered on 账户ID); makes the missing ones",
     )
     verify = sub.add_parser(
         "verify", parents=[json_flag], help="reconcile the Bitable against the local copy"

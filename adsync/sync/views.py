@@ -272,13 +272,12 @@ class ViewKeeper:
                 ctx.taken.discard(view.name)
                 ctx.taken.add(name)
                 view.name = name
-            self._record(ctx, line, view.view_id, name, OK)
+            clash = f"{wanted!r} is taken by another view" if name != wanted else ""
+            self._record(ctx, line, view.view_id, name, OK, note=clash)
             line.state = RENAMED if name == wanted else NAME_CLASH
-            if name != wanted:
-                line.note = f"{wanted!r} is taken by another view"
             return line
         # A person's new name stays (adsync remembers the name it gave, not theirs).
-        note = "renamed in the Base: kept" if view.name != row.view_name else ""
+        note = "renamed in the Base: kept" if view.name != row.view_name else (row.note or "")
         self.ledger.put(
             ctx.table_id,
             line.account_id,
@@ -320,12 +319,11 @@ class ViewKeeper:
         self.ledger.put(ctx.table_id, account_id, view_id=view_id, view_name=name)
         self._set_filter(ctx, view_id, account_id)
         had = row is not None and bool(row.view_id) and row.state == OK
-        self._record(ctx, line, view_id, name, OK)
-        line.state = RECREATED if had else (CREATED if name == wanted else NAME_CLASH)
+        notes = ["deleted in the Base: made again"] if had else []
         if name != wanted:
-            line.note = f"{wanted!r} is taken by another view"
-        elif had:
-            line.note = "deleted in the Base: made again"
+            notes.append(f"{wanted!r} is taken by another view")
+        self._record(ctx, line, view_id, name, OK, note="; ".join(notes))
+        line.state = RECREATED if had else (CREATED if name == wanted else NAME_CLASH)
         return line
 
     def _create_view(
@@ -375,7 +373,10 @@ class ViewKeeper:
         layout = sink.layout or sink.prepare(create_missing=False)
         column = layout.get("account_id")
         if column is None or not column.field_id:
-            raise AdsyncError(f"table {table_id} has no 账户ID field to filter on")
+            raise AdsyncError(
+                f"table {table_id} has no 账户ID field to filter on yet",
+                hint="the first sync into it creates its fields; then run `adsync views`",
+            )
         return column.field_id
 
     def _list(self, table_id: str) -> list[_Listed]:

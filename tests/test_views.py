@@ -180,3 +180,155 @@ def run_views(cli: Any, env: dict[str, str]) -> dict[str, Any]:
     doc = json.loads(done.stdout)
     assert doc["exit_code"] == done.returncode, done.stderr
     return doc
+
+
+def test_adsync_views_makes_again_a_view_deleted_by_hand(
+    authorized: Services, sandbox: Sandbox, env: dict[str, str], cli: Any
+) -> None:
+    sync(authorized)
+    accounts = granted(sandbox)
+    gone = sorted(accounts)[0]
+    [view] = [v for v in views_of(sandbox) if v["view_name"] == accounts[gone]]
+    control("DELETE", sandbox, f"views/{APP}/{TABLE}/{view['view_id']}")
+    # A sync does not look (nothing changed that it knows of): `adsync views` does.
+    assert sync(authorized).view_changes == []
+    assert gone not in account_views(sandbox)
+    doc = run_views(cli, env)
+    assert doc["exit_code"] == 0 and doc["tables_checked"] == 1
+    states = {v["account_id"]: v["state"] for v in doc["views"]}
+    assert states == {a: ("missing-and-created" if a == gone else "ok") for a in accounts}
+    assert account_views(sandbox)[gone] == [accounts[gone]]
+    again = run_views(cli, env)
+    assert {v["state"] for v in again["views"]} == {"ok"}
+    # The text form: a table per Base table, the sort said honestly.
+    text = cli(["views"], env)
+    assert text.returncode == 0, text.stderr
+    assert f"广告日报 ({TABLE})" in text.stdout and accounts[gone] in text.stdout
+    assert "cannot sort a view" in text.stdout
+    assert len(views_of(sandbox)) == len(accounts) + 1
+
+
+def test_a_view_left_without_its_filter_is_finished_not_made_twice(
+    authorized: Services, sandbox: Sandbox, env: dict[str, str], cli: Any
+) -> None:
+    """What a process that dies between creating a view and setting its filter leaves: the
+    ledger's intent (``creating``) and an unfiltered view of that name."""
+    from adsync.sync.viewplan import CREATING, Ledger
+
+    sync(authorized)
+    accounts = granted(sandbox)
+    victim = sorted(accounts)[-1]
+    [view] = [v for v in views_of(sandbox) if v["view_name"] == accounts[victim]]
+    control("DELETE", sandbox, f"views/{APP}/{TABLE}/{view['view_id']}")
+    half = control("POST", sandbox, f"views/{APP}/{TABLE}", {"view_name": accounts[victim]})
+    Ledger(authorized.store, APP).put(
+        TABLE, victim, view_id=None, view_name=accounts[victim], state=CREATING
+    )
+    result = sync(authorized)  # the ledger says a view is unfinished: the sync finishes it
+    assert [c.split(" in ")[0] for c in result.view_changes] == [
+        f"view {accounts[victim]} ({victim}) created"
+    ]
+    assert account_views(sandbox)[victim] == [accounts[victim]]
+    assert {v["view_id"] for v in views_of(sandbox)} >= {half["view"]["view_id"]}
+    assert len(views_of(sandbox)) == len(accounts) + 1
+    assert {v["state"] for v in run_views(cli, env)["views"]} == {"ok"}
+
+
+# -- rolling tables -----------------------------------------------------------------------------
+
+DENSE = {"accounts": 3, "promotions_per_account": 2, "dense": True}  # 6 rows a day
+
+
+def test_a_table_adsync_starts_gets_the_views_of_the_table_it_follows(
+    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.reset(oceanengine=DENSE, feishu={"max_rows": 12})
+    settings = load_settings({**env, "ADSYNC_TABLE_MAX_ROWS": "12"}, cwd=tmp_path)
+    services = open_services(settings)
+    try:
+        services.tokens.authorize(sandbox.auth_code())
+        end = yesterday()
+        sync(services, end - timedelta(days=2))
+        sync(services, end - timedelta(days=1))  # 12 rows: the configured table is full
+        # A person's own view in the old table: not copied (only per-account views follow).
+        control("POST", sandbox, f"views/{APP}/{TABLE}", {"view_name": "本周重点"})
+        rolled = sync(services, end)
+        [event] = rolled.table_events
+        assert event.kind == "started" and event.name == "本地推日报 #2"
+        old, new = account_views(sandbox), account_views(sandbox, event.table_id)
+        assert new == old and len(new) == len(granted(sandbox))
+        assert [v["view_name"] for v in views_of(sandbox, event.table_id)][0] == "表格"
+        assert "本周重点" not in {v["view_name"] for v in views_of(sandbox, event.table_id)}
+        assert all(f"in 本地推日报 #2" in c for c in rolled.view_changes)
+        # The old table is not given views again, nor the new one twice.
+        assert sync(services, end).view_changes == []
+
+        # A person deletes the new table: it is recreated, with its views.
+        requests.delete(
+            f"{sandbox.url}/_sandbox/feishu/tables/{APP}/{event.table_id}", timeout=10
+        ).raise_for_status()
+        again = sync(services, end)
+        [recreated] = again.table_events
+        assert recreated.kind == "recreated"
+        assert account_views(sandbox, recreated.table_id) == old
+    finally:
+        services.close()
+
+
+# -- eight processes ----------------------------------------------------------------------------
+
+
+def _keep_views(env: dict[str, str], day: date | None, barrier: Any, out: Any) -> None:
+    from adsync.cli import main
+
+    services = open_services(load_settings(env, cwd=Path(env["ADSYNC_DATA_DIR"]).parent))
+    try:
+        barrier.wait(timeout=60)
+        if day is None:  # `adsync views`, the real command, in this process
+            import os
+
+            os.environ.update(env)
+            os.chdir(Path(env["ADSYNC_DATA_DIR"]).parent)  # no stray .env read
+            out.put(("views", main(["views", "--json"])))
+        else:
+            result = Runner(services).run(day, day)
+            out.put(("sync", result.status))
+    finally:
+        services.close()
+
+
+def test_eight_processes_at_once_make_one_view_per_account(
+    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    services = open_services(load_settings(env, cwd=tmp_path))
+    services.tokens.authorize(sandbox.auth_code())
+    end = yesterday()
+    assert Runner(services).run(end, end).status == "ok"  # fields, and a local copy
+    accounts = granted(sandbox)
+    # Every view gone, and the ledger empty: each of the eight finds every view missing.
+    for view in views_of(sandbox)[1:]:
+        control("DELETE", sandbox, f"views/{APP}/{TABLE}/{view['view_id']}")
+    from adsync.sync.store import bitable_views
+
+    with services.store.begin() as conn:
+        conn.execute(bitable_views.delete())
+    services.store.engine.dispose()
+    import adsync.cli.views  # noqa: F401 - imported once here, inherited by the children
+    import adsync.sync.views  # noqa: F401
+
+    ctx = multiprocessing.get_context("fork")
+    out, barrier = ctx.Queue(), ctx.Barrier(8)
+    days = [end - timedelta(days=n) for n in range(4)]
+    jobs = [*days, None, None, None, None]  # four syncs of four dates, four `adsync views`
+    procs = [ctx.Process(target=_keep_views, args=(env, d, barrier, out)) for d in jobs]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    services.close()
+    assert sorted(results) == sorted([("sync", "ok")] * 4 + [("views", 0)] * 4), results
+    assert account_views(sandbox) == {a: [n] for a, n in accounts.items()}
+    assert sandbox.stats("feishu")["views_created"] == 2 * len(accounts)  # before, and once now
+    report(f"views: 8 processes at once (4 syncs, 4 `adsync views`): {len(accounts)} views made once")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import lark_oapi as lark
 import pytest
 import requests
 from lark_oapi.api.bitable.v1 import (
@@ -31,7 +30,7 @@ from adsync.sync.config import load_settings
 from adsync.sync.runner import Runner
 from adsync.sync.services import Services, open_services
 
-from .conftest import FEISHU_APP_ID, FEISHU_SECRET, Sandbox, report, run_cli
+from .conftest import Sandbox, report
 
 APP, TABLE = "bascnSandboxApp0001", "tblSandboxDaily01"
 SH = ZoneInfo("Asia/Shanghai")
@@ -152,7 +151,9 @@ def test_a_persons_view_of_the_same_name_is_left_alone_and_adsyncs_is_named_apar
     # account's view (found by its filter), kept with their name.
     other = sorted(accounts)[2]
     adsyncs = next(v for v in views_of(sandbox) if v["view_name"] == accounts[other])
-    control("PATCH", sandbox, f"views/{APP}/{TABLE}/{adsyncs['view_id']}", {"view_name": "我的门店"})
+    control(
+        "PATCH", sandbox, f"views/{APP}/{TABLE}/{adsyncs['view_id']}", {"view_name": "我的门店"}
+    )
 
     result = run_views(cli, env)
     states = {v["account_id"]: v for v in result["views"]}
@@ -259,7 +260,7 @@ def test_a_table_adsync_starts_gets_the_views_of_the_table_it_follows(
         assert new == old and len(new) == len(granted(sandbox))
         assert [v["view_name"] for v in views_of(sandbox, event.table_id)][0] == "表格"
         assert "本周重点" not in {v["view_name"] for v in views_of(sandbox, event.table_id)}
-        assert all(f"in 本地推日报 #2" in c for c in rolled.view_changes)
+        assert all("in 本地推日报 #2" in c for c in rolled.view_changes)
         # The old table is not given views again, nor the new one twice.
         assert sync(services, end).view_changes == []
 
@@ -331,4 +332,149 @@ def test_eight_processes_at_once_make_one_view_per_account(
     assert sorted(results) == sorted([("sync", "ok")] * 4 + [("views", 0)] * 4), results
     assert account_views(sandbox) == {a: [n] for a, n in accounts.items()}
     assert sandbox.stats("feishu")["views_created"] == 2 * len(accounts)  # before, and once now
-    report(f"views: 8 processes at once (4 syncs, 4 `adsync views`): {len(accounts)} views made once")
+    report(
+        f"views: 8 processes at once (4 syncs, 4 `adsync views`): {len(accounts)} views made once"
+    )
+
+
+# -- the platform's limits ----------------------------------------------------------------------
+
+
+def _caller(settings: Any) -> Any:
+    from adsync.sync.feishu import FeishuCaller, make_client
+
+    return FeishuCaller(make_client(settings), base_delay=0.01)
+
+
+def _refused(caller: Any, fn: Any, request: Any) -> int:
+    from adsync.sync.feishu import FeishuError
+
+    with pytest.raises(FeishuError) as caught:
+        caller.call("a view call", fn, request)
+    return caught.value.code
+
+
+def test_the_sandbox_refuses_views_the_platform_refuses(sandbox: Sandbox, settings: Any) -> None:
+    from lark_oapi.api.bitable.v1 import (
+        AppTableViewProperty,
+        AppTableViewPropertyFilterInfo,
+        AppTableViewPropertyFilterInfoCondition,
+        DeleteAppTableViewRequest,
+        GetAppTableViewRequest,
+    )
+
+    sandbox.reset(feishu={"max_views": 3, "table_fields": [
+        {"field_name": "账户ID", "type": 1}, {"field_name": "日期", "type": 5}]})  # fmt: skip
+    caller = _caller(settings)
+    api = caller.client.bitable.v1.app_table_view
+
+    def create(name: str, kind: str = "grid") -> Any:
+        body = ReqView.builder().view_name(name).view_type(kind).build()
+        return (
+            CreateAppTableViewRequest.builder()
+            .app_token(APP)
+            .table_id(TABLE)
+            .request_body(body)
+            .build()
+        )
+
+    assert _refused(caller, api.create, create("x" * 101)) == 1254022  # 100 characters at most
+    assert _refused(caller, api.create, create("门店[A]")) == 1254022  # no [ ]
+    assert _refused(caller, api.create, create(" ")) == 1254021
+    assert _refused(caller, api.create, create("表格")) == 1254020  # the default view's name
+    assert _refused(caller, api.create, create("甘特", "timeline")) == 1254019
+    made = caller.call("create", api.create, create("x" * 100)).data.view
+    assert made.view_type == "grid" and len(made.view_name) == 100
+    caller.call("create", api.create, create("第三个"))
+    assert _refused(caller, api.create, create("第四个")) == 1254101  # 3 a table here (200 live)
+
+    fields = sandbox.get(f"/_sandbox/feishu/tables/{APP}/{TABLE}")["fields"]
+    ids = {f["field_name"]: f["field_id"] for f in fields}
+
+    def patch(view_id: str, field_id: str, operator: str, value: str) -> Any:
+        cond = AppTableViewPropertyFilterInfoCondition.builder().field_id(field_id)
+        flt = (
+            AppTableViewPropertyFilterInfo.builder()
+            .conjunction("and")
+            .conditions([cond.operator(operator).value(value).build()])
+        )
+        body = PatchAppTableViewRequestBody.builder().property(
+            AppTableViewProperty.builder().filter_info(flt.build()).build()
+        )
+        return (
+            PatchAppTableViewRequest.builder()
+            .app_token(APP)
+            .table_id(TABLE)
+            .view_id(view_id)
+            .request_body(body.build())
+            .build()
+        )
+
+    view = made.view_id
+    assert _refused(caller, api.patch, patch(view, "fldNoSuchField", "is", '["1"]')) == 1254044
+    assert _refused(caller, api.patch, patch(view, ids["账户ID"], "matches", '["1"]')) == 1254018
+    assert _refused(caller, api.patch, patch(view, ids["账户ID"], "is", "1")) == 1254018
+    assert _refused(caller, api.patch, patch(view, ids["日期"], "isNot", '["Today"]')) == 1254018
+    assert (
+        _refused(caller, api.patch, patch("vewNoSuchView", ids["账户ID"], "is", '["1"]')) == 1254042
+    )
+    caller.call("patch", api.patch, patch(view, ids["账户ID"], "is", '["1700000000000000001"]'))
+    got = caller.call(
+        "get",
+        api.get,
+        GetAppTableViewRequest.builder().app_token(APP).table_id(TABLE).view_id(view).build(),
+    ).data.view
+    [cond] = got.property.filter_info.conditions
+    assert (cond.field_id, cond.operator, cond.field_type) == (ids["账户ID"], "is", 1)
+    assert json.loads(cond.value) == ["1700000000000000001"] and cond.condition_id
+
+    def listing(size: int) -> Any:
+        builder = ListAppTableViewRequest.builder().app_token(APP).table_id(TABLE)
+        return builder.page_size(size).build()
+
+    assert _refused(caller, api.list, listing(101)) == 99992402  # 100 a page at most
+    page = caller.call("list", api.list, listing(2)).data
+    assert page.has_more and page.total == 3 and len(page.items) == 2
+    assert all(item.property is None for item in page.items)  # list answers no property
+
+    def delete(view_id: str) -> Any:
+        return (
+            DeleteAppTableViewRequest.builder().app_token(APP).table_id(TABLE).view_id(view_id)
+        ).build()
+
+    for item in views_of(sandbox)[:-1]:
+        caller.call("delete", api.delete, delete(item["view_id"]))
+    assert _refused(caller, api.delete, delete(views_of(sandbox)[0]["view_id"])) == 1254008
+
+
+def test_a_long_account_name_and_a_full_table_are_met_without_failing_the_sync(
+    services: Services, sandbox: Sandbox, env: dict[str, str], cli: Any
+) -> None:
+    services.tokens.authorize(sandbox.auth_code())  # what the default user grants (again below)
+    accounts = granted(sandbox)
+    # Room for every view but one (the table's default view counts).
+    sandbox.reset(feishu={"max_views": len(accounts)})
+    services.tokens.authorize(sandbox.auth_code())
+    assert granted(sandbox) == accounts
+    first = sorted(accounts)[0]
+    long_name = "01门店[旗舰]" + "很长的名字" * 24  # 128 characters, and brackets
+    sandbox.post("/_sandbox/oceanengine/accounts", {"rename": {first: long_name}})
+    result = sync(services)  # ok: the rows are written, the views are a warning
+    [warning] = [w for w in result.warnings if "views" in w]
+    assert "1254101" in warning and "delete views nobody uses" in warning
+    made = account_views(sandbox)
+    assert len(made) == len(accounts) - 1
+    expected = ("01门店(旗舰)" + "很长的名字" * 24)[:100]  # [ ] replaced, cut at 100 characters
+    assert made[first] == [expected]
+
+    doc = run_views(cli, env)
+    assert doc["exit_code"] == 1  # partly failed
+    failed = [v for v in doc["views"] if v["state"] == "failed"]
+    assert len(failed) == 1 and "200, 1254101" in failed[0]["note"]
+    # Someone deletes the default view: there is room, and `adsync views` makes the last one.
+    control("DELETE", sandbox, f"views/{APP}/{TABLE}/{views_of(sandbox)[0]['view_id']}")
+    doc = run_views(cli, env)
+    assert doc["exit_code"] == 0
+    assert sorted(v["state"] for v in doc["views"]) == ["created"] + ["ok"] * (len(accounts) - 1)
+    assert len(account_views(sandbox)) == len(accounts)
+    assert not any("views" in w for w in sync(services).warnings)

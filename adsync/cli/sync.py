@@ -165,6 +165,8 @@ def render(ctx: Context, result: RunResult) -> None:
         what = {"started": "started", "found": "found by name", "recreated": "recreated"}
         extra = f", {e.rows:,} rows of {e.dates} dates rewritten" if e.kind == "recreated" else ""
         say(f"  + table {e.name} ({e.table_id}) {what.get(e.kind, e.kind)}: {e.reason}{extra}")
+    for line in result.view_changes:
+        say(f"  + {line}")
     outlook = result.table_forecast
     if outlook is not None and outlook.warn:
         say(

@@ -58,6 +58,12 @@ MEANINGS = {
     1254013: "a table of that name already exists in the Base",
     1254100: "the Base holds its maximum of 100 tables and dashboards",
     1254302: "no permission on this Base (add the app as a collaborator)",
+    1254020: "a view of that name already exists in the table",
+    1254021: "a view needs a name",
+    1254022: "the view name is refused (1-100 characters, no [ ])",
+    1254042: "the view does not exist",
+    1254044: "a field id does not exist in the table",
+    1254101: "the table holds its maximum of 200 views",
     99991663: "tenant access token invalid",
     99991672: "the app lacks a permission scope",
     10014: "app secret wrong",
@@ -110,6 +116,8 @@ def _hint(code: int) -> str:
         return "add the bot to the chat, or fix FEISHU_REPORT_CHAT_IDS"
     if code == 1254100:
         return "move old tables to another Base (or delete unused ones and dashboards)"
+    if code == 1254101:
+        return "delete views nobody uses in that table, then run `adsync views`"
     if code == 1254103:
         return "start a new table (FEISHU_BITABLE_TABLE_ID) or archive old rows"
     return "retry later; if it persists, run `adsync doctor`"

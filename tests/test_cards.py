@@ -716,7 +716,7 @@ def test_to_text_reads_like_the_card() -> None:
     bars = [line for line in lines if re.match(r"^  0\d-\d\d  ", line)]
     assert len(bars) == 7 and bars[-1].endswith("¥2,800.00") and "█" in bars[-1]
     head = next(i for i, line in enumerate(lines) if line.startswith("账户") and "消耗" in line)
-    width = cards._cells  # CJK counts two cells: the spend column ends at one place
+    width = cards.text._cells  # CJK counts two cells: the spend column ends at one place
     ends = {width(lines[i][: lines[i].index("¥") + len("¥10,000.50")]) for i in (head + 1,)}
     ends.add(width(lines[head + 2][: lines[head + 2].index("¥2,345.17") + len("¥2,345.17")]))
     assert len(ends) == 1

@@ -37,7 +37,7 @@ log = logging.getLogger("adsync.messenger")
 
 R = TypeVar("R", CreateMessageRequest, ReplyMessageRequest, PatchMessageRequest)
 
-# What a sent body may weigh: the platform's 30 KB less the margin cards keep (cards.py says why).
+# What a sent body may weigh: the platform's 30 KB less the margin cards keep (cards/parts.py says why).
 SEND_LIMIT = cards.BODY_LIMIT - cards.MARGIN_BYTES
 
 

@@ -102,6 +102,12 @@ def test_views_are_made_once_across_repeated_syncs_and_a_rename(
     accounts = granted(sandbox)
     first = sync(authorized)
     made = account_views(sandbox)
+    calls = sandbox.stats("feishu")["calls"]
+    view_calls = sum(n for route, n in calls.items() if "/views" in route)
+    report(
+        f"views: the first sync made {len(accounts)} views in {view_calls} view calls "
+        f"(of {first.feishu_calls} Feishu calls); a sync after it: 0"
+    )
     assert made == {a: [name] for a, name in accounts.items()}
     assert len(first.view_changes) == len(accounts)
     assert all(" created in " in line for line in first.view_changes)
@@ -478,3 +484,14 @@ def test_a_long_account_name_and_a_full_table_are_met_without_failing_the_sync(
     assert sorted(v["state"] for v in doc["views"]) == ["created"] + ["ok"] * (len(accounts) - 1)
     assert len(account_views(sandbox)) == len(accounts)
     assert not any("views" in w for w in sync(services).warnings)
+
+
+def test_adsync_views_before_the_first_sync_says_the_sync_makes_them(
+    authorized: Services, env: dict[str, str], cli: Any
+) -> None:
+    done = cli(["views"], env)
+    assert done.returncode == 0, done.stderr
+    assert "the first sync makes the views" in done.stdout
+    bare = {k: v for k, v in env.items() if k != "FEISHU_BITABLE_APP_TOKEN"}
+    refused = cli(["views"], bare)
+    assert refused.returncode == 2 and "FEISHU_BITABLE_APP_TOKEN" in refused.stderr

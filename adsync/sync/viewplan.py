@@ -135,15 +135,14 @@ def wanted_views(
     roll: str,
     today: date,
     scope: Mapping[str, str],
-    configured: str | None = None,
 ) -> dict[str, dict[str, str]]:
     """table_id -> {account_id: account name} of the views each live table should hold.
-    ``tables``: the registered tables the platform still lists (``configured`` stands for
-    them before the Base has a registry); ``scope``: the accounts in scope, with names."""
+    ``tables``: the registered tables the platform still lists; ``scope``: the accounts in
+    scope, with names."""
     live = [t for t in tables if t.status != DELETED]
     current = current_table(live, roll, today)
-    current_id = current.table_id if current is not None else (configured if not live else None)
-    ids = [t.table_id for t in live] or ([configured] if configured else [])
+    current_id = current.table_id if current is not None else None
+    ids = [t.table_id for t in live]
     held = held_accounts(store, app_token)
     pending = Ledger(store, app_token).rows()
     names = {**known_names(store), **{k: v for k, v in scope.items() if v}}

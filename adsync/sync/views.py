@@ -155,18 +155,12 @@ class ViewKeeper:
     # ---- the work ----------------------------------------------------------------------------
 
     def _wanted(self, scope: Mapping[str, str], today: date) -> dict[str, dict[str, str]]:
+        registered = self.ts.registry.tables()
+        if not registered:  # no sync has written to this Base yet: it makes the views
+            return {}
         live = self.ts.live()
-        tables = [t for t in self.ts.registry.tables() if t.table_id in live]
-        configured = self.ts.configured()
-        return wanted_views(
-            self.ts.store,
-            self.ts.app,
-            tables,
-            self.ts.mode,
-            today,
-            scope,
-            configured=configured if configured in live else None,
-        )
+        tables = [t for t in registered if t.table_id in live]
+        return wanted_views(self.ts.store, self.ts.app, tables, self.ts.mode, today, scope)
 
     def _keep(
         self, wanted: Mapping[str, Mapping[str, str]], tables: Sequence[str], verify: bool

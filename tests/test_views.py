@@ -495,3 +495,18 @@ def test_adsync_views_before_the_first_sync_says_the_sync_makes_them(
     bare = {k: v for k, v in env.items() if k != "FEISHU_BITABLE_APP_TOKEN"}
     refused = cli(["views"], bare)
     assert refused.returncode == 2 and "FEISHU_BITABLE_APP_TOKEN" in refused.stderr
+
+
+def test_a_view_call_that_fails_is_a_warning_and_the_next_sync_makes_the_views(
+    authorized: Services, sandbox: Sandbox
+) -> None:
+    sandbox.faults(feishu={"scripted": [{"path": "/views", "code": 1254002, "times": 1}]})
+    first = sync(authorized)  # the rows are written: the run is ok
+    assert first.created > 0 and first.view_changes == []
+    [warning] = [w for w in first.warnings if "views" in w]
+    assert "1254002" in warning and "run `adsync views` to try again" in warning
+    assert account_views(sandbox) == {}
+    second = sync(authorized)  # the ledger knows they are missing: made now
+    assert len(second.view_changes) == len(granted(sandbox))
+    assert not any("views" in w for w in second.warnings)
+    assert account_views(sandbox) == {a: [n] for a, n in granted(sandbox).items()}

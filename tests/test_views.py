@@ -510,3 +510,31 @@ def test_a_view_call_that_fails_is_a_warning_and_the_next_sync_makes_the_views(
     assert len(second.view_changes) == len(granted(sandbox))
     assert not any("views" in w for w in second.warnings)
     assert account_views(sandbox) == {a: [n] for a, n in granted(sandbox).items()}
+
+
+def test_a_create_retried_after_its_answer_was_lost_finds_the_view_it_made(
+    authorized: Services, sandbox: Sandbox
+) -> None:
+    """The caller retries a create that got no answer; the platform made the view the first
+    time and answers the retry 1254020: the unfiltered view of that name is ours."""
+    from adsync.sync.routing import TableSet
+    from adsync.sync.views import ViewKeeper, _TableWork
+
+    sync(authorized)
+    made = control("POST", sandbox, f"views/{APP}/{TABLE}", {"view_name": "新门店"})["view"]
+    keeper = ViewKeeper(TableSet(authorized.settings, authorized.store))
+    field_id = keeper._account_field(TABLE)
+    work = _TableWork(TABLE, "广告日报", field_id, {}, [], {}, set())
+    assert keeper._create_view(work, "新门店", "新门店", "1700000000000000009") == (
+        made["view_id"],
+        "新门店",
+    )
+    # A person's view of that name (filtered on something of theirs) is not ours: another name.
+    theirs = control(
+        "POST",
+        sandbox,
+        f"views/{APP}/{TABLE}",
+        {"view_name": "老门店", "filter": {"账户名称": "x"}},
+    )["view"]
+    view_id, name = keeper._create_view(work, "老门店", "老门店", "1700000000000000009")
+    assert view_id != theirs["view_id"] and name == "老门店 (1700000000000000009)"

@@ -263,6 +263,33 @@ def test_the_clock_and_two_report_posts_racing_post_once_per_chat(
 # -- in the chat --------------------------------------------------------------------------------
 
 
+def test_the_chat_grammar_reads_one_day_and_sends_ranges_to_summary() -> None:
+    from adsync.bot.commands import Report, UsageError, check_access, parse
+    from adsync.sync.config import Settings
+
+    today = date(2026, 2, 17)
+    assert parse("报告 昨天", today) == Report(date(2026, 2, 16), lang="zh")
+    assert parse("@_user_1 报告", today) == Report(date(2026, 2, 16), lang="zh")
+    assert parse("report 2026-02-11", today) == Report(date(2026, 2, 11), lang="en")
+    assert parse("daily report 2月10日", today) == Report(date(2026, 2, 10), lang="zh")
+    for text, words in (
+        ("报告 2月1日至7日", "多天请用“汇总 2月1日至7日”"),
+        ("report last 7 days", 'for a range use "summary last 7 days"'),
+        ("report tomorrow", "is in the future"),
+        ("报告 2月30日", "没有“2月30日”这一天"),
+    ):
+        with pytest.raises(UsageError) as err:
+            parse(text, today)
+        assert words in str(err.value), text
+    # A read: anyone in an allowed chat may ask, as for summary.
+    settings = Settings().with_overrides(admins=("ou_admin",))
+    asked = parse("报告", today)
+    assert (
+        check_access(asked, user_id="ou_x", chat_id="oc_a", chat_type="group", settings=settings)
+        is None
+    )
+
+
 @pytest.fixture
 def served(env: dict[str, str], services: Any, day: date, tmp_path: Path) -> Iterator[BotServer]:
     from adsync.bot.app import create_app

@@ -19,6 +19,7 @@ file is never replaced unless asked (``force``).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import secrets
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -299,10 +300,12 @@ def write(export: Export, fmt: str, path: Path, *, force: bool = False) -> Writt
         )
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        if fmt == "xlsx":
-            _write_xlsx(export, temporary)
-        else:
-            _write_csv(export, temporary)
+        # Opened here, before the writer starts: a path that cannot be written fails first.
+        with open(temporary, "xb") as out:
+            if fmt == "xlsx":
+                _write_xlsx(export, out)
+            else:
+                _write_csv(export, out)
         _place(temporary, path, force)
     except FileExistsError:
         raise ConfigError(
@@ -333,11 +336,11 @@ def _place(temporary: Path, path: Path, force: bool) -> None:
         os.replace(temporary, path)
 
 
-def _write_csv(export: Export, path: Path) -> None:
+def _write_csv(export: Export, out: BinaryIO) -> None:
     # utf-8-sig: the byte-order mark is how Excel knows a csv is UTF-8 (without it 中文 names
     # open as mojibake). Values are text exactly as stored; money with two decimals.
-    with open(path, "w", encoding="utf-8-sig", newline="") as out:
-        writer = csv.writer(out)
+    with io.TextIOWrapper(out, encoding="utf-8-sig", newline="") as text:
+        writer = csv.writer(text)
         writer.writerow(export.headers)
         for sheet in export.sheets:
             for line in sheet.lines:
@@ -361,7 +364,7 @@ def _csv_cells(values: list[Any]) -> list[str]:
     return out
 
 
-def _write_xlsx(export: Export, path: Path) -> None:
+def _write_xlsx(export: Export, out: BinaryIO) -> None:
     # Imported here: only an xlsx export pays for openpyxl.
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
@@ -421,7 +424,7 @@ def _write_xlsx(export: Export, path: Path) -> None:
             ws.append([cell(k, v) for k, v in zip(keys, _values(line, export.tz), strict=True)])
         totals = _total_values(sheet.totals)
         ws.append([cell(k, v, bold) for k, v in zip(keys, totals, strict=True)])
-    workbook.save(path)
+    workbook.save(out)
 
 
 def _column_letter(index: int) -> str:

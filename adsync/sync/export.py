@@ -365,22 +365,18 @@ def _csv_cells(values: list[Any]) -> list[str]:
 
 
 def _write_xlsx(export: Export, out: BinaryIO) -> None:
+    for sheet in export.sheets:
+        if sheet.totals.rows + 2 > XLSX_MAX_ROWS:
+            raise ConfigError(
+                f"{sheet.name} has {sheet.totals.rows:,} rows, more than a sheet holds",
+                hint="export it as csv (--format csv), or one account at a time (--account)",
+            )
     # Imported here: only an xlsx export pays for openpyxl.
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
     from openpyxl.styles import Font
 
-    formats = {}
-    for c in COLUMNS:
-        if c.key in MONEY_KEYS:
-            formats[c.key] = "0.00"
-        elif c.key in COUNT_KEYS:
-            formats[c.key] = "0"
-        elif c.key == "date":
-            formats[c.key] = "yyyy-mm-dd"
-        elif c.key == "synced_at":
-            formats[c.key] = "yyyy-mm-dd hh:mm:ss"
     widths = {"date": 12, "sync_key": 44, "synced_at": 20}
     for key in ("account_name", "project_name", "promotion_name"):
         widths[key] = 28
@@ -391,39 +387,38 @@ def _write_xlsx(export: Export, out: BinaryIO) -> None:
 
     workbook = Workbook(write_only=True)  # streams rows: a year of rows stays small in memory
     for sheet in export.sheets:
-        if sheet.totals.rows + 2 > XLSX_MAX_ROWS:
-            raise ConfigError(
-                f"{sheet.name} has {sheet.totals.rows:,} rows, more than a sheet holds",
-                hint="export it as csv (--format csv), or one account at a time (--account)",
-            )
         ws = workbook.create_sheet(sheet.name)
         ws.freeze_panes = "A2"
         for index, key in enumerate(keys):
-            letter = _column_letter(index)
-            ws.column_dimensions[letter].width = widths.get(key, 12)
+            ws.column_dimensions[_column_letter(index)].width = widths.get(key, 12)
 
-        def cell(key: str, value: Any, font: Any = None, ws: Any = ws) -> Any:
+        # Plain values where openpyxl types them right (text, counts, and dates, which it gives
+        # yyyy-mm-dd / yyyy-mm-dd h:mm:ss); a styled cell only where one is needed: money,
+        # the bold header and totals, text that openpyxl would take for a formula. Per-cell
+        # objects are much of the writing time (20,000 rows: a fifth less CPU this way).
+        def cell(value: Any, font: Any = None, ws: Any = ws) -> Any:
             if isinstance(value, str):
-                # Text stays text: a name starting with "=" is not a formula, and control
-                # characters (which the format cannot hold) are dropped.
+                # Control characters (which the format cannot hold) are dropped.
                 value = ILLEGAL_CHARACTERS_RE.sub("", value)[:XLSX_MAX_CELL_CHARS]
+                if font is None and not value.startswith("="):
+                    return value
                 c = WriteOnlyCell(ws, value=value)
-                c.data_type = "s"
+                c.data_type = "s"  # "=HYPERLINK(…)" as a name stays a name
+            elif isinstance(value, Decimal):
+                c = WriteOnlyCell(ws, value=float(value))  # already to the cent, half up
+                c.number_format = "0.00"
+            elif font is None:
+                return value
             else:
-                if isinstance(value, Decimal):
-                    value = float(value)  # already to the cent, half up
                 c = WriteOnlyCell(ws, value=value)
-                if value is not None and key in formats:
-                    c.number_format = formats[key]
             if font is not None:
                 c.font = font
             return c
 
-        ws.append([cell("", name, bold) for name in export.headers])
+        ws.append([cell(name, bold) for name in export.headers])
         for line in sheet.lines:
-            ws.append([cell(k, v) for k, v in zip(keys, _values(line, export.tz), strict=True)])
-        totals = _total_values(sheet.totals)
-        ws.append([cell(k, v, bold) for k, v in zip(keys, totals, strict=True)])
+            ws.append([cell(v) for v in _values(line, export.tz)])
+        ws.append([cell(v, bold) for v in _total_values(sheet.totals)])
     workbook.save(out)
 
 

@@ -407,3 +407,36 @@ def test_the_sandbox_upload_is_as_strict_as_the_platform(sandbox: Sandbox) -> No
         message = {"receive_id": "oc_sandbox_reports", "msg_type": "file",
                    "content": json.dumps({"file_key": file_key})}  # fmt: skip
         assert requests.post(send, json=message, headers=headers, timeout=5).json()["code"] == code
+
+
+def test_a_file_over_feishus_30_mb_is_refused_before_it_travels(
+    settings: Any, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    from adsync.bot import cards
+    from adsync.bot.messenger import FileNotPostable, Messenger
+
+    big = tmp_path / "big.xlsx"
+    big.write_bytes(b"\0" * (30 * 1024 * 1024 + 1))
+    with pytest.raises(FileNotPostable, match="30 MB"):
+        Messenger(settings).upload_file(big, "xls")
+    assert "POST /open-apis/im/v1/files" not in sandbox.stats("feishu")["calls"]
+    text = cards.to_text(cards.export_failed_card("2026-02", "zh", too_large=True))
+    assert "30 MB" in text and "按账户" in text and "adsync export 2026-02" in text
+
+
+def test_the_terminals_export_writes_to_the_current_directory(
+    services: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, today: date
+) -> None:
+    from adsync.bot.actions import Actions
+    from adsync.bot.console import Console
+
+    month = months_back(today, 1)
+    seed(services.store, month, days=2)
+    monkeypatch.chdir(tmp_path)
+    console = Console(Actions(services), io.StringIO())
+    answer = console.answer(f"export {month:%Y-%m}")
+    path = tmp_path / f"adsync-export-{month:%Y-%m}.xlsx"
+    assert str(path) in answer and "4 rows" in answer
+    assert openpyxl.load_workbook(path).sheetnames == [f"{month:%Y-%m}"]
+    again = console.answer(f"export {month:%Y-%m}")
+    assert "already exists" in again  # never over the file already there

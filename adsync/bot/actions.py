@@ -32,6 +32,7 @@ from adsync.bot.commands import (
     help_text,
     match_account,
 )
+from adsync.sync.dates import period_label
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.reports import resolve_accounts
 from adsync.sync.runner import Runner, RunResult, recent_runs
@@ -87,7 +88,7 @@ class Actions:
             span = _span(command.start, command.end)
             text = f"正在同步 {span} …" if lang == "zh" else f"Syncing {span} …"
         elif isinstance(command, Export):
-            span = _span(command.start, command.end)
+            span = period_label(command.start, command.end)  # "2026-02" for a whole month
             text = f"正在导出 {span} …" if lang == "zh" else f"Exporting {span} …"
         else:
             text = "正在校验 …" if lang == "zh" else "Verifying …"

@@ -447,6 +447,7 @@ def test_table_is_consistent() -> None:
         "token status",
         "token refresh",
         "summary",
+        "report",
         "accounts",
         "history",
         "verify",

@@ -24,6 +24,7 @@ from adsync.bot.commands import (
     Export,
     Help,
     History,
+    Report,
     Summary,
     Sync,
     TokenRefresh,
@@ -289,6 +290,11 @@ class Actions:
         )
         summary = summarize(self.services.store, command.start, command.end, scope)
         return cards.summary_card(summary, command.lang)
+
+    def _do_report(self, command: Report, caller: Caller, trigger: str) -> Card:
+        from adsync.bot.report import report_card
+
+        return report_card(self.services, command.day, command.lang)
 
     def _do_accounts(self, command: Accounts, caller: Caller, trigger: str) -> Card:
         from adsync.sync import discovery

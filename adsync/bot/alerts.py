@@ -65,9 +65,12 @@ class Notifier:
 
     # -- delivery -----------------------------------------------------------------------------
 
-    def broadcast(self, card: dict[str, Any], key: str) -> list[Delivered]:
-        """``card`` to every report chat. ``key`` names the occasion (for the message uuid)."""
-        chats = self.settings.feishu_report_chat_ids
+    def broadcast(
+        self, card: dict[str, Any], key: str, chats: Sequence[str] | None = None
+    ) -> list[Delivered]:
+        """``card`` to every report chat (or to ``chats`` of them). ``key`` names the occasion
+        (for the message uuid)."""
+        chats = self.settings.feishu_report_chat_ids if chats is None else chats
         if not chats:
             if self._webhook(card):
                 return [Delivered("(webhook)", "webhook")]

@@ -26,14 +26,15 @@ from sqlalchemy import insert, select, update
 from adsync.bot import cards
 from adsync.bot.alerts import Notifier
 from adsync.bot.messenger import Messenger
+from adsync.bot.report import post_report, refresh_reports
 from adsync.sync.causes import cause_lines
+from adsync.sync.dailyreport import report_scope
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded, TokenNotSaved
 from adsync.sync.oceanengine import OceanEngineError
-from adsync.sync.reports import resolve_accounts
 from adsync.sync.runner import FAILED, AccountResult, Runner, RunResult
 from adsync.sync.services import Services
 from adsync.sync.store import actor, notifications
-from adsync.sync.summary import anomalies, seven_day_average, summarize
+from adsync.sync.summary import anomalies, summarize
 from adsync.sync.tokens import Chain
 
 log = logging.getLogger("adsync.clock")
@@ -85,7 +86,7 @@ class Clock:
                 "retries": 0,
                 "reports": {},
             }
-            record["reports"] = self._report(end, result)
+            record["reports"] = self._report(end)
             self._alerts_after(result, end)
             self._account_changes(result)
             self._save(key, record)
@@ -133,7 +134,7 @@ class Clock:
             still = [a.account_id for a in failures]
             record.update(retries=done + 1, failed=still)
             self._save(key, record)
-            self._refresh_reports(end, record, failures)
+            self._refresh_reports(end)
             if still and done + 1 == len(plan):
                 lines = cause_lines((a.label, a.reason) for a in failures)  # once per cause
                 lines.append(
@@ -392,37 +393,21 @@ class Clock:
 
     # -- report and alerts after the daily run ------------------------------------------------
 
-    def _report(self, day: date, result: RunResult) -> dict[str, str]:
-        scope = self._scope()
-        summary = summarize(self.services.store, day, day, scope)
-        card = cards.summary_card(
-            summary,
-            "zh",
-            failures=result.failed,
-            average=seven_day_average(self.services.store, day),
-        )
-        posted = self.notifier.broadcast(card, f"report:{day}")
-        return {d.chat_id: d.message_id for d in posted if d.message_id}
+    def _report(self, day: date) -> dict[str, str]:
+        """The day's report to every report chat that has not got it (one an operator posted
+        with `adsync report --post` is updated in place); chat -> message id of each."""
+        try:
+            posting = post_report(
+                self.services, self.notifier, day, by="clock", update_existing=True, now=self.now
+            )
+        except AdsyncError as exc:  # the lease stuck elsewhere: the day's run is still recorded
+            log.error("the report of %s was not posted: %s", day, exc.message)
+            return {}
+        return posting.messages
 
-    def _refresh_reports(
-        self, day: date, record: dict[str, Any], failures: list[AccountResult]
-    ) -> None:
+    def _refresh_reports(self, day: date) -> None:
         """After a retry, the morning's report cards show the new numbers."""
-        messenger = self.notifier.messenger
-        if messenger is None:
-            return
-        summary = summarize(self.services.store, day, day, self._scope())
-        card = cards.summary_card(
-            summary,
-            "zh",
-            failures=failures,
-            average=seven_day_average(self.services.store, day),
-        )
-        for message_id in (record.get("reports") or {}).values():
-            try:
-                messenger.update(message_id, card)
-            except AdsyncError as exc:
-                log.warning("could not update the report card: %s", exc.message)
+        refresh_reports(self.services, self.notifier, day)
 
     def _alerts_after(self, result: RunResult, day: date) -> None:
         if result.dead_chains:
@@ -472,12 +457,7 @@ class Clock:
     # -- helpers ------------------------------------------------------------------------------
 
     def _scope(self) -> list[Any]:
-        try:
-            return resolve_accounts(
-                self.settings, self.services.store, self.services.tokens.granted_account_ids()
-            )
-        except AdsyncError:
-            return []
+        return report_scope(self.services)
 
     def _load(self, key: str) -> dict[str, Any] | None:
         query = select(notifications).where(notifications.c.key == key)

@@ -68,6 +68,7 @@ __all__ = [
     "History",
     "Lang",
     "ParseContext",
+    "Report",
     "Summary",
     "Sync",
     "TokenRefresh",
@@ -208,6 +209,14 @@ class Summary(Command):
     name: ClassVar[str] = "summary"
     start: date
     end: date
+
+
+@dataclass(frozen=True)
+class Report(Command):
+    """The daily report card of one day, as the clock posts it, answered in this chat."""
+
+    name: ClassVar[str] = "report"
+    day: date
 
 
 @dataclass(frozen=True)
@@ -450,6 +459,16 @@ def _parse_summary(args: str, ctx: ParseContext) -> Command:
     return Summary(start, end, lang=ctx.lang)
 
 
+def _parse_report(args: str, ctx: ParseContext) -> Command:
+    start, end, rest = _dates(args, ctx.today, SUMMARY_MAX_DAYS)
+    if rest or start != end:
+        raise _ArgError(
+            f'report takes one day, like "report 02-11"; for a range use "summary {args}".',
+            f"报告只接受一天，例如“报告 2月11日”；多天请用“汇总 {args}”。",
+        )
+    return Report(start, lang=ctx.lang)
+
+
 _FIX_END = re.compile(
     r"(?:^|\s|(?<=[\u3400-\u9fff]))(?:(?:and|then|并|并且|然后)\s?)?(?:--fix|fix|修复|修正)$", re.I
 )
@@ -599,7 +618,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec(
         name="summary",
-        aliases_en=("summary", "report", "daily report", "totals"),
+        aliases_en=("summary", "totals"),
         aliases_zh=("汇总", "日报", "报表", "数据汇总"),
         usage_en="summary [DATE|RANGE]",
         usage_zh="汇总 [日期|范围]",
@@ -610,6 +629,19 @@ COMMANDS: tuple[CommandSpec, ...] = (
         parser=_parse_summary,
         examples_en=("summary", "summary 02-11", "summary last 7 days", "summary 02-01..02-07"),
         examples_zh=("汇总", "日报", "汇总 前天", "汇总 最近7天", "汇总 2月1日至2月7日"),
+    ),
+    CommandSpec(
+        name="report",
+        aliases_en=("report", "daily report"),
+        aliases_zh=("报告", "每日报告"),
+        usage_en="report [DATE]",
+        usage_zh="报告 [日期]",
+        summary_en="that day's daily report card, as posted every morning (default yesterday)",
+        summary_zh="某一天的日报卡片，与每天早上发的一样（默认昨天）",
+        mutating=False,
+        parser=_parse_report,
+        examples_en=("report", "report 02-11", "report 2026-02-16"),
+        examples_zh=("报告", "报告 昨天", "报告 2月16日"),
     ),
     CommandSpec(
         name="accounts",

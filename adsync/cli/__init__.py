@@ -28,6 +28,7 @@ COMMANDS = {
     ("sync",): "adsync.cli.sync:sync",
     ("accounts",): "adsync.cli.data:accounts",
     ("summary",): "adsync.cli.data:summary",
+    ("report",): "adsync.cli.report:report",
     ("fields",): "adsync.cli.data:fields",
     ("records",): "adsync.cli.data:records",
     ("tables",): "adsync.cli.data:tables",
@@ -129,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary = sub.add_parser("summary", parents=[json_flag], help="totals and change per account")
     summary.add_argument("when", nargs="*", help=when_help)
+    report = sub.add_parser(
+        "report", parents=[json_flag], help="the daily report card of a day (or post it)"
+    )
+    report.add_argument("when", nargs="*", help="one day: yesterday (default), 2026-02-16, 2月16日")
+    report.add_argument(
+        "--post",
+        action="store_true",
+        help="post it to FEISHU_REPORT_CHAT_IDS, once per chat and day (as the clock does)",
+    )
+    report.add_argument(
+        "--lang", choices=("zh", "en"), default="zh", help="printed language (zh: the clock's)"
+    )
     sub.add_parser("fields", parents=[json_flag], help="the Bitable's fields and their mapping")
     records = sub.add_parser(
         "records", parents=[json_flag], help="the Bitable's rows of a day or a range"

@@ -49,7 +49,7 @@ from adsync.bot.cards.parts import (
     pct,
 )
 from adsync.bot.cards.run import sync_card
-from adsync.bot.cards.summary import summary_card
+from adsync.bot.cards.summary import report_card, summary_card
 from adsync.bot.cards.text import to_text
 from adsync.bot.cards.tokens import token_card
 
@@ -74,6 +74,7 @@ __all__ = [
     "message_card",
     "money",
     "pct",
+    "report_card",
     "summary_card",
     "sync_card",
     "to_text",

@@ -34,6 +34,7 @@ from adsync.sync.causes import cause_of, group  # pure: no SQLAlchemy
 from adsync.sync.dates import spans_text
 
 if TYPE_CHECKING:  # annotations only: these modules import SQLAlchemy
+    from adsync.sync.dailyreport import DailyReport
     from adsync.sync.runner import AccountResult
     from adsync.sync.summary import AccountSummary, Summary, Totals
 
@@ -126,6 +127,12 @@ def summary_card(
     )
     card = _card(title, template, elements, subtitle=subtitle, summary=preview)
     return fit(card, note=_note_for("accounts", "账户", "adsync summary", lg))
+
+
+def report_card(report: DailyReport, lang: str) -> Card:
+    """The daily report of one day: the card the clock posts (in Chinese) and the one
+    `adsync report` prints and the chat's `report` shows."""
+    return summary_card(report.summary, lang, failures=report.failures, average=report.average)
 
 
 def _not_synced_block(summary: Summary, lang: Lang) -> str:

@@ -451,6 +451,7 @@ def test_table_is_consistent() -> None:
         "accounts",
         "history",
         "verify",
+        "export",
         "auth",
     ]
     for spec in COMMANDS:

@@ -12,7 +12,8 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from adsync.bot import cards
 from adsync.bot.commands import (
@@ -20,6 +21,7 @@ from adsync.bot.commands import (
     Auth,
     Command,
     CommandError,
+    Export,
     Help,
     History,
     Report,
@@ -31,11 +33,16 @@ from adsync.bot.commands import (
     help_text,
     match_account,
 )
+from adsync.sync.dates import period_label
 from adsync.sync.errors import AdsyncError, AuthorizationNeeded
 from adsync.sync.reports import resolve_accounts
 from adsync.sync.runner import Runner, RunResult, recent_runs
 from adsync.sync.services import Services
 from adsync.sync.tokens import HEALTH_RANK
+
+if TYPE_CHECKING:
+    from adsync.sync.export import Export as ExportRows
+    from adsync.sync.export import Written
 
 log = logging.getLogger("adsync.actions")
 
@@ -74,13 +81,16 @@ class Actions:
     @staticmethod
     def is_long(command: Command) -> bool:
         """Commands that deserve a "working on it" card first."""
-        return isinstance(command, Sync | Verify)
+        return isinstance(command, Sync | Verify | Export)
 
     def working(self, command: Command) -> Card:
         lang = command.lang
         if isinstance(command, Sync):
             span = _span(command.start, command.end)
             text = f"正在同步 {span} …" if lang == "zh" else f"Syncing {span} …"
+        elif isinstance(command, Export):
+            span = period_label(command.start, command.end)  # "2026-02" for a whole month
+            text = f"正在导出 {span} …" if lang == "zh" else f"Exporting {span} …"
         else:
             text = "正在校验 …" if lang == "zh" else "Verifying …"
         return cards.working_card(text, lang)
@@ -124,6 +134,44 @@ class Actions:
 
         card = self._guarded(command, caller, run, transient)
         return card, (results[0] if results else None)
+
+    def export_file(
+        self,
+        command: Export,
+        caller: Caller,
+        directory: Path,
+        *,
+        transient: tuple[type[BaseException], ...] = (),
+    ) -> tuple[Card, ExportFile | None]:
+        """An export written as xlsx into ``directory``, and the card that goes with it (or the
+        card saying why there is none: no rows, no such account)."""
+        made: list[ExportFile] = []
+
+        def run() -> Card:
+            rows, written = self._export(command, directory)
+            made.append(ExportFile(rows, written))
+            return cards.export_card(rows, written.path.name, written.bytes, command.lang)
+
+        card = self._guarded(command, caller, run, transient)
+        return card, (made[0] if made else None)
+
+    def _export(self, command: Export, directory: Path) -> tuple[ExportRows, Written]:
+        from adsync.sync import export as ex
+
+        store = self.services.store
+        account = None
+        if command.account_query:
+            known = ex.known_accounts(store, command.start, command.end)
+            account = match_account(command.account_query, known, lang=command.lang)
+        rows = ex.collect(
+            store,
+            command.start,
+            command.end,
+            tz=self.settings.tz,
+            account=account,
+            mapping=self.settings.bitable_fields,
+        )
+        return rows, ex.write(rows, "xlsx", directory)
 
     def account_ids(self, command: Sync) -> list[str] | None:
         """The one account a sync names (None: every account in scope)."""
@@ -273,6 +321,21 @@ class Actions:
         result = verify(self.services, command.start, command.end, fix=command.fix)
         return cards.verify_card(result, command.lang)
 
+    def _do_export(self, command: Export, caller: Caller, trigger: str) -> Card:
+        """Outside the worker (which posts the file in the chat): the terminal's export is
+        written to the current directory, as `adsync export` does."""
+        if not caller.local:
+            text = (
+                "导出文件由 adsync 的 worker 发到群里；这里无法发送文件。"
+                if command.lang == "zh"
+                else "Exports are posted in the chat by adsync's worker; not from here."
+            )
+            return cards.message_card(TITLES["failed"][command.lang], text, command.lang, "warning")
+        rows, written = self._export(command, Path.cwd())
+        return cards.export_card(
+            rows, written.path.name, written.bytes, command.lang, where=str(written.path)
+        )
+
     def _do_auth(self, command: Auth, caller: Caller, trigger: str) -> Card:
         text = (
             "在 15 分钟内打开链接，勾选全部本地推账户并确认；完成后我会在群里告诉大家。"
@@ -358,6 +421,14 @@ class Actions:
             people=link.admins,
             buttons=link.buttons,
         )
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """An export and the file it was written to."""
+
+    rows: ExportRows
+    written: Written
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,14 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from adsync.sync.dates import DATE_HINT_EN as _DATE_HINT_EN
 from adsync.sync.dates import DATE_HINT_ZH as _DATE_HINT_ZH
 from adsync.sync.dates import DATEISH_CHARS as _DATEISH_CHARS
+from adsync.sync.dates import MONTH_HINT_EN as _MONTH_HINT_EN
+from adsync.sync.dates import MONTH_HINT_ZH as _MONTH_HINT_ZH
 from adsync.sync.dates import DateError, check_reportable
 from adsync.sync.dates import check_span as _check_span
 from adsync.sync.dates import dateish as _dateish
 from adsync.sync.dates import dates_arg as _dates
 from adsync.sync.dates import not_a_date as _not_a_date
+from adsync.sync.dates import period_arg as _period
 from adsync.sync.dates import shift as _shift
 from adsync.sync.dates import span_at_end as _span_at_end
 from adsync.sync.dates import span_at_start as _span_at_start
@@ -47,6 +50,7 @@ if TYPE_CHECKING:  # only for the annotation: the module stays importable withou
 
 __all__ = [
     "COMMANDS",
+    "EXPORT_MAX_DAYS",
     "HISTORY_DEFAULT",
     "HISTORY_MAX",
     "SUMMARY_MAX_DAYS",
@@ -59,6 +63,7 @@ __all__ = [
     "CommandError",
     "CommandSpec",
     "Denial",
+    "Export",
     "Help",
     "History",
     "Lang",
@@ -85,6 +90,7 @@ Lang = Literal["en", "zh"]
 SYNC_MAX_DAYS = 92  # a quarter: more is a backfill job, not a chat command
 VERIFY_MAX_DAYS = 92  # reads the whole Bitable range, same order of cost as a sync
 SUMMARY_MAX_DAYS = 366  # local data only, a year is cheap
+EXPORT_MAX_DAYS = 366  # local data only; a year of rows is a file of a few MB
 HISTORY_DEFAULT = 10
 HISTORY_MAX = 50  # a chat message, not a log viewer
 MAX_INPUT_CHARS = 1000  # no command is longer; bounds the work done on pasted essays
@@ -234,6 +240,17 @@ class Verify(Command):
     @property
     def mutating(self) -> bool:
         return self.fix  # reading the comparison is harmless; repairing writes
+
+
+@dataclass(frozen=True)
+class Export(Command):
+    """Rows of the local copy as an xlsx file in the chat. Not mutating: the numbers are the
+    Bitable's, which the group already reads."""
+
+    name: ClassVar[str] = "export"
+    start: date
+    end: date
+    account_query: str | None = None  # raw text; resolve with match_account
 
 
 @dataclass(frozen=True)
@@ -476,6 +493,13 @@ def _parse_verify(args: str, ctx: ParseContext) -> Command:
     return Verify(start, end, fix, lang=ctx.lang)
 
 
+def _parse_export(args: str, ctx: ParseContext) -> Command:
+    start, end, rest = _period(args, ctx.today, EXPORT_MAX_DAYS)  # default: last month
+    account = _account_query(rest)
+    # The reply language follows the command and dates, not a Chinese account name.
+    return Export(start, end, account, lang=_lang(ctx, args[: len(args) - len(rest)]))
+
+
 _COUNT = re.compile(
     r"(?:(?:last|latest|recent|最近|近)\s?)?(?P<n>[0-9]{1,6})\s?(?:条|次|个|runs?|entries)?",
     re.IGNORECASE,
@@ -660,6 +684,19 @@ COMMANDS: tuple[CommandSpec, ...] = (
         examples_zh=("校验", "校验 2月11日", "校验 近7天 修复"),
         public_usage_en="verify [DATE|RANGE]",
         public_usage_zh="校验 [日期|范围]",
+    ),
+    CommandSpec(
+        name="export",
+        aliases_en=("export", "download"),
+        aliases_zh=("导出", "导出数据", "导出表格", "下载"),
+        usage_en="export [MONTH|RANGE] [account]",
+        usage_zh="导出 [月份|范围] [账户]",
+        summary_en="the rows of a month (default last month) as an Excel file in this chat",
+        summary_zh="把某个月（默认上个月）的数据行导出为 Excel 文件发到群里",
+        mutating=False,
+        parser=_parse_export,
+        examples_en=("export", "export 2026-02", "export feb 门店A", "export 2026-01..2026-03"),
+        examples_zh=("导出", "导出 2月", "导出 上个月 门店A", "导出 1月至3月"),
     ),
     CommandSpec(
         name="auth",
@@ -893,7 +930,9 @@ def _topic_help(spec: CommandSpec, lang: Lang, may_change: bool) -> str:
     others = [a for a in spec.aliases if a != spec.word(lang)]
     if others:
         lines.append(("也可以写：" if zh else "Also: ") + ("、" if zh else ", ").join(others))
-    if "DATE" in spec.usage_en:
+    if "MONTH" in spec.usage_en:
+        lines.append(_MONTH_HINT_ZH if zh else _MONTH_HINT_EN)
+    if "DATE" in spec.usage_en or "RANGE" in spec.usage_en:
         lines.append(_DATE_HINT_ZH if zh else _DATE_HINT_EN)
     if not may_change and spec.mutating:
         lines.append(

@@ -22,20 +22,23 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from adsync.bot import cards
-from adsync.bot.actions import Actions, Caller
+from adsync.bot.actions import Actions, Caller, ExportFile
 from adsync.bot.commands import (
     Command,
     CommandError,
+    Export,
     Sync,
     TokenRefresh,
     check_access,
@@ -43,7 +46,7 @@ from adsync.bot.commands import (
     is_admin,
     parse,
 )
-from adsync.bot.messenger import Messenger, Posted, message_uuid
+from adsync.bot.messenger import FileNotPostable, Messenger, Posted, message_uuid
 from adsync.bot.spool import AckGate, Mover, Spool
 from adsync.sync.errors import StoreError
 from adsync.sync.feishu import FeishuError
@@ -325,6 +328,9 @@ class Bot:
                 return None
             self._release(job, self.actions.working(command), _topic(command, accounts))
             return lambda: self._finish_sync(job, command, caller, accounts, "chat")
+        if isinstance(command, Export):
+            self._release(job, self.actions.working(command))
+            return lambda: self._guard(job, lambda: self._finish_export(job, command, caller))
         self._release(job, self.actions.working(command))
 
         def finish() -> None:
@@ -429,6 +435,34 @@ class Bot:
             self._answer(job, card, lambda follower: self._follower_answer(follower, result, card))
 
         self._guard(job, finish)
+
+    def _finish_export(self, job: Job, command: Export, caller: Caller) -> None:
+        """Write the xlsx, post it under the question as a file message, then the one-line
+        summary in place of the "working" card (or why the file is not there)."""
+        self._after_earlier_long_jobs(job)  # "sync 2月" then "导出 2月": the sync first
+        with tempfile.TemporaryDirectory(prefix="adsync-export-") as directory:
+            card, made = self.actions.export_file(
+                command, caller, Path(directory), transient=TRANSIENT
+            )
+            if made is not None:
+                card = self._post_file(job, command, made) or card
+        self._count()
+        self._answer(job, card)
+
+    def _post_file(self, job: Job, command: Export, made: ExportFile) -> dict[str, Any] | None:
+        """Upload and post the file; None when it is in the chat, else the card saying why not.
+        The post's uuid comes from the question: a job run again posts it once."""
+        label = made.rows.label
+        try:
+            key = self.messenger.upload_file(made.written.path, "xls")  # xlsx: the "xls" type
+            self.messenger.reply_file(job.message_id, key, message_uuid("file", job.message_id))
+            return None
+        except FileNotPostable as exc:
+            log.warning("export %s of job %s not posted: %s", label, job.id, exc.message)
+            return cards.export_failed_card(label, command.lang, too_large=True)
+        except FeishuError as exc:
+            log.warning("export %s of job %s not posted: %s", label, job.id, exc.message)
+            return cards.export_failed_card(label, command.lang, code=exc.code)
 
     def _follower_answer(
         self, follower: Job, result: RunResult | None, card: dict[str, Any]

@@ -35,6 +35,7 @@ COMMANDS = {
     ("views",): "adsync.cli.views:views",
     ("verify",): "adsync.cli.data:verify",
     ("history",): "adsync.cli.data:history",
+    ("export",): "adsync.cli.export:export",
     ("chat",): "adsync.cli.serve:chat",
     ("serve",): "adsync.cli.serve:serve",
     ("clock",): "adsync.cli.serve:clock",
@@ -162,6 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--fix", action="store_true", help="repair what differs")
     history = sub.add_parser("history", parents=[json_flag], help="recent sync runs")
     history.add_argument("--limit", type=int, default=15)
+    export = sub.add_parser(
+        "export", parents=[json_flag], help="rows of the local copy to an xlsx or csv file"
+    )
+    export.add_argument(
+        "when",
+        nargs="*",
+        help="last month (default), 2026-02, 2月, this month, 2026-01..2026-03, "
+        "or days as for sync: 2026-02-01..2026-02-07, last 7 days",
+    )
+    export.add_argument(
+        "--account", metavar="ID_OR_NAME", help="only this account: its id or part of its name"
+    )
+    export.add_argument(
+        "--format", choices=("xlsx", "csv"), help="default: the --output suffix, else xlsx"
+    )
+    export.add_argument(
+        "--output",
+        metavar="PATH",
+        help="file or directory (default: ./adsync-export-<months>.xlsx)",
+    )
+    export.add_argument("--force", action="store_true", help="replace an existing file")
     sub.add_parser("chat", help="the bot's commands in this terminal")
     sub.add_parser("clock", help="the scheduler alone (the Procfile's clock process)")
     worker = sub.add_parser(

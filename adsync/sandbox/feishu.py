@@ -22,6 +22,7 @@ Simulated (all under ``/open-apis``):
   GET   /bitable/v1/apps/:app_token/tables/:table_id/views        POST (create)
   GET   .../views/:view_id   PATCH (name, filter_info, hidden_fields)   DELETE
   POST  /im/v1/messages?receive_id_type=...
+  POST  /im/v1/files                                   (upload a file: multipart; -> file_key)
   GET   /im/v1/chats/:chat_id/members/is_in_chat         (is the bot in this chat?)
   POST  /im/v1/messages/:message_id/reply
   PATCH /im/v1/messages/:message_id
@@ -31,7 +32,9 @@ Simulated (all under ``/open-apis``):
   GET   /im/v1/chats/:chat_id                            (chat info: chat_mode p2p/group)
 
 Control routes (JSON, no auth, no faults) under ``/_sandbox/feishu``:
-  GET  /messages?chat_id=            every IM message with parsed content and versions
+  GET  /messages?chat_id=            every IM message with parsed content and versions (a file
+                                     message also names its file: name, type, size)
+  GET  /files/<file_key>             an uploaded file's bytes (X-File-Name, X-File-Type headers)
   GET  /tables/<app_token>/<table_id> fields + all records in write format
   DELETE /tables/<app_token>/<table_id>  a person deletes the table in the Base
   GET  /tables/<app_token>           the Base's tables: {tables: [{table_id, name, records}]}
@@ -53,7 +56,9 @@ malformed filter/sort 1254018, invalid query parameter 99992402, a batch_delete 
 an unknown table 1254041 (nothing deleted), card-update token errors
 200810, custom-bot malformed/oversized body 9499, patching a non-card message 230001, patching
 one message more than 5 times a second 230020, 11232/11233 as HTTP 400; card sub-codes the
-docs do not name are 200621 (``adsync.sandbox.cards`` says which).
+docs do not name are 200621 (``adsync.sandbox.cards`` says which). File upload: a bad or missing
+form field 234001, a file over 30 MB 234006, an empty file 234010; a file message naming a
+file_key nobody uploaded 230001 (the notes give the limits, not these codes).
 """
 
 from __future__ import annotations
@@ -200,6 +205,12 @@ UUID_MAX_LEN = 50
 CARD_LIMIT_BYTES = 30 * 1024
 TEXT_LIMIT_BYTES = 150 * 1024
 CARD_EDITABLE_S = 14 * 24 * 3600
+# IM file upload (im-v1 file/create page, "使用限制": "文件大小不得超过 30 MB，且不允许上传空文件";
+# lark-oapi 1.7.5 ``CreateFileRequestBody``: file_type, file_name, duration, file, sent as
+# multipart/form-data). file_type is one of the page's values; anything else is "stream".
+FILE_LIMIT_BYTES = 30 * 1024 * 1024
+FILE_TYPES = frozenset({"opus", "mp4", "pdf", "doc", "xls", "ppt", "stream"})
+FILE_NAME_MAX = 250
 CARD_TOKEN_TTL_S = 30 * 60
 CARD_TOKEN_USES = 2
 HOOK_BODY_LIMIT = 20 * 1024
@@ -647,6 +658,25 @@ class Message:
 
 
 @dataclass
+class UploadedFile:
+    file_key: str
+    file_type: str
+    file_name: str
+    data: bytes
+    duration: int | None
+    uploaded: int  # ms
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "file_key": self.file_key,
+            "file_type": self.file_type,
+            "file_name": self.file_name,
+            "size": len(self.data),
+            "duration": self.duration,
+        }
+
+
+@dataclass
 class CardToken:
     message_id: str
     issued: float
@@ -732,6 +762,7 @@ class FeishuSandbox:
             self._messages: dict[str, Message] = {}
             self._uuids: dict[str, tuple[str, float]] = {}
             self._card_tokens: dict[str, CardToken] = {}
+            self._files: dict[str, UploadedFile] = {}
             limits = {**IM_LIMITS, **opts.im_limits}
             self._im_app = [
                 Window(limits[name], period)
@@ -769,6 +800,7 @@ class FeishuSandbox:
                 "messages_sent": self._counters["messages_sent"],
                 "messages_patched": self._counters["messages_patched"],
                 "message_dedups": self._counters["message_dedups"],
+                "files_uploaded": self._counters["files_uploaded"],
                 "hook_messages": self._counters["hook_messages"],
                 "errors": dict(self._errors),
                 "faults_injected": self.faults.injected,
@@ -954,6 +986,7 @@ class FeishuSandbox:
             ("PATCH", table + "/views/<view_id>", self._patch_view, True),
             ("DELETE", table + "/views/<view_id>", self._delete_view, True),
             ("POST", "/open-apis/im/v1/messages", self._create_message, True),
+            ("POST", "/open-apis/im/v1/files", self._upload_file, True),
             ("POST", "/open-apis/im/v1/messages/<message_id>/reply", self._reply_message, True),
             ("PATCH", "/open-apis/im/v1/messages/<message_id>", self._patch_message, True),
             (
@@ -1937,6 +1970,7 @@ class FeishuSandbox:
         with self._lock:
             self._im_app_limit("create")
             chat = self._resolve_chat(receive_id_type, receive_id)
+            self._check_file_key(msg_type, content)
             self._im_limit(self._im_chat, chat.chat_id, "chat")
             duplicate = self._dedup(uuid)
             if duplicate is not None:
@@ -1967,6 +2001,7 @@ class FeishuSandbox:
             if parent is None:
                 raise ApiError(230001, f"invalid message_id {message_id!r}")
             self._require_bot_in(parent.chat_id)
+            self._check_file_key(msg_type, content)
             self._im_limit(self._im_chat, parent.chat_id, "chat")
             duplicate = self._dedup(uuid)
             if duplicate is not None:
@@ -2031,6 +2066,49 @@ class FeishuSandbox:
             entry.uses += 1
             self._new_version(self._messages[entry.message_id], content, "card_update")
             return {}
+
+    def _upload_file(self) -> dict[str, Any]:
+        """``POST /open-apis/im/v1/files``: multipart/form-data with file_type, file_name,
+        duration (optional, ms) and file; answers ``{"file_key": ...}`` (lark-oapi 1.7.5
+        ``CreateFileResponseBody``). A file part needs no filename: lark-oapi sends none."""
+        form = _multipart(request.headers.get("Content-Type", ""), request.get_data(cache=True))
+        if form is None:
+            raise ApiError(234001, "Invalid request param: the body must be multipart/form-data")
+        file_type = form.get("file_type", b"").decode("utf-8", "replace")
+        file_name = form.get("file_name", b"").decode("utf-8", "replace")
+        if file_type not in FILE_TYPES:
+            raise ApiError(
+                234001, f"Invalid request param: file_type must be one of {sorted(FILE_TYPES)}"
+            )
+        if not file_name.strip() or len(file_name) > FILE_NAME_MAX:
+            raise ApiError(234001, "Invalid request param: file_name is required")
+        duration: int | None = None
+        if form.get("duration"):
+            try:
+                duration = int(form["duration"])
+            except ValueError:
+                raise ApiError(
+                    234001, "Invalid request param: duration must be an integer"
+                ) from None
+        if "file" not in form:
+            raise ApiError(234001, "Invalid request param: file is required")
+        data = form["file"]
+        if not data:
+            raise ApiError(234010, "File's size can't be 0.")
+        if len(data) > FILE_LIMIT_BYTES:
+            raise ApiError(
+                234006,
+                f"The file size exceed the max value ({len(data):,} bytes, at most "
+                f"{FILE_LIMIT_BYTES:,})",
+            )
+        with self._lock:
+            self._im_app_limit("file")
+            key = "file_v3_" + self._new_id("", 8, "0123456789abcdef") + "-" + secrets.token_hex(8)
+            self._files[key] = UploadedFile(
+                key, file_type, file_name, data, duration, self._now_ms()
+            )
+            self._counters["files_uploaded"] += 1
+        return {"file_key": key}
 
     def _is_in_chat(self, chat_id: str) -> dict[str, Any]:
         """Is the caller (with a tenant token: the bot) a member of ``chat_id``?
@@ -2105,6 +2183,16 @@ class FeishuSandbox:
                 raise refused
         if msg_type == "post" and not parsed:
             raise ApiError(230001, "post content is empty")
+        if msg_type == "file" and not isinstance(parsed.get("file_key"), str):
+            raise ApiError(230001, 'file content must be {"file_key": "..."}')
+
+    def _check_file_key(self, msg_type: Any, content: str) -> None:
+        """A file message sends a file this app uploaded (caller holds the lock)."""
+        if msg_type != "file":
+            return
+        key = json.loads(content)["file_key"]
+        if key not in self._files:
+            raise ApiError(230001, f"invalid file_key {key!r}: upload the file first (im/v1/files)")
 
     def _resolve_chat(self, receive_id_type: str, receive_id: str) -> Chat:
         if receive_id_type == "chat_id":
@@ -2310,6 +2398,7 @@ class FeishuSandbox:
         base = "/_sandbox/feishu"
         routes: list[tuple[str, str, Callable[..., Any]]] = [
             ("GET", base + "/messages", self._ctl_messages),
+            ("GET", base + "/files/<file_key>", self._ctl_file),
             ("GET", base + "/tables/<app_token>/<table_id>", self._ctl_table),
             ("DELETE", base + "/tables/<app_token>/<table_id>", self._ctl_delete_table),
             ("GET", base + "/tables/<app_token>", self._ctl_tables),
@@ -2339,6 +2428,8 @@ class FeishuSandbox:
                 result = handler(**kwargs)
             except ControlError as exc:
                 return self._json({"ok": False, "error": str(exc)}, 400)
+            if isinstance(result, Response):
+                return result
             if isinstance(result, Reply):
                 return self._json(result.body, result.status)
             return self._json(result)
@@ -2373,12 +2464,26 @@ class FeishuSandbox:
     def _ctl_messages(self) -> dict[str, Any]:
         chat_id = request.args.get("chat_id")
         with self._lock:
-            messages = [
-                m.as_control()
-                for m in self._messages.values()
-                if chat_id is None or m.chat_id == chat_id
-            ]
+            messages = []
+            for m in self._messages.values():
+                if chat_id is not None and m.chat_id != chat_id:
+                    continue
+                shown = m.as_control()
+                if m.msg_type == "file":
+                    uploaded = self._files.get((shown["content"] or {}).get("file_key", ""))
+                    shown["file"] = uploaded.describe() if uploaded else None
+                messages.append(shown)
         return {"messages": messages}
+
+    def _ctl_file(self, file_key: str) -> Response:
+        with self._lock:
+            uploaded = self._files.get(file_key)
+        if uploaded is None:
+            return self._json({"ok": False, "error": "no such file"}, 404)
+        response = Response(uploaded.data, 200, content_type="application/octet-stream")
+        response.headers["X-File-Name"] = uploaded.file_name.encode().decode("latin-1")
+        response.headers["X-File-Type"] = uploaded.file_type
+        return response
 
     def _ctl_table(self, app_token: str, table_id: str) -> dict[str, Any] | Reply:
         with self._lock:
@@ -2552,6 +2657,34 @@ class FeishuSandbox:
 # --------------------------------------------------------------------------------------------
 # Small pure helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, bytes] | None:
+    """The fields of a multipart/form-data body, exactly as sent (files are bytes, untouched:
+    werkzeug would decode a part without a filename as text). None if it is not one."""
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        return None
+    boundary = ""
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip('"')
+    if not boundary:
+        return None
+    fields: dict[str, bytes] = {}
+    delimiter = b"--" + boundary.encode("latin-1")
+    for part in body.split(delimiter)[1:]:
+        if part.startswith(b"--"):
+            break  # the closing delimiter
+        head, sep, content = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if not sep:
+            return None
+        match = re.search(rb'(?i)content-disposition:[^\r\n]*?\bname="([^"]*)"', head)
+        if match is None:
+            return None
+        fields[match.group(1).decode("utf-8", "replace")] = content.removesuffix(b"\r\n")
+    return fields
 
 
 def _conditions_of(group: dict[str, Any]) -> list[Any]:

@@ -47,7 +47,9 @@ def create_app(seed: int = 1, platforms: list[Platform] | None = None) -> Flask:
         platforms = [OceanEngineSandbox(seed=seed), FeishuSandbox(seed=seed)]
     by_name = {p.name: p for p in platforms}
     app = Flask("adsync.sandbox")
-    app.config["MAX_CONTENT_LENGTH"] = 10 * 1024 * 1024
+    # Room for a 30 MB file upload and its multipart envelope (the platform's own limit is
+    # answered by the upload route, 234006); a larger body is refused here with 413.
+    app.config["MAX_CONTENT_LENGTH"] = 32 * 1024 * 1024
     app.extensions["adsync_sandbox"] = by_name
     for platform in platforms:
         platform.register(app)

@@ -24,6 +24,8 @@ __all__ = [
     "DATE_HINT_EN",
     "DATE_HINT_ZH",
     "DATEISH_CHARS",
+    "MONTH_HINT_EN",
+    "MONTH_HINT_ZH",
     "REPORT_WINDOW_DAYS",
     "DateError",
     "check_reportable",
@@ -31,12 +33,17 @@ __all__ = [
     "dateish",
     "dates_arg",
     "day_spans",
+    "month_end",
     "not_a_date",
+    "parse_period",
     "parse_when",
+    "period_arg",
+    "period_label",
     "shift",
     "span_at_end",
     "span_at_start",
     "spans_text",
+    "take_months",
     "take_span",
 ]
 
@@ -402,3 +409,167 @@ def day_spans(days: Sequence[date]) -> list[tuple[date, date]]:
 def spans_text(days: Sequence[date], sep: str = ", ") -> str:
     """'2026-02-05..2026-02-06, 2026-02-09': what to type to sync the missing days."""
     return sep.join(str(a) if a == b else f"{a}..{b}" for a, b in day_spans(days))
+
+
+# -- months (export) -----------------------------------------------------------------------------
+# A month is what a monthly export is asked for by: ``2026-02``, ``2026年2月``, ``2月``,
+# ``feb``/``february 2026``, ``last month``/``上个月``, ``this month``/``本月``, and ranges of
+# them (``2026-01..2026-02``, ``1月至3月``). Only ``period_arg`` reads them, after the day
+# grammar has had its go, so ``2月1日至7日`` stays seven days and no other command changes.
+
+MONTH_HINT_EN = "Months: 2026-02, 2月, feb, last month, this month; or 2026-01..2026-03."
+MONTH_HINT_ZH = "月份可以写：2026-02、2月、上个月、本月；或范围 1月至3月、2026-01..2026-03。"
+_MONTH_NAMES = {
+    name: number
+    for number, names in enumerate(
+        (
+            ("jan", "january"),
+            ("feb", "february"),
+            ("mar", "march"),
+            ("apr", "april"),
+            ("may",),
+            ("jun", "june"),
+            ("jul", "july"),
+            ("aug", "august"),
+            ("sep", "sept", "september"),
+            ("oct", "october"),
+            ("nov", "november"),
+            ("dec", "december"),
+        ),
+        start=1,
+    )
+    for name in names
+}
+_MONTH = re.compile(
+    rf"""
+      (?P<last>(?:last|previous)\smonth|上\s?个?\s?月)
+    | (?P<this>this\smonth|本\s?月|这\s?个?\s?月|当\s?月)
+    | (?P<y>[0-9]{{4}})\s?(?:[-/.]|年)\s?(?P<m>[0-9]{{1,2}})(?!\s?[-/.]\s?[0-9])(?![0-9])(?:\s?月份?)?
+    | (?P<zm>[0-9]{{1,2}}|十[一二]?|[一二三四五六七八九])\s?月份?
+    | (?P<name>{"|".join(sorted(_MONTH_NAMES, key=len, reverse=True))})\.?(?![a-z])
+      (?:\s(?P<ny>[0-9]{{4}})(?![0-9]))?
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def month_end(year: int, month: int) -> date:
+    """The last day of a month."""
+    return (date(year + month // 12, month % 12 + 1, 1)) - timedelta(days=1)
+
+
+def _month(year: int, month: int, shown: str) -> tuple[int, int]:
+    if not 1 <= month <= 12 or not 1 <= year <= 9998:
+        raise DateError(
+            f'There is no month "{shown}". {MONTH_HINT_EN}', f"没有“{shown}”这个月。{MONTH_HINT_ZH}"
+        )
+    return year, month
+
+
+def _take_month(
+    text: str, pos: int, today: date, anchor: tuple[int, int] | None = None
+) -> tuple[tuple[int, int], int] | None:
+    """(year, month) at ``text[pos:]`` and where it ends. A month without a year is the most
+    recent one that has begun (in January, ``12月`` is last December); after ``anchor`` (a
+    range's start) it is the first one not before it (``2025年11月至2月`` ends in 2026)."""
+    m = _MONTH.match(text, pos)
+    if m is None:
+        return None
+    shown = m.group().strip()
+    if m["last"]:
+        last = today.replace(day=1) - timedelta(days=1)
+        return (last.year, last.month), m.end()
+    if m["this"]:
+        return (today.year, today.month), m.end()
+    if m["y"]:
+        return _month(int(m["y"]), int(m["m"]), shown), m.end()
+    if m["name"]:
+        month = _MONTH_NAMES[m["name"].lower()]
+        if m["ny"]:
+            return _month(int(m["ny"]), month, shown), m.end()
+    else:
+        month = _zh_int(m["zm"])
+        _month(2000, month, shown)
+    if anchor is not None:
+        year = anchor[0] + (1 if (anchor[0], month) < anchor else 0)
+    else:
+        year = today.year if month <= today.month else today.year - 1
+    return _month(year, month, shown), m.end()
+
+
+def take_months(text: str, today: date) -> tuple[date, date, int] | None:
+    """A month or a range of months at the start of ``text`` -> (first day, last day, end
+    position), unchecked (the last day may be after today)."""
+    first = _take_month(text, 0, today)
+    if first is None:
+        return None
+    (year, month), pos = first
+    last = (year, month)
+    sep = _RANGE_SEP.match(text, pos)
+    if sep is not None:
+        second = _take_month(text, sep.end(), today, anchor=(year, month))
+        if second is None:
+            raise DateError(
+                f"The range needs an end month. {MONTH_HINT_EN}",
+                f"范围缺少结束月份。{MONTH_HINT_ZH}",
+            )
+        last, pos = second
+    return date(year, month, 1), month_end(*last), pos
+
+
+def period_arg(args: str, today: date, max_days: int) -> tuple[date, date, str]:
+    """The argument of export: a month or months (this month: so far), a day or a range of
+    days; default last month. -> (start, end, what follows)."""
+    found = span_at_start(args, today)
+    if found is None and args:
+        months = take_months(args, today)
+        if months is None:
+            raise DateError(
+                f'I couldn\'t read "{args.split(" ")[0]}" as a month or a date. '
+                f"{MONTH_HINT_EN} {DATE_HINT_EN}",
+                f"“{args.split(' ')[0]}”不是能识别的月份或日期。{MONTH_HINT_ZH}{DATE_HINT_ZH}",
+            )
+        start, end, pos = months
+        rest = args[pos:]
+        if rest and not rest[0].isspace() and (_is_word(rest[0]) or rest[0] in "-/.~"):
+            raise not_a_date(args)
+        if start > today:
+            raise DateError(
+                f"{start:%Y-%m} has not begun (today is {today}); there are no numbers for it yet.",
+                f"{start:%Y-%m} 还没开始（今天是 {today}），还没有数据。",
+            )
+        rest = rest.strip()
+        filler = _FILLER.match(rest)  # "导出 2月的数据"
+        if filler:
+            rest = rest[filler.end() :].strip()
+        found = (start, min(end, today), rest)  # this month: the days so far
+    elif found is None:
+        last = today.replace(day=1) - timedelta(days=1)
+        found = (last.replace(day=1), last, "")
+    start, end, rest = found
+    check_span(start, end, today, max_days)
+    return start, end, rest
+
+
+def period_label(start: date, end: date) -> str:
+    """``2026-02`` for a whole month, ``2026-01..2026-02`` for whole months, else the days."""
+    whole_first = start.day == 1
+    whole_last = end == month_end(end.year, end.month)
+    if whole_first and whole_last:
+        if (start.year, start.month) == (end.year, end.month):
+            return f"{start:%Y-%m}"
+        return f"{start:%Y-%m}..{end:%Y-%m}"
+    return str(start) if start == end else f"{start}..{end}"
+
+
+def parse_period(text: str | None, today: date, max_days: int = 366) -> tuple[date, date]:
+    """A whole command-line argument of export -> (start, end); last month when empty."""
+    args = _clean(text or "")
+    start, end, rest = period_arg(args, today, max_days)
+    if rest:
+        raise DateError(
+            f'I couldn\'t read "{args}" as a month or dates: "{rest}" is left over. '
+            f"{MONTH_HINT_EN}",
+            f"“{args}”不是能识别的月份或日期：多出了“{rest}”。{MONTH_HINT_ZH}",
+        )
+    return start, end

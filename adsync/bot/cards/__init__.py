@@ -33,6 +33,7 @@ from adsync.bot.cards.answers import (
     message_card,
     working_card,
 )
+from adsync.bot.cards.export import export_card, export_failed_card
 from adsync.bot.cards.fit import card_content, card_size, fit
 from adsync.bot.cards.lists import accounts_card, history_card, verify_card
 from adsync.bot.cards.parts import (
@@ -63,6 +64,8 @@ __all__ = [
     "authorization_card",
     "card_content",
     "card_size",
+    "export_card",
+    "export_failed_card",
     "count",
     "duration",
     "fit",

@@ -137,6 +137,7 @@ class Trickler:
             sock.close()
 
 
+@pytest.mark.storage_neutral
 def test_slow_clients_trickling_bytes_do_not_starve_acknowledgements(
     bot_env: dict[str, str], authorized: Any, sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -227,6 +228,7 @@ def test_an_unsigned_event_claiming_an_admin_runs_nothing_when_no_key_is_set(
         assert "FEISHU_ENCRYPT_KEY" in health.json()["configuration"]
 
 
+@pytest.mark.storage_neutral
 def test_the_long_connection_needs_no_keys_and_opens_no_webhook(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -575,6 +577,7 @@ def test_without_the_bots_open_id_group_messages_are_not_taken_and_the_log_says_
 # -- the access log -------------------------------------------------------------------------------
 
 
+@pytest.mark.storage_neutral
 def test_the_access_log_never_writes_the_oauth_callbacks_auth_code_or_state(
     bot_env: dict[str, str], authorized: Any, tmp_path: Path
 ) -> None:

@@ -580,7 +580,7 @@ def test_the_settle_resync_is_silent_when_nothing_moved_and_speaks_when_it_did(
     settled = clock.settle()
     assert settled is not None and settled.status == "ok"
     assert settled.unchanged == settled.rows > 0 and settled.updated == 0
-    assert posted(sandbox) == before  # nothing moved: nothing said
+    assert posted(sandbox) == before  # nothing moved: nothing said, no card touched
     assert clock.settle() is None  # once a day, even if called again
     assert make_clock(world, now).settle() is None  # or by another process
 
@@ -589,6 +589,8 @@ def test_the_settle_resync_is_silent_when_nothing_moved_and_speaks_when_it_did(
     now.at(other, 7)
     assert clock.daily() is not None
     quiet = posted(sandbox)
+    morning = reports(sandbox)[-1]  # the report of ``revised``, posted at 07:00
+    assert str(revised) in morning.text
     account = sandbox.get("/_sandbox/oceanengine/grant")["account_ids"][0]
     sandbox.post(
         "/_sandbox/oceanengine/adjust",
@@ -600,6 +602,11 @@ def test_the_settle_resync_is_silent_when_nothing_moved_and_speaks_when_it_did(
     new = posted(sandbox)[len(quiet) :]
     assert [p.title for p in new] == ["昨日数据已更新 · yesterday's numbers settled"]
     assert str(revised) in new[0].text and "→" in new[0].text
+    # The morning's report card now shows the settled numbers: the spend the alert names.
+    settled_card = next(p for p in reports(sandbox) if p.message_id == morning.message_id)
+    assert settled_card.versions == morning.versions + 1
+    after_spend = new[0].text.split("→ ¥", 1)[1].split(" ", 1)[0]
+    assert after_spend in settled_card.text and after_spend not in morning.text
     assert [r.trigger for r in all_runs(world.store)].count("settle") == 2
 
 

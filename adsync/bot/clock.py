@@ -367,6 +367,9 @@ class Clock:
                 f"settle:{today}",
                 {"run_id": result.run_id, "status": result.status, "moved_pct": moved},
             )
+            if result.created or result.updated or result.deleted:
+                # The morning's report cards show the settled numbers, as after a retry.
+                self._refresh_reports(yesterday)
             if spoke:
                 lines = [
                     f"{yesterday} 消耗 ¥{before.cost:,.2f} → ¥{after.cost:,.2f} ({moved:+.1f}%)",

@@ -368,6 +368,8 @@ def test_demo_ignores_a_hostile_env_file_toml_and_environment(tmp_path: Path) ->
     result = run_cli(["demo"], hostile, cwd=tmp_path, timeout=180)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "▸ sync" in result.stdout and "accounts granted" in result.stdout
+    # The report card, as the clock would post it (its title, not the table's name).
+    assert re.search(r"(?m)^. 广告日报 · \d{4}-\d{2}-\d{2}$", result.stdout), result.stdout[-3000:]
     assert "the-operators-real-secret" not in result.stdout + result.stderr
     assert not (tmp_path / "data").exists()  # its state lived in a temporary directory
 

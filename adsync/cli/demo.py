@@ -93,7 +93,7 @@ def demo(ctx: Context) -> int:
             from adsync.bot.console import Console
 
             Console(Actions(services), ctx.out).run(
-                ["help", "sync yesterday", "summary", "token 状态"], interactive=False
+                ["help", "sync yesterday", "报告 昨天", "summary", "token 状态"], interactive=False
             )
             services.close()
     finally:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adsync.bot.access import check_access, is_admin
 from adsync.bot.commands import (
     COMMANDS,
     HISTORY_DEFAULT,
@@ -33,9 +34,7 @@ from adsync.bot.commands import (
     UnknownCommand,
     UsageError,
     Verify,
-    check_access,
     help_text,
-    is_admin,
     match_account,
     normalize,
     parse,

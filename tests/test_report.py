@@ -264,7 +264,8 @@ def test_the_clock_and_two_report_posts_racing_post_once_per_chat(
 
 
 def test_the_chat_grammar_reads_one_day_and_sends_ranges_to_summary() -> None:
-    from adsync.bot.commands import Report, UsageError, check_access, parse
+    from adsync.bot.access import check_access
+    from adsync.bot.commands import Report, UsageError, parse
     from adsync.sync.config import Settings
 
     today = date(2026, 2, 17)

@@ -1,13 +1,14 @@
 """Chat commands: what people type to the bot (English or 中文) -> typed command objects.
 
 One table, ``COMMANDS``, drives parsing, ``help`` and the admin marking, so a command added
-there is parsed, documented and access-checked in one place. The module is pure (no I/O, no
+there is parsed, documented and access-checked (``adsync.bot.access`` reads its ``mutating``
+mark) in one place. The module is pure (no I/O, no
 Feishu, no database; the stdlib and the date grammar it shares with the command line,
 ``adsync.sync.dates``) so the webhook can parse inside its 3-second acknowledgement and the
 console and tests need nothing running::
 
     command = parse(text, today)        # raises CommandError: UsageError / UnknownCommand
-    denial = check_access(command, user_id=..., chat_id=..., chat_type=..., settings=settings)
+    denial = access.check_access(command, user_id=..., chat_id=..., chat_type=..., settings=...)
     reply(denial.message) if denial else run(command)
 
 ``today`` is the business day in ``ADSYNC_TIMEZONE``; the caller computes it, which keeps
@@ -46,7 +47,7 @@ from adsync.sync.dates import take_span as _take_span
 from adsync.sync.matching import account_candidates
 
 if TYPE_CHECKING:  # only for the annotation: the module stays importable without settings
-    from adsync.sync.config import Settings
+    pass
 
 __all__ = [
     "COMMANDS",
@@ -62,7 +63,6 @@ __all__ = [
     "Command",
     "CommandError",
     "CommandSpec",
-    "Denial",
     "Export",
     "Help",
     "History",
@@ -76,9 +76,7 @@ __all__ = [
     "UnknownCommand",
     "UsageError",
     "Verify",
-    "check_access",
     "help_text",
-    "is_admin",
     "match_account",
     "normalize",
     "parse",
@@ -973,82 +971,6 @@ def help_text(lang: Lang = "en", may_change: bool = True, topic: str | None = No
         else "Send `help COMMAND` for examples. 中文也可以：发送“帮助”。"
     )
     return "\n".join(lines)
-
-
-# -- access control -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Denial:
-    """Why a command is refused, politely, in the user's language, saying what to do."""
-
-    reason: Literal["chat_not_allowed", "admin_only"]
-    message: str
-    lang: Lang = "en"
-    admins: tuple[str, ...] = ()  # open_ids a card may @-mention
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def is_admin(user_id: str, settings: Settings) -> bool:
-    """May this user run mutating commands? Everyone may while ADSYNC_ADMINS is empty."""
-    return not settings.admins or user_id in settings.admins
-
-
-def _command_word(command: Command, lang: Lang) -> str:
-    spec = _BY_NAME.get(command.name)
-    word = spec.word(lang) if spec else command.name
-    if isinstance(command, Verify) and command.fix:
-        word += " … 修复" if lang == "zh" else " … fix"
-    return word
-
-
-def check_access(
-    command: Command, *, user_id: str, chat_id: str, chat_type: str, settings: Settings
-) -> Denial | None:
-    """None if the command may run here for this user, else the Denial to reply with.
-
-    ADSYNC_ALLOWED_CHAT_IDS, when set, lists the chats whose commands are obeyed; a direct
-    chat with a listed admin is always obeyed (so admins can operate from anywhere), other
-    direct chats only if listed (otherwise a DM would bypass the list). Any chat_type but
-    "p2p" counts as a group. ADSYNC_ADMINS, when set, limits mutating commands to its open_ids.
-    """
-    lang = command.lang
-    zh = lang == "zh"
-    admins = tuple(settings.admins)
-    listed_admin = bool(user_id) and user_id in admins
-    allowed_chats = tuple(settings.allowed_chat_ids)
-    if allowed_chats and chat_id not in allowed_chats and not (chat_type == "p2p" and listed_admin):
-        if chat_type == "p2p":
-            message = (
-                f"我只在团队配置好的群里执行命令。请在那个群里 @我，或请管理员把这个会话（{chat_id}）"
-                "加入 ADSYNC_ALLOWED_CHAT_IDS。"
-                if zh
-                else "I only take commands in the team's adsync group chat. Please ask there, "
-                f"or ask an admin to add this chat ({chat_id}) to ADSYNC_ALLOWED_CHAT_IDS."
-            )
-        else:
-            message = (
-                f"这个群还没有配置使用 adsync，我不能在这里执行命令。管理员可以把本群（{chat_id}）"
-                "加入 ADSYNC_ALLOWED_CHAT_IDS。"
-                if zh
-                else "This chat is not configured for adsync, so I can't take commands here. "
-                f"An admin can add it ({chat_id}) to ADSYNC_ALLOWED_CHAT_IDS."
-            )
-        return Denial("chat_not_allowed", message, lang, admins)
-    if command.mutating and admins and not listed_admin:
-        word = _command_word(command, lang)
-        message = (
-            f"“{word}”会改动数据，只有管理员可以执行。请找管理员帮你执行；"
-            f"如果你应该是管理员，请让管理员把你的 ID（{user_id}）加入 ADSYNC_ADMINS。"
-            if zh
-            else f'"{word}" changes data, so only admins can run it. Please ask an admin to '
-            f"run it for you; if you should be one, ask them to add your id ({user_id}) "
-            "to ADSYNC_ADMINS."
-        )
-        return Denial("admin_only", message, lang, admins)
-    return None
 
 
 # -- accounts -------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from adsync.bot import cards
+from adsync.bot.access import check_access, is_admin
 from adsync.bot.actions import Actions, Caller, ExportFile
 from adsync.bot.commands import (
     Command,
@@ -41,9 +42,7 @@ from adsync.bot.commands import (
     Export,
     Sync,
     TokenRefresh,
-    check_access,
     help_text,
-    is_admin,
     parse,
 )
 from adsync.bot.messenger import FileNotPostable, Messenger, Posted, message_uuid

@@ -50,7 +50,7 @@ from adsync.sync.columns import COLUMNS, DATE, NUMBER, TEXT, Column
 from adsync.sync.config import Settings
 from adsync.sync.errors import AdsyncError, ConfigError, mask
 from adsync.sync.feishu import FeishuCaller, FeishuError, make_client, require_bitable
-from adsync.sync.reports import CENT, ReportRow, sync_key
+from adsync.sync.reports import CENT, ReportRow, row_values, sync_key
 
 log = logging.getLogger("adsync.bitable")
 
@@ -1049,26 +1049,6 @@ def to_filter(conditions: list[dict[str, Any]]) -> FilterInfo:
         )
         .build()
     )
-
-
-def row_values(row: ReportRow) -> dict[str, Any]:
-    """A row's values by column key, normalised the way ``read`` normalises stored ones."""
-    return {
-        "date": row.stat_date,
-        "account_id": row.account_id,
-        "account_name": row.account_name,
-        "project_id": row.project_id,
-        "project_name": row.project_name,
-        "promotion_id": row.promotion_id,
-        "promotion_name": row.promotion_name,
-        "cost": row.cost.quantize(CENT, rounding=ROUND_HALF_UP),
-        "show_cnt": row.show_cnt,
-        "click_cnt": row.click_cnt,
-        "convert_cnt": row.convert_cnt,
-        "conversion_cost": row.conversion_cost,
-        "clue_cnt": row.clue_cnt,
-        "sync_key": row.sync_key,
-    }
 
 
 def differs(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

@@ -35,7 +35,8 @@ from sqlalchemy import select
 from adsync.sync.columns import COLUMNS
 from adsync.sync.dates import period_label
 from adsync.sync.errors import AdsyncError, ConfigError
-from adsync.sync.reports import CENT, ReportRow, cost_per
+from adsync.sync.localcopy import to_row
+from adsync.sync.reports import ReportRow, cost_per, row_values
 from adsync.sync.store import Store, accounts, report_rows
 
 FORMATS = ("xlsx", "csv")
@@ -214,20 +215,7 @@ def collect(
         months[f"{cursor:%Y-%m}"] = []
         cursor = date(cursor.year + cursor.month // 12, cursor.month % 12 + 1, 1)
     for r in found:
-        row = ReportRow(
-            stat_date=r.stat_date,
-            account_id=r.account_id,
-            account_name=r.account_name,
-            project_id=r.project_id,
-            project_name=r.project_name,
-            promotion_id=r.promotion_id,
-            promotion_name=r.promotion_name,
-            cost=(Decimal(r.cost_cents) / 100).quantize(CENT),
-            show_cnt=r.show_cnt,
-            click_cnt=r.click_cnt,
-            convert_cnt=r.convert_cnt,
-            clue_cnt=r.clue_cnt,
-        )
+        row = to_row(r)
         months[f"{row.stat_date:%Y-%m}"].append(Line(row, r.synced_at))
     sheets = []
     overall = Totals()
@@ -245,25 +233,9 @@ def collect(
 
 def _values(line: Line, tz: ZoneInfo) -> list[Any]:
     """A row's cells in COLUMNS order, typed as the Bitable types them."""
-    row = line.row
-    by_key: dict[str, Any] = {
-        "date": row.stat_date,
-        "account_id": row.account_id,
-        "account_name": row.account_name,
-        "project_id": row.project_id,
-        "project_name": row.project_name,
-        "promotion_id": row.promotion_id,
-        "promotion_name": row.promotion_name,
-        "cost": row.cost,
-        "show_cnt": row.show_cnt,
-        "click_cnt": row.click_cnt,
-        "convert_cnt": row.convert_cnt,
-        "conversion_cost": row.conversion_cost,
-        "clue_cnt": row.clue_cnt,
-        "sync_key": row.sync_key,
-        # Excel has no time zones: the business zone's wall clock, as the Bitable shows it.
-        "synced_at": line.synced_at.astimezone(tz).replace(tzinfo=None, microsecond=0),
-    }
+    by_key = row_values(line.row)
+    # Excel has no time zones: the business zone's wall clock, as the Bitable shows it.
+    by_key["synced_at"] = line.synced_at.astimezone(tz).replace(tzinfo=None, microsecond=0)
     return [by_key[c.key] for c in COLUMNS]
 
 

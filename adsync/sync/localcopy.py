@@ -45,23 +45,25 @@ def load(store: Store, start: date, end: date) -> list[ReportRow]:
         report_rows.c.stat_date >= start, report_rows.c.stat_date <= end
     )
     found = store.read(lambda conn: conn.execute(query).all())
-    return [
-        ReportRow(
-            stat_date=r.stat_date,
-            account_id=r.account_id,
-            account_name=r.account_name,
-            project_id=r.project_id,
-            project_name=r.project_name,
-            promotion_id=r.promotion_id,
-            promotion_name=r.promotion_name,
-            cost=(Decimal(r.cost_cents) / 100).quantize(CENT),
-            show_cnt=r.show_cnt,
-            click_cnt=r.click_cnt,
-            convert_cnt=r.convert_cnt,
-            clue_cnt=r.clue_cnt,
-        )
-        for r in found
-    ]
+    return [to_row(r) for r in found]
+
+
+def to_row(r: Any) -> ReportRow:
+    """A stored ``report_rows`` row (any result row with its columns) as a ReportRow."""
+    return ReportRow(
+        stat_date=r.stat_date,
+        account_id=r.account_id,
+        account_name=r.account_name,
+        project_id=r.project_id,
+        project_name=r.project_name,
+        promotion_id=r.promotion_id,
+        promotion_name=r.promotion_name,
+        cost=(Decimal(r.cost_cents) / 100).quantize(CENT),
+        show_cnt=r.show_cnt,
+        click_cnt=r.click_cnt,
+        convert_cnt=r.convert_cnt,
+        clue_cnt=r.clue_cnt,
+    )
 
 
 def _values(row: ReportRow, now: datetime, run_id: int | None) -> dict[str, Any]:

@@ -66,6 +66,26 @@ class ReportRow:
         return int(self.cost * 100)
 
 
+def row_values(row: ReportRow) -> dict[str, Any]:
+    """A row's values by column key, normalised the way ``read`` normalises stored ones."""
+    return {
+        "date": row.stat_date,
+        "account_id": row.account_id,
+        "account_name": row.account_name,
+        "project_id": row.project_id,
+        "project_name": row.project_name,
+        "promotion_id": row.promotion_id,
+        "promotion_name": row.promotion_name,
+        "cost": row.cost.quantize(CENT, rounding=ROUND_HALF_UP),
+        "show_cnt": row.show_cnt,
+        "click_cnt": row.click_cnt,
+        "convert_cnt": row.convert_cnt,
+        "conversion_cost": row.conversion_cost,
+        "clue_cnt": row.clue_cnt,
+        "sync_key": row.sync_key,
+    }
+
+
 def cost_per(cost: Decimal, count: int) -> Decimal | None:
     """Cost per conversion to the cent (half up); None — an empty cell — without conversions."""
     if not count:

@@ -310,7 +310,8 @@ def _place(temporary: Path, path: Path, force: bool) -> None:
 
 def _write_csv(export: Export, out: BinaryIO) -> None:
     # utf-8-sig: the byte-order mark is how Excel knows a csv is UTF-8 (without it 中文 names
-    # open as mojibake). Values are text exactly as stored; money with two decimals.
+    # open as mojibake). Values are text as stored (a formula-like one behind an apostrophe);
+    # money with two decimals.
     with io.TextIOWrapper(out, encoding="utf-8-sig", newline="") as text:
         writer = csv.writer(text)
         writer.writerow(export.headers)
@@ -320,9 +321,18 @@ def _write_csv(export: Export, out: BinaryIO) -> None:
         writer.writerow(_csv_cells(_total_values(export.totals)))
 
 
+# A text cell starting with one of these is a formula to Excel and LibreOffice when a csv opens
+# (CSV injection: a promotion named "=HYPERLINK(…)" by anyone with access to an ad account). Such
+# cells get a leading apostrophe, the spreadsheet convention for "this is text" (OWASP's advice).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cells(values: list[Any]) -> list[str]:
     out = []
     for value in values:
+        if isinstance(value, str) and value.startswith(_FORMULA_START):
+            out.append("'" + value)
+            continue
         if value is None:
             out.append("")
         elif isinstance(value, Decimal):

@@ -85,6 +85,11 @@ def view_writes(sandbox: Sandbox) -> int:
     return sum(n for route, n in calls.items() if "/views" in route and not route.startswith("GET"))
 
 
+def view_calls(sandbox: Sandbox) -> int:
+    calls = sandbox.stats("feishu")["calls"]
+    return sum(n for route, n in calls.items() if "/views" in route)
+
+
 def control(method: str, sandbox: Sandbox, path: str, body: dict[str, Any] | None = None) -> Any:
     response = requests.request(
         method, f"{sandbox.url}/_sandbox/feishu/{path}", json=body or {}, timeout=10
@@ -197,7 +202,8 @@ def test_adsync_views_makes_again_a_view_deleted_by_hand(
     gone = sorted(accounts)[0]
     [view] = [v for v in views_of(sandbox) if v["view_name"] == accounts[gone]]
     control("DELETE", sandbox, f"views/{APP}/{TABLE}/{view['view_id']}")
-    # A sync does not look (nothing changed that it knows of): `adsync views` does.
+    # A sync does not look (nothing changed that it knows of): `adsync views` does, and so
+    # does the scheduled morning run (below).
     assert sync(authorized).view_changes == []
     assert gone not in account_views(sandbox)
     doc = run_views(cli, env)
@@ -538,3 +544,24 @@ def test_a_create_retried_after_its_answer_was_lost_finds_the_view_it_made(
     )["view"]
     view_id, name = keeper._create_view(work, "老门店", "老门店", "1700000000000000009")
     assert view_id != theirs["view_id"] and name == "老门店 (1700000000000000009)"
+
+
+def test_the_morning_run_makes_again_a_view_deleted_by_hand_with_one_list_a_table(
+    authorized: Services, sandbox: Sandbox
+) -> None:
+    sync(authorized)
+    accounts = granted(sandbox)
+    gone = sorted(accounts)[0]
+    [view] = [v for v in views_of(sandbox) if v["view_name"] == accounts[gone]]
+    control("DELETE", sandbox, f"views/{APP}/{TABLE}/{view['view_id']}")
+    before = view_calls(sandbox)
+    morning = Runner(authorized).run(yesterday(), yesterday(), trigger="schedule")
+    assert morning.status == "ok", (morning.error, morning.warnings)
+    assert any(gone in line and "created" in line for line in morning.view_changes)
+    assert account_views(sandbox)[gone] == [accounts[gone]]
+    assert len(views_of(sandbox)) == len(accounts) + 1  # nothing else made twice
+    # One listing, one read of the table's default view (not adsync's), the create and its
+    # filter: adsync's own views are trusted by id, not read again.
+    assert view_calls(sandbox) - before == 4
+    again = Runner(authorized).run(yesterday(), yesterday(), trigger="schedule")
+    assert again.view_changes == []

@@ -706,7 +706,11 @@ class _Writer:
         runner, result = self._runner, self._result
         today = utcnow().astimezone(runner.settings.tz).date()
         try:
-            done = ViewKeeper(tables).after_sync(runner._in_scope, today)
+            keeper = ViewKeeper(tables)
+            # The morning run looks at every table once a day; other runs only act on what
+            # the ledger says is missing (usually no call at all).
+            check = keeper.daily if result.trigger == "schedule" else keeper.after_sync
+            done = check(runner._in_scope, today)
         except Exception as exc:  # noqa: BLE001 - the rows are written; views can wait
             log.warning("run %s: per-account views not updated", result.run_id, exc_info=True)
             why = exc.public_message if isinstance(exc, AdsyncError) else "an unexpected error"

@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(
+    url: str, proc: subprocess.Popen[str], output: Callable[[], str], timeout: float = 60
+) -> None:
+    """Until ``url``'s /healthz answers 200; fails with the process's output if it exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        assert proc.poll() is None, output()[-3000:]
+        assert time.monotonic() < deadline, "adsync serve did not come up"
+        time.sleep(0.1)
+
+
+def stop_gently(proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """SIGTERM, as a supervisor stops it; killed only if it does not stop in ``timeout``."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def report(line: str) -> None:

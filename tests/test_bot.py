@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 from adsync.sandbox import events as ev
 
-from .conftest import Sandbox
+from .conftest import Sandbox, free_port, wait_serving
 
 ENCRYPT_KEY = "sandbox-encrypt-key-7f3a"
 VERIFY_TOKEN = "sandbox-verification-token-91c2"
@@ -429,14 +429,6 @@ def test_signed_and_encrypted_nonsense_never_gets_a_500(
     assert response.status_code < 500, (event, response.status_code, response.text[:200])
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_adsync_serve_runs_the_app_under_gunicorn_with_the_clock(
     bot_env: dict[str, str], authorized: Any, sandbox: Sandbox, tmp_path: Any
 ) -> None:
@@ -453,7 +445,7 @@ def test_adsync_serve_runs_the_app_under_gunicorn_with_the_clock(
 
     from adsync.sync.store import runs
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "adsync", "serve", "--port", str(port)],
         env={"PATH": os.environ.get("PATH", ""), **bot_env},
@@ -464,16 +456,7 @@ def test_adsync_serve_runs_the_app_under_gunicorn_with_the_clock(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "adsync serve did not come up"
-            time.sleep(0.1)
+        wait_serving(url, proc, lambda: proc.stderr.read() if proc.stderr else "")
         event = say(sandbox, "token status")
         assert ev.deliver(url + "/feishu/events", ev.seal(event, ENCRYPT_KEY)).status_code == 200
         asked = event["event"]["message"]["message_id"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -30,12 +29,11 @@ from adsync.sandbox import events as ev
 from adsync.sync.errors import StoreError
 from adsync.sync.store import Store, dedup, oauth_states
 
-from .conftest import PG_URL, Sandbox, _pg_available, report
+from .conftest import PG_URL, Sandbox, _pg_available, free_port, report, stop_gently, wait_serving
 from .test_bot import (  # noqa: F401 - fixtures
     ENCRYPT_KEY,
     VERIFY_TOKEN,
     BotServer,
-    _free_port,
     bot_env,
     messages,
     say,
@@ -181,7 +179,7 @@ def _terminate(app_name: str) -> int:
 
 @contextlib.contextmanager
 def served(env: dict[str, str], cwd: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "adsync", "serve", "--no-clock", "--port", str(port)],
         env={"PATH": os.environ.get("PATH", ""), **env},
@@ -192,22 +190,10 @@ def served(env: dict[str, str], cwd: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "adsync serve did not come up"
-            time.sleep(0.1)
+        wait_serving(url, proc, lambda: proc.stderr.read() if proc.stderr else "")
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_gently(proc)
 
 
 def _answers(sandbox: Sandbox, asked: dict[str, str], timeout: float = 90) -> dict[str, list[Any]]:

@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,16 +23,10 @@ import requests
 
 from adsync.sandbox import events as ev
 
-from .conftest import Sandbox, report
+from .conftest import Sandbox, free_port, report, stop_gently, wait_serving
 from .test_bot import CHAT, ENCRYPT_KEY, VERIFY_TOKEN, BotServer, messages, say
 
 # -- a real `adsync serve` -------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Served:
@@ -50,7 +43,7 @@ class Served:
 
 @contextlib.contextmanager
 def adsync_serve(env: dict[str, str], cwd: Path, *args: str) -> Iterator[Served]:
-    port = _free_port()
+    port = free_port()
     log = cwd / f"serve-{port}.log"
     with log.open("w") as sink:
         proc = subprocess.Popen(
@@ -63,22 +56,10 @@ def adsync_serve(env: dict[str, str], cwd: Path, *args: str) -> Iterator[Served]
         )
     served = Served(proc, f"http://127.0.0.1:{port}", log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(served.url + "/healthz", timeout=2).status_code == 200:
-                    break
-            assert proc.poll() is None, served.log_text()[-3000:]
-            assert time.monotonic() < deadline, "adsync serve did not come up"
-            time.sleep(0.1)
+        wait_serving(served.url, proc, served.log_text)
         yield served
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_gently(proc)
 
 
 @pytest.fixture
@@ -202,7 +183,7 @@ def app_server(env: dict[str, str], tmp_path: Path, **overrides: str) -> Iterato
 def test_adsync_serve_will_not_open_the_webhook_without_an_encrypt_key(
     env: dict[str, str], cli: Any
 ) -> None:
-    result = cli(["serve", "--port", str(_free_port()), "--no-clock"], env)
+    result = cli(["serve", "--port", str(free_port()), "--no-clock"], env)
     assert result.returncode == 2
     assert "FEISHU_ENCRYPT_KEY is not set" in result.stderr
     assert "adsync serve --ws" in result.stderr  # the way that needs no key
@@ -604,7 +585,7 @@ def test_the_access_log_never_writes_the_oauth_callbacks_auth_code_or_state(
 def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """gunicorn with the Procfile's settings (``-c python:adsync.bot.gunicorn_conf``) serving
     an app that echoes what it received."""
-    port = _free_port()
+    port = free_port()
     root = Path(__file__).resolve().parent.parent
     home = tmp_path_factory.mktemp("echo")
     proc = subprocess.Popen(
